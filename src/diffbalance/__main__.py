@@ -1,0 +1,3 @@
+from diffbalance.cli.app import main
+
+main()

@@ -1,0 +1,133 @@
+"""The one in-memory image-set type every stage passes around."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from diffbalance.errors import DiffbalanceError
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """Images with integer labels.
+
+    images: uint8 tensor (N, C, H, W), C = 1 (grayscale) or 3 (RGB), on the CPU.
+    labels: int64 tensor (N,), values in [0, num_classes).
+    class_names: one name per class index; the number of classes is len(class_names).
+    source: where the images came from (a path, "cifar10:train", "mixup fill", ...).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+    source: str = ""
+    meta: dict = field(default_factory=dict)  # free-form provenance (e.g. profile, kept indices)
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.images.shape[1] not in (1, 3):
+            raise ValueError(f"images must have 1 or 3 channels, got {self.images.shape[1]}")
+        if self.labels.ndim != 1 or len(self.labels) != len(self.images):
+            raise ValueError(f"labels must be (N,) with N = {len(self.images)}, got {tuple(self.labels.shape)}")
+        object.__setattr__(self, "labels", self.labels.to(torch.int64))
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.class_names)):
+            raise ValueError(f"labels outside [0, {len(self.class_names)})")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    def counts(self) -> list[int]:
+        """Images per class, indexed by class."""
+        return torch.bincount(self.labels, minlength=self.num_classes).tolist()
+
+    def class_images(self, class_index: int) -> torch.Tensor:
+        return self.images[self.labels == class_index]
+
+    def subset(self, indices: torch.Tensor | list[int], source: str | None = None) -> ImageSet:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return ImageSet(self.images[idx], self.labels[idx], self.class_names, source or self.source, dict(self.meta))
+
+    def concat(self, other: ImageSet, source: str | None = None) -> ImageSet:
+        if other.class_names != self.class_names:
+            raise DiffbalanceError("cannot join image sets with different classes", "use the same class list")
+        if other.images.shape[1:] != self.images.shape[1:]:
+            raise DiffbalanceError(
+                f"cannot join images of shape {tuple(self.images.shape[1:])} and {tuple(other.images.shape[1:])}",
+                "resize both sets to the same size",
+            )
+        return ImageSet(
+            torch.cat([self.images, other.images]),
+            torch.cat([self.labels, other.labels]),
+            self.class_names,
+            source or f"{self.source} + {other.source}",
+            dict(self.meta),
+        )
+
+    def class_index(self, name_or_index: str | int) -> int:
+        """Class index from a name or an index; unknown classes are a one-line error."""
+        if isinstance(name_or_index, int) or str(name_or_index).isdigit():
+            i = int(name_or_index)
+            if 0 <= i < self.num_classes:
+                return i
+        elif name_or_index in self.class_names:
+            return self.class_names.index(name_or_index)
+        raise DiffbalanceError(
+            f"unknown class {name_or_index!r}", f"use one of {', '.join(self.class_names)} (or an index)"
+        )
+
+    @classmethod
+    def from_arrays(cls, X, y, class_names=None, source: str = "arrays") -> tuple[ImageSet, str]:
+        """Build from numpy/torch arrays N×H×W×C, N×C×H×W or N×H×W (grayscale).
+
+        Returns the set and the layout ("NHWC", "NCHW" or "NHW") so results can be given back the same way.
+        Floats in [0, 1] are scaled to uint8.
+        """
+        x = torch.as_tensor(np.asarray(X))
+        if x.ndim == 3:
+            layout, x = "NHW", x[:, None]
+        elif x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
+            layout = "NCHW"
+        elif x.ndim == 4 and x.shape[-1] in (1, 3):
+            layout, x = "NHWC", x.permute(0, 3, 1, 2)
+        else:
+            raise DiffbalanceError(
+                f"X has shape {tuple(x.shape)}", "pass images as N×H×W×C, N×C×H×W or N×H×W with 1 or 3 channels"
+            )
+        if x.is_floating_point():
+            if float(x.min()) < 0 or float(x.max()) > 1:
+                raise DiffbalanceError("float images must lie in [0, 1]", "scale them or pass uint8")
+            x = (x * 255).round()
+        y_np = np.asarray(y)
+        if y_np.ndim != 1 or len(y_np) != len(x):
+            raise DiffbalanceError(f"y has shape {y_np.shape}, X has {len(x)} images", "pass one label per image")
+        # classes are the sorted distinct label values, as in imbalanced-learn; meta keeps them to map back
+        values, labels = np.unique(y_np, return_inverse=True)
+        names = tuple(str(v) for v in values) if class_names is None else tuple(class_names)
+        if len(names) != len(values):
+            raise DiffbalanceError(f"{len(names)} class names for {len(values)} distinct labels", "pass one name per class")
+        meta = {"label_values": values.tolist()}
+        return cls(x.to(torch.uint8).contiguous(), torch.as_tensor(labels), names, source, meta), layout
+
+    def to_layout(self, layout: str) -> torch.Tensor:
+        if layout == "NHW":
+            return self.images[:, 0]
+        if layout == "NHWC":
+            return self.images.permute(0, 2, 3, 1).contiguous()
+        return self.images

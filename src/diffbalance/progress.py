@@ -1,0 +1,37 @@
+"""Progress bars (rich) shared by every long loop; silent when disabled or not on a terminal-like stream."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator:
+    """Yield `advance(n=1, **fields)`; extra fields (loss=…, img_s=…) are shown after the bar."""
+    if not enabled:
+        yield lambda n=1, **fields: None
+        return
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+    )
+    with bar:
+        task = bar.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, **fields) -> None:
+            info = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+            bar.update(task, advance=n, **({"info": info} if fields else {}))
+
+        yield advance
