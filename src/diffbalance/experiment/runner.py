@@ -1,0 +1,245 @@
+"""Run methods × classifiers × seeds on one imbalanced set, then report.
+
+Stages, each resumable (a rerun of the same config in the same folder redoes only what is missing):
+    data → imbalance → fill (per method) → train classifiers (per method × classifier × seed) → evaluate → report
+
+Run folder:
+    config.resolved.json   the full config, written before any work
+    fills/<method>/        PNG ImageFolder + manifest of each method's fill images
+    generators/<hash>/     generators trained on the fly (shared by methods with the same training config)
+    checkpoints/<run>/     classifier checkpoints
+    results.json           rewritten (atomically) after every finished run
+    report.md, figures/    written at the end
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from diffbalance.atomic import ensure_writable_dir, write_json
+from diffbalance.classify.config import TrainConfig
+from diffbalance.classify.train import TrainedClassifier, train_classifier
+from diffbalance.data.imageset import ImageSet
+from diffbalance.data.sources import load_train_test
+from diffbalance.device import describe, resolve_device
+from diffbalance.evaluate.metrics import classification_metrics
+from diffbalance.experiment.config import ExperimentConfig, MethodConfig
+from diffbalance.imbalance.profiles import profile_counts
+from diffbalance.imbalance.subset import make_imbalanced
+from diffbalance.imbalance.targets import generation_counts
+from diffbalance.progress import console
+from diffbalance.rebalance.base import build_rebalancer, rebalancer_class
+from diffbalance.rebalance.store import fill
+
+
+@dataclass
+class Stage:
+    """What the stages share: the resolved data and where things go."""
+
+    config: ExperimentConfig
+    out_dir: Path
+    device: torch.device
+    train_full: ImageSet  # the original (balanced) training set
+    test: ImageSet
+    imbalanced: ImageSet
+    add: list[int]  # images to generate per class
+    progress: bool
+    reference: TrainedClassifier | None = None  # trained on first use, shared by consistency and domain FID
+
+
+def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True) -> Stage:
+    """Validate everything cheap first (methods, recipe, paths), write the resolved config, load the data."""
+    out_dir = ensure_writable_dir(Path(out_dir))
+    for m in config.methods:
+        build_rebalancer(m.rebalancer, _fill_params(config, m))
+        _train_config(config, m, config.classifiers[0] if config.classifiers else "small_cnn")
+    if not config.methods:
+        raise _error("the config lists no methods", "add at least one entry under methods:")
+    device = resolve_device(config.device)
+    write_json(out_dir / "config.resolved.json", config.to_dict())
+    train, test = load_train_test(config.data)
+    imb = config.imbalance
+    keep = profile_counts(
+        imb.profile, train.counts(), n_min=imb.n_min, n_max=imb.n_max, ratio=imb.ratio,
+        minority_fraction=imb.minority_fraction, order=imb.order,
+    )
+    imbalanced = make_imbalanced(train, keep, imb.selection, imb.seed, imb.profile)
+    add = generation_counts(imbalanced.counts(), config.target, imbalanced.class_names)
+    return Stage(config, out_dir, device, train, test, imbalanced, add, progress)
+
+
+def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = True) -> dict:
+    """The whole pipeline; returns the results dict also written to `out_dir/results.json`."""
+    from diffbalance.report.write import write_report
+
+    st = prepare_stage(config, out_dir, progress)
+    results = _load_previous(st)
+    fills = {m.name: method_fill(st, m) for m in config.methods}
+    for m in config.methods:
+        for clf in config.classifiers:
+            for seed in config.seeds:
+                if _find_run(results, m.name, clf, seed) is None:
+                    results["runs"].append(train_and_evaluate(st, m, clf, seed, fills[m.name]))
+                    write_json(st.out_dir / "results.json", results)
+    generated = {m.name: fills[m.name] for m in config.methods if fills[m.name] is not None}
+    if generated and config.consistency:
+        results["consistency"] = consistency_table(st, config, generated)
+    if generated and config.fid is not None:
+        results["quality"] = quality_table(st, generated)
+    write_json(st.out_dir / "results.json", results)
+    write_report(st.out_dir, results, st.imbalanced, generated, config)
+    return results
+
+
+def method_fill(st: Stage, m: MethodConfig) -> ImageSet | None:
+    """The method's fill images (None when it adds nothing); resumes a partial fill folder."""
+    if m.rebalancer == "none" or sum(st.add) == 0:
+        return None
+    reb = build_rebalancer(m.rebalancer, _fill_params(st.config, m))
+    console.print(f"[bold]fill[/] {m.name}: {sum(st.add)} images ({m.rebalancer})")
+    return fill(reb, st.imbalanced, st.add, st.out_dir / "fills" / m.name, _workdir(st, m), st.progress)
+
+
+def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, fills: ImageSet | None) -> dict:
+    train = st.imbalanced if fills is None else st.imbalanced.concat(fills, source=f"{m.name} rebalanced")
+    cfg = _train_config(st.config, m, classifier)
+    run_id = f"{m.name}--{classifier}--seed{seed}"
+    console.print(f"[bold]train[/] {run_id} on {len(train)} images")
+    clf = train_classifier(
+        train, cfg, device=st.device, seed=seed, checkpoint_dir=st.out_dir / "checkpoints" / run_id,
+        progress=st.progress,
+    )
+    pred = clf.predict(st.test.images)
+    metrics = classification_metrics(st.test.labels, pred, st.test.class_names, train_counts=st.imbalanced.counts())
+    return {
+        "method": m.name, "rebalancer": m.rebalancer, "classifier": classifier, "seed": seed,
+        "accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
+        "macro_f1": metrics["macro_f1"], "per_class_f1": metrics["per_class_f1"], "metrics": metrics,
+        "train_images": len(train), "train_seconds": clf.train_seconds, "device": describe(st.device),
+    }
+
+
+def reference_classifier(st: Stage, config: ExperimentConfig) -> TrainedClassifier:
+    """A classifier trained on *balanced real* data, used to check that generated images show their class
+    (and, for domain-FID, as the feature network). Trained once per run folder (checkpointed)."""
+    if st.reference is not None:
+        return st.reference
+    ref = st.train_full
+    n = config.reference_images_per_class
+    if n is not None:
+        ref = make_imbalanced(ref, [min(n, c) for c in ref.counts()], "first", 0, "balanced reference")
+    base = {**config.train, **config.reference_train}
+    cfg = TrainConfig.from_dict({**base, "model": base.get("model", config.classifiers[0])})
+    console.print(f"[bold]train[/] reference classifier on {len(ref)} balanced real images")
+    st.reference = train_classifier(
+        ref, cfg, device=st.device, seed=0, checkpoint_dir=st.out_dir / "checkpoints" / "reference", progress=st.progress
+    )
+    return st.reference
+
+
+def consistency_table(st: Stage, config: ExperimentConfig, generated: dict[str, ImageSet]) -> dict:
+    from diffbalance.evaluate.consistency import class_consistency
+
+    ref = reference_classifier(st, config)
+    real = class_consistency(ref.predict, st.test)  # the reference's own accuracy per class: the ceiling
+    table = {"reference": {"images": len(st.train_full) if config.reference_images_per_class is None
+                           else config.reference_images_per_class * st.train_full.num_classes, "test": real}}
+    for name, fills in generated.items():
+        table[name] = class_consistency(ref.predict, fills)
+    return table
+
+
+def quality_table(st: Stage, generated: dict[str, ImageSet]) -> dict:
+    """The paper's Table 2 (FID of the rebalanced set vs the original balanced train set) and what it hides."""
+    from diffbalance.evaluate.fid.protocol import FidConfig, quality_report
+
+    cfg = FidConfig.from_dict({"device": st.config.device, **(st.config.fid or {})})
+    domain = reference_classifier(st, st.config) if cfg.features == "domain" else None
+    return {
+        name: quality_report(balanced_original(st), st.imbalanced.concat(fills), fills, cfg, domain_model=domain)
+        for name, fills in generated.items()
+    }
+
+
+def balanced_original(st: Stage) -> ImageSet:
+    """The original balanced training images the rebalanced set is compared with: per class, as many real images
+    as the rebalanced set holds (the first ones in original order). For the paper's CIFAR-10 protocol that is the
+    whole 50,000-image training set."""
+    want = [min(n + a, have) for n, a, have in zip(st.imbalanced.counts(), st.add, st.train_full.counts())]
+    return make_imbalanced(st.train_full, want, "first", 0, "original balanced")
+
+
+# --- helpers --------------------------------------------------------------------------------------
+def _fill_params(config: ExperimentConfig, m: MethodConfig) -> dict:
+    return {"random_state": config.fill_seed, "device": config.device, **m.params}
+
+
+def _train_config(config: ExperimentConfig, m: MethodConfig, classifier: str) -> TrainConfig:
+    return TrainConfig.from_dict({**config.train, **m.train, "model": classifier})
+
+
+def _workdir(st: Stage, m: MethodConfig) -> Path:
+    """Generators trained on the fly live under a hash of their training settings, so methods that differ only
+    in how they sample (e.g. cfg w = 0.1 and w = 7.5) share one trained model."""
+    key = json.dumps({"rebalancer": m.rebalancer, "train": m.params.get("train", {}), "data": st.config.to_dict()["data"],
+                      "imbalance": st.config.to_dict()["imbalance"]}, sort_keys=True)
+    return st.out_dir / "generators" / f"{m.rebalancer}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _load_previous(st: Stage) -> dict:
+    """Runs already finished in this folder with the same config are kept; anything else starts afresh."""
+    fresh = {
+        "dataset": {
+            "name": st.config.data.name, "profile": st.config.imbalance.profile,
+            "class_names": list(st.imbalanced.class_names), "train_counts": st.imbalanced.counts(),
+            "fill_counts": st.add, "test_count": len(st.test), "test_counts": st.test.counts(),
+            "image_shape": list(st.imbalanced.images.shape[1:]),
+        },
+        "runs": [],
+        "config": st.config.to_dict(),
+        "versions": _versions(),
+        "device": describe(st.device),
+    }
+    path = st.out_dir / "results.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return fresh
+        if old.get("config") == fresh["config"] and old.get("dataset") == fresh["dataset"]:
+            fresh["runs"] = old.get("runs", [])
+    return fresh
+
+
+def _find_run(results: dict, method: str, classifier: str, seed: int) -> dict | None:
+    for r in results["runs"]:
+        if (r["method"], r["classifier"], r["seed"]) == (method, classifier, seed):
+            return r
+    return None
+
+
+def _versions() -> dict:
+    import diffusers
+    import torchvision
+
+    import diffbalance
+
+    return {"diffbalance": diffbalance.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "diffusers": diffusers.__version__}
+
+
+def _error(problem: str, fix: str):
+    from diffbalance.errors import DiffbalanceError
+
+    return DiffbalanceError(problem, fix)
+
+
+def is_generative(name: str) -> bool:
+    return rebalancer_class(name).generative

@@ -1,0 +1,84 @@
+"""Report figures (matplotlib, Agg backend): per-class F1 bars, confusion matrices, fill-image grids."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+from diffbalance.atomic import atomic_path  # noqa: E402
+from diffbalance.data.imageset import ImageSet  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def per_class_f1_bars(runs: list[dict], methods: list[str], classifier: str, class_names: list[str], path: Path) -> None:
+    """Grouped bars: per class, one bar per method (mean over seeds), error bars = std over seeds."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(class_names) * max(1, len(methods)) / 3), 3.6))
+    width = 0.8 / max(1, len(methods))
+    x = np.arange(len(class_names))
+    for k, m in enumerate(methods):
+        f1s = [r["per_class_f1"] for r in runs if r["method"] == m and r["classifier"] == classifier]
+        if not f1s:
+            continue
+        mean = [statistics.fmean(f[c] for f in f1s) for c in range(len(class_names))]
+        std = [statistics.stdev(f[c] for f in f1s) if len(f1s) > 1 else 0 for c in range(len(class_names))]
+        ax.bar(x + (k - (len(methods) - 1) / 2) * width, mean, width, yerr=std, label=m)
+    ax.set_xticks(x, class_names, rotation=35, ha="right")
+    ax.set_ylabel("test F1")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Per-class F1 ({classifier}); classes ordered by index, minority first in linear profiles")
+    ax.legend(fontsize=7, ncols=min(4, len(methods)))
+    _save(fig, path)
+
+
+def confusion_matrix_figure(matrix: list[list[int]], class_names: list[str], title: str, path: Path) -> None:
+    cm = np.asarray(matrix, dtype=float)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            if norm[i, j] >= 0.05:
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=5,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    _save(fig, path)
+
+
+def fill_grid(fills: ImageSet, per_class: int, title: str, path: Path) -> None:
+    """One row per class that received fill images: its first `per_class` images (by index)."""
+    rows, names = [], []
+    for c in range(fills.num_classes):
+        imgs = fills.class_images(c)[:per_class]
+        if len(imgs) == 0:
+            continue
+        pad = torch.zeros((per_class - len(imgs), *imgs.shape[1:]), dtype=torch.uint8)
+        rows.append(torch.cat([imgs, pad]))
+        names.append(fills.class_names[c])
+    grid = make_grid(torch.cat(rows), nrow=per_class, padding=2, pad_value=255)  # (C, H, W)
+    if grid.shape[0] == 1:
+        grid = grid.repeat(3, 1, 1)
+    fig, ax = plt.subplots(figsize=(per_class * 0.55 + 1.6, len(rows) * 0.55 + 0.6))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    cell = fills.images.shape[2] + 2
+    ax.set_yticks([cell * (i + 0.5) for i in range(len(names))], names, fontsize=7)
+    ax.set_xticks([])
+    ax.set_title(title, fontsize=9)
+    _save(fig, path)
