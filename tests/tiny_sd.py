@@ -55,8 +55,23 @@ def write_tiny_clip_tokenizer(folder: Path, num_merges: int = NUM_MERGES) -> int
     return len(vocab)
 
 
-def build_tiny_sd(tokenizer_dir: Path, seed: int = 0):
-    """A StableDiffusionPipeline with random tiny weights (CPU, fp32)."""
+def _tiny_safety_checker():
+    """A random StableDiffusionSafetyChecker + its CLIP image processor at 32×32 (what SD 1.5 ships, tiny)."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    tiny = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
+    config = CLIPConfig(
+        text_config=dict(tiny, vocab_size=1000, bos_token_id=998, eos_token_id=999, pad_token_id=1),
+        vision_config=dict(tiny, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return StableDiffusionSafetyChecker(config), processor
+
+
+def build_tiny_sd(tokenizer_dir: Path, seed: int = 0, safety_checker: bool = False):
+    """A StableDiffusionPipeline with random tiny weights (CPU, fp32); optionally with a (random) safety checker."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -105,26 +120,27 @@ def build_tiny_sd(tokenizer_dir: Path, seed: int = 0):
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1
     )
+    checker, processor = _tiny_safety_checker() if safety_checker else (None, None)
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
         scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+        safety_checker=checker,
+        feature_extractor=processor,
+        requires_safety_checker=safety_checker,
     )
 
 
-def save_tiny_sd(folder: Path, seed: int = 0) -> Path:
+def save_tiny_sd(folder: Path, seed: int = 0, safety_checker: bool = False) -> Path:
     """Build the tiny pipeline and save it as a model folder with safetensors weights; returns the folder."""
     folder = Path(folder)
     if (folder / "model_index.json").exists():
         return folder
     tok_dir = folder.parent / f".{folder.name}-tokenizer-src"
     write_tiny_clip_tokenizer(tok_dir)
-    build_tiny_sd(tok_dir, seed).save_pretrained(folder, safe_serialization=True)
+    build_tiny_sd(tok_dir, seed, safety_checker).save_pretrained(folder, safe_serialization=True)
     return folder
 
 

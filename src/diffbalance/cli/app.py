@@ -22,6 +22,11 @@ app = typer.Typer(
     add_completion=False,
 )
 
+@app.callback()
+def _root() -> None:
+    """Rebalance imbalanced image datasets with diffusion models, and measure whether it helps."""
+
+
 # subcommand modules; each does `@app.command(...)` on import
 COMMAND_MODULES = (
     "diffbalance.cli.run",
@@ -50,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     _load_commands()
     try:
         app(args=argv, standalone_mode=True)
+    except SystemExit as done:
+        if done.code not in (0, None):
+            raise
     except DiffbalanceError as err:
         fail(str(err))
     except KeyboardInterrupt:

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torchvision.io import decode_png, encode_png
+import numpy as np
+from PIL import Image
 
 from diffbalance.atomic import write_json
 from diffbalance.data.imageset import ImageSet
@@ -109,7 +110,7 @@ def load_fill(out_dir: Path, class_names: Sequence[str], add: Sequence[int] | No
     missing = [k for k in keys if k not in done]
     if missing:
         raise DiffbalanceError(f"fill folder {out_dir} lacks {len(missing)} images", "run the fill again to resume it")
-    images = [decode_png(torch.frombuffer(bytearray((Path(out_dir) / done[k]).read_bytes()), dtype=torch.uint8)) for k in keys]
+    images = [_read_png(Path(out_dir) / done[k]) for k in keys]
     if not images:
         raise DiffbalanceError(f"fill folder {out_dir} holds no images", "nothing to load; run the fill first")
     return ImageSet(torch.stack(images), torch.tensor([c for c, _ in keys]), tuple(class_names), f"fill {out_dir}")
@@ -142,9 +143,17 @@ def _save_png(out_dir: Path, class_name: str, index: int, image: torch.Tensor) -
     path = out_dir / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(encode_png(image).numpy().tobytes())
+    array = image.permute(1, 2, 0).numpy()  # (H, W, C)
+    Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(tmp, format="PNG")
     os.replace(tmp, path)
     return rel
+
+
+def _read_png(path: Path) -> torch.Tensor:
+    with Image.open(path) as im:
+        array = np.asarray(im)
+    array = array[..., None] if array.ndim == 2 else array  # (H, W, C)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 def _check_or_write_header(out_dir: Path, header: dict) -> None:

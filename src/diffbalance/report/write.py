@@ -79,27 +79,28 @@ def _provenance(results: dict, config: ExperimentConfig) -> str:
 
 def _quality_section(quality: dict) -> list[str]:
     first = next(iter(quality.values()))
-    features = first.get("features", "")
-    label = "domain-FID (not Inception FID)" if "domain" in str(features) else "FID"
+    features = first["features"]
+    label = "domain-FID (not Inception FID)" if features.startswith("domain") else "FID"
     rows, hidden = [], []
     for m, q in quality.items():
-        p = q["paper"]
-        g = q["generated_only"]
+        p, g = q["protocol_fid"], q["generated_fid"]
+        pr, kid = q["precision_recall"], q["kid"]
         rows.append([m, f"{p['fid']:.3f}", f"{p['n_a']} vs {p['n_b']}"])
-        pr = q.get("precision_recall", {})
-        kid = q.get("kid", {})
-        hidden.append([m, f"{g['fid']:.3f}", _fmt(pr.get("precision")), _fmt(pr.get("recall")),
+        hidden.append([m, f"{g['fid']:.3f}", f"{g['n_a']} vs {g['n_b']}", _fmt(pr.get("precision")), _fmt(pr.get("recall")),
                        f"{_fmt(kid.get('kid_mean'), 4)} ± {_fmt(kid.get('kid_std'), 4)}"])
-    meta = (f"Features: {features}; resize: {first['paper'].get('resize')}; weights sha256: "
-            f"{str(first['paper'].get('weights_sha256'))[:16]}…; feature dtype {first['paper'].get('feature_dtype')}.")
+    per_class = [[m] + [_fmt(v["fid"]) for v in q["per_class_fid"].values()] for m, q in quality.items()]
+    meta = (f"Features: {features}; resize {first['resize']}; weights sha256 {str(first['weights_sha256'])[:16]}…; "
+            f"features {first['feature_dtype']}, statistics {first['statistics_dtype']}; device {first['device']}.")
     return [f"## Generation quality — {label}",
             "The paper's Table 2: the rebalanced set (imbalanced real + fill images) against the original balanced "
             "training images. " + meta,
             tables.markdown_table(["method", label, "images"], rows),
             "### What it hides: the fill images alone",
-            f"{label} of the fill images alone against real images of the same classes, improved precision / recall "
-            "(k = 3) and KID. A rebalanced set is mostly real images, so its FID stays low even when the fills are poor.",
-            tables.markdown_table(["method", f"{label} (fills only)", "precision", "recall", "KID"], hidden)]
+            f"{label} of the fill images alone against the real images of the classes they fill, improved precision / "
+            "recall (k = 3) and KID. A rebalanced set is mostly real images, so its FID stays low even when the fills are poor.",
+            tables.markdown_table(["method", f"{label} (fills only)", "images", "precision", "recall", "KID"], hidden),
+            f"### Per-class {label} (fills of a class vs real images of that class)",
+            tables.markdown_table(["method"] + list(first["per_class_fid"].keys()), per_class)]
 
 
 def _fmt(v, digits: int = 3) -> str:

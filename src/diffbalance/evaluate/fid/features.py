@@ -29,7 +29,9 @@ KNOWN_TORCHSCRIPT_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a43565
 WEIGHTS_ENV = "DIFFBALANCE_FID_WEIGHTS"
 SHARED_ENV = "DIFFBALANCE_SHARED"
 # torch-fidelity's converted TF weights (the same file torchmetrics downloads)
-INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
 RESIZE_MODES = ("bilinear-torch", "bilinear-tf1x")
 INCEPTION_SIZE = 299
 
@@ -67,7 +69,8 @@ def to_rgb(x: torch.Tensor) -> torch.Tensor:
 def resize_299(x: torch.Tensor, mode: str) -> torch.Tensor:
     """Float images (N, 3, H, W) in [0, 255] → (N, 3, 299, 299), on whatever device x is on."""
     if mode == "bilinear-torch":  # pytorch-fid's F.interpolate (half-pixel centres), no antialiasing
-        return F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False, antialias=False)
+        size = (INCEPTION_SIZE, INCEPTION_SIZE)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
     if mode == "bilinear-tf1x":  # torch-fidelity / torchmetrics: TF1 resize_bilinear (no half-pixel centres)
         from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
@@ -153,7 +156,8 @@ def resolve_inception_weights(path: str | Path | None = None) -> tuple[Path | No
         p = Path(explicit).expanduser()
         if not p.is_file():
             source = "--fid-weights" if path else f"${WEIGHTS_ENV}"
-            raise DiffbalanceError(f"Inception weights {p} (from {source}) do not exist", "give the path of an existing file")
+            raise DiffbalanceError(f"Inception weights {p} (from {source}) do not exist",
+                                   "give the path of an existing file")
         return p, True
     for p in _default_weight_candidates():
         if p.is_file():

@@ -1,0 +1,55 @@
+"""Training losses: cross-entropy and the balanced-softmax / logit-adjusted loss, both for hard or soft targets.
+
+Cross-entropy with target distribution q (one-hot, smoothed, or Mixup/CutMix-mixed):
+    L(z, q) = −Σ_k q_k log softmax(z)_k,   label smoothing ε: q ← (1 − ε) q + ε / K.
+
+Balanced softmax (Ren et al. 2020, "Balanced Meta-Softmax") = the logit-adjusted loss of Menon et al. (2021) at τ = 1:
+    L_bal(z, q) = L(z + τ · log π, q),   π_k = n_k / Σ_j n_j  (the training-set class prior).
+The shift is applied during training only; at test time the plain logits z are used (argmax z), which turns the
+prior-weighted training posterior into a balanced one. A class with no training image would get log 0 = −∞;
+its count is raised to 1 so the loss stays finite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean CE of logits (N, K) against class indices (N,) or class probabilities (N, K)."""
+    if targets.ndim == 2:
+        targets = targets.to(logits.dtype)
+    return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+
+
+def log_class_prior(class_counts: Sequence[int] | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    """log π_k = log(n_k / Σ n_j) as float32 (K,); empty classes count as one image."""
+    counts = torch.as_tensor(class_counts, dtype=torch.float64).clamp_min(1)
+    return (counts / counts.sum()).log().to(torch.float32).to(device)
+
+
+def balanced_softmax_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    log_prior: torch.Tensor,
+    label_smoothing: float = 0.0,
+    tau: float = 1.0,
+) -> torch.Tensor:
+    """CE on z + τ log π (Ren et al. 2020 for τ = 1; Menon et al. 2021's logit-adjusted loss for any τ)."""
+    adjusted = logits.float() + tau * log_prior.to(logits.device)  # (N, K); fp32 so bf16 logits keep the shift exact
+    return cross_entropy(adjusted, targets, label_smoothing)
+
+
+def build_loss(kind: str, class_counts: Sequence[int], label_smoothing: float, device: torch.device) -> LossFn:
+    """The training loss named by `TrainConfig.loss`, as `loss(logits, targets)`."""
+    if kind == "ce":
+        return lambda logits, targets: cross_entropy(logits, targets, label_smoothing)
+    if kind == "balanced_softmax":
+        prior = log_class_prior(class_counts, device)
+        return lambda logits, targets: balanced_softmax_loss(logits, targets, prior, label_smoothing)
+    raise ValueError(f"unknown loss {kind!r}")  # TrainConfig validates the name; reaching here is a bug

@@ -1,0 +1,102 @@
+"""`diffbalance fid A B`: FID between two image sets, with how it was measured.
+
+A and B are image folders (one subfolder per class), fill folders of a run (with fill.json), or named datasets
+such as `cifar10:train` or `fashion-mnist:test`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import typer
+
+from diffbalance.atomic import write_json
+from diffbalance.cli.app import app
+from diffbalance.data.imageset import ImageSet
+from diffbalance.errors import DiffbalanceError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+
+
+def load_image_set(spec: str) -> ImageSet:
+    """An ImageSet from a folder, a fill folder or `dataset:split`."""
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / "fill.json").is_file():
+        from diffbalance.rebalance.store import load_fill
+
+        return load_fill(path, json.loads((path / "fill.json").read_text())["class_names"])
+    if path.is_dir():
+        return _load_folder(path)
+    if ":" in spec and not path.exists():
+        name, split = spec.rsplit(":", 1)
+        if split not in ("train", "test"):
+            raise DiffbalanceError(f"unknown split {split!r} in {spec!r}", "use NAME:train or NAME:test")
+        try:
+            from diffbalance.data.sources import DataConfig, load_train_test
+        except ImportError:
+            raise DiffbalanceError(f"named datasets ({spec}) need diffbalance.data.sources, not installed here",
+                                   "pass an image folder instead") from None
+        train, test = load_train_test(DataConfig(name=name))
+        return train if split == "train" else test
+    raise DiffbalanceError(f"{spec} is neither an image folder nor NAME:SPLIT",
+                           "pass a folder with one subfolder per class, a fill folder, or e.g. cifar10:test")
+
+
+def _load_folder(root: Path) -> ImageSet:
+    # not data.sources' folder loader: it resizes and holds out a test split; FID needs every image as it is
+    return read_class_folders(root)
+
+
+def read_class_folders(root: Path) -> ImageSet:
+    """root/<class>/<image>: every image decoded with torchvision.io, classes in sorted order."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    images, labels = [], []
+    for c, name in enumerate(classes):
+        for f in sorted((root / name).iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                data = torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8)
+                images.append(decode_image(data, mode=ImageReadMode.UNCHANGED))
+                labels.append(c)
+    if not images:
+        raise DiffbalanceError(f"no images found in {root}", "put images in one subfolder per class")
+    images = [im[:3] if im.shape[0] >= 3 else im[:1] for im in images]  # drop alpha
+    if any(im.shape[0] == 3 for im in images):  # a mixed folder: grayscale repeated to RGB
+        images = [im.expand(3, -1, -1) for im in images]
+    if len({tuple(im.shape) for im in images}) > 1:
+        raise DiffbalanceError(f"images in {root} differ in size or channels", "resize them to one size first")
+    return ImageSet(torch.stack(images).contiguous(), torch.tensor(labels), tuple(classes), str(root))
+
+
+@app.command("fid")
+def fid_command(
+    a: str = typer.Argument(..., help="image folder, fill folder, or NAME:SPLIT (e.g. cifar10:train)"),
+    b: str = typer.Argument(..., help="image folder, fill folder, or NAME:SPLIT"),
+    weights: Path = typer.Option(None, "--weights", "--fid-weights", help="Inception weights (TorchScript or .pth)"),
+    features: str = typer.Option("inception", help="inception | random (domain needs the library API)"),
+    resize: str = typer.Option("bilinear-torch", help="bilinear-torch (pytorch-fid) | bilinear-tf1x (torch-fidelity)"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    batch_size: int = typer.Option(64, help="images per forward pass"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write $DIFFBALANCE_CACHE"),
+    json_out: Path = typer.Option(None, "--json", help="also write the result here (JSON)"),
+) -> None:
+    """FID (paper eq. 11) between two image sets; prints it with sample counts, resize, weights checksum."""
+    from diffbalance.evaluate.fid import FidConfig, fid
+
+    if features == "domain":
+        raise DiffbalanceError("domain-FID is not available from the command line yet",
+                               "call diffbalance.evaluate.fid.fid(..., FidConfig(features='domain'), domain_model=clf)")
+    cfg = FidConfig(features=features, weights_path=str(weights) if weights else None, resize=resize,
+                    batch_size=batch_size, device=device, cache=not no_cache)
+    set_a, set_b = load_image_set(a), load_image_set(b)
+    result = {"a": a, "b": b, **fid(set_a, set_b, cfg), "config": cfg.to_dict()}
+    label = "domain-FID (not Inception FID)" if features == "domain" else f"FID ({features} features)"
+    typer.echo(f"{label}: {result['fid']:.4f}")
+    for key in ("n_a", "n_b", "features", "resize", "weights_sha256", "feature_dtype", "device", "seconds"):
+        typer.echo(f"  {key}: {result[key]}")
+    if json_out:
+        write_json(json_out, result)
+        typer.echo(f"  written: {json_out}")

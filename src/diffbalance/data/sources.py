@@ -1,0 +1,129 @@
+"""The single entry point for data: a `DataConfig` in, (train, test) ImageSets out."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffbalance.data.cache import cache_dir, cache_key, cached_sets
+from diffbalance.data.cifar10 import load_cifar10
+from diffbalance.data.fashion_mnist import load_fashion_mnist, resolve_fashion_mnist
+from diffbalance.data.image_folder import ON_CORRUPT, load_image_folder, stratified_split
+from diffbalance.data.imageset import ImageSet
+from diffbalance.errors import DiffbalanceError
+
+DATASETS = ("cifar10", "fashion-mnist", "folder")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "fashion-mnist"  # "cifar10" | "fashion-mnist" | "folder"
+    root: str | None = None  # folder holding the files; None = env var / default search / download
+    test_root: str | None = None  # folder datasets: separate test folder (else a stratified split)
+    image_size: int = 32  # folder datasets: images are resized to image_size × image_size
+    channels: int = 3  # folder datasets: 3 = RGB, 1 = grayscale
+    test_fraction: float = 0.2  # folder datasets without test_root
+    split_seed: int = 0  # folder datasets without test_root: seed of the stratified split
+    on_corrupt: str = "skip"  # "skip" | "error": what an unreadable image does
+    download: bool = True  # allow torchvision downloads when files are not found locally
+    cache: bool = True  # keep decoded folders in the cache ($DIFFBALANCE_CACHE, default ~/.cache/diffbalance)
+
+    def __post_init__(self):
+        if self.name not in DATASETS:
+            raise DiffbalanceError(f"unknown dataset {self.name!r}", f"use one of {', '.join(DATASETS)}")
+        if self.name == "folder" and self.root is None:
+            raise DiffbalanceError("dataset 'folder' needs a root", "pass the folder holding <class>/<image> files")
+        if self.image_size < 1:
+            raise DiffbalanceError(f"image_size {self.image_size} is not positive", "use a size such as 32 or 64")
+        if self.channels not in (1, 3):
+            raise DiffbalanceError(f"channels {self.channels} is not 1 or 3", "use 3 for RGB or 1 for grayscale")
+        if not 0 < self.test_fraction < 1:
+            raise DiffbalanceError(f"test_fraction {self.test_fraction} is outside (0, 1)", "use e.g. 0.2")
+        if self.on_corrupt not in ON_CORRUPT:
+            raise DiffbalanceError(f"on_corrupt {self.on_corrupt!r} is unknown", f"use one of {', '.join(ON_CORRUPT)}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataConfig:
+        """Build from a plain dict (a YAML/JSON section); unknown keys are an error, not silently dropped."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise DiffbalanceError(
+                f"unknown data option(s) {', '.join(unknown)}", f"use only {', '.join(sorted(known))}"
+            )
+        for key, value in d.items():
+            _check_type(key, value, _FIELD_TYPES[key])
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELD_TYPES = {
+    "name": (str,), "root": (str, type(None)), "test_root": (str, type(None)), "image_size": (int,),
+    "channels": (int,), "test_fraction": (float, int), "split_seed": (int,), "on_corrupt": (str,),
+    "download": (bool,), "cache": (bool,),
+}
+
+
+def _check_type(key: str, value: Any, types: tuple[type, ...]) -> None:
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)  # True is not an int here
+    if not ok:
+        wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        raise DiffbalanceError(f"data option {key} = {value!r} is not {wanted}", f"give {key} a {wanted} value")
+
+
+def load_train_test(config: DataConfig) -> tuple[ImageSet, ImageSet]:
+    """(train, test) ImageSets for `config`; each set's meta records the config it came from."""
+    if config.name == "fashion-mnist":
+        train, test = load_fashion_mnist(resolve_fashion_mnist(config.root, config.download, cache_dir()))
+    elif config.name == "cifar10":
+        train, test = load_cifar10(config.root, config.download, config.cache, cache_dir())
+    else:
+        train, test = load_folder_train_test(config)
+    for data in (train, test):
+        data.meta["data_config"] = config.to_dict()
+    return train, test
+
+
+def load_folder_train_test(config: DataConfig) -> tuple[ImageSet, ImageSet]:
+    """A user image folder (plus optional test folder or a seeded stratified split), cached after the first decode."""
+    root = Path(config.root)
+    test_root = Path(config.test_root) if config.test_root else None
+    options = {k: getattr(config, k) for k in ("image_size", "channels", "test_fraction", "split_seed", "on_corrupt")}
+    if test_root is not None:
+        options.pop("test_fraction"), options.pop("split_seed")  # they play no part with a test folder
+
+    def build() -> tuple[ImageSet, ImageSet]:
+        read = dict(image_size=config.image_size, channels=config.channels, on_corrupt=config.on_corrupt)
+        if test_root is None:
+            return stratified_split(load_image_folder(root, **read), config.test_fraction, config.split_seed)
+        train = load_image_folder(root, **read)
+        return train, load_image_folder(test_root, class_names=train.class_names, **read)
+
+    if not root.is_dir():  # checked before hashing so the error names the folder
+        raise DiffbalanceError(
+            f"image folder {root} does not exist", "pass a folder laid out as <root>/<class>/<image>"
+        )
+    if test_root is not None and not test_root.is_dir():
+        raise DiffbalanceError(
+            f"test folder {test_root} does not exist", "pass an existing folder or leave test_root out"
+        )
+    key = cache_key("folder", [root, test_root], options)
+    train, test = cached_sets(key, build, enabled=config.cache)
+    if train.meta.get("cache", {}).get("hit"):
+        _rewarn_unreadable(train, test)
+    return train, test
+
+
+def _rewarn_unreadable(*sets: ImageSet) -> None:
+    """On a cache hit the decode did not run; repeat its warning about skipped files."""
+    reported = set()
+    for data in sets:
+        count, first = data.meta.get("unreadable_count", 0), ", ".join(data.meta.get("unreadable_first", []))
+        if count and first not in reported:  # a split shares its parent's report
+            reported.add(first)
+            warnings.warn(f"{count} unreadable image(s) were skipped (cached decode), first: {first}", stacklevel=3)

@@ -1,0 +1,168 @@
+"""Rebalancers `ldm` and `ldm-img2img`: a pretrained text-to-image diffusion model fills the minority classes.
+
+Paper, Method 2 (Section 3.2): Stable Diffusion (an LDM, eq. 9) prompted with the class name, guidance 7.5,
+512×512 output downscaled to the dataset's 32×32. The paper names no model version, sampler or step count;
+diffbalance's defaults: SD 1.5, DPM-Solver++ (multistep), 25 steps. `guidance_scale` is diffusers' s in
+ε = ε_uncond + s·(ε_cond − ε_uncond), i.e. s = 1 + w for the CFG rebalancer's w.
+
+`ldm-img2img` (SDEdit; DA-Fusion's real-guided augmentation) noises a real image of the class to
+`strength` and denoises it with the class prompt, so the fill stays close to the dataset's own look.
+
+Per-image seeds: image k gets its own `torch.Generator` seeded with seeds[k] (CPU generators, so the
+starting noise is the same on any device), hence the same image at any batch size and after a resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from diffbalance.data.imageset import ImageSet
+from diffbalance.errors import DiffbalanceError
+from diffbalance.generate.text2image.config import DEFAULT_MODEL, LoadSpec, check_options, resolve_dtype
+from diffbalance.generate.text2image.pipeline import default_size, load_pipeline, size_multiple
+from diffbalance.generate.text2image.postprocess import canvas_size, to_dataset_images, to_pipeline_images
+from diffbalance.generate.text2image.prompts import check_overrides, class_prompt
+from diffbalance.rebalance.base import Rebalancer, register
+from diffbalance.seeding import derive_seed, generator
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class TextToImageRebalancer(Rebalancer):
+    """Fill images from a pretrained text-to-image diffusion model prompted with the class name."""
+
+    name: ClassVar[str] = "ldm"
+    generative: ClassVar[bool] = True
+    task: ClassVar[str] = "text2image"
+
+    batch_size: int = 8  # images per pipeline call (SD 1.5 at 512² in fp16: ~8 fit in 12 GB)
+    model: str = DEFAULT_MODEL  # Hugging Face id or local diffusers folder (safetensors weights only)
+    pipeline: str = "auto"  # auto: AutoPipeline (SD, SDXL, SD-Turbo, SDXL-Turbo) | sd: StableDiffusion*Pipeline
+    prompt_template: str = "{class}"  # the paper's bare class name; e.g. "a photo of a {class}"
+    class_prompts: dict[str, str] = dataclasses.field(default_factory=dict)  # class name → its own prompt
+    negative_prompt: str = ""  # empty: none
+    guidance_scale: float = 7.5  # diffusers' s (paper: 7.5); 0 for *-Turbo models
+    num_inference_steps: int = 25  # sampler steps (1–4 for *-Turbo)
+    scheduler: str = "dpmpp"  # dpmpp (DPM-Solver++ multistep) | ddim | euler_a | default (the model's own)
+    dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU | float32 | float16 | bfloat16
+    height: int | None = None  # generated size in pixels; None: the model's own (512 for SD 1.5)
+    width: int | None = None
+    clean_class_names: bool = True  # "pickup_truck" → "pickup truck" in prompts
+    safety_checker: bool = True  # False drops the model's NSFW checker (flagged images come out black)
+
+    def __post_init__(self):
+        check_options(pipeline=self.pipeline, scheduler=self.scheduler, dtype=self.dtype,
+                      num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
+                      height=self.height, width=self.width, prompt_template=self.prompt_template)
+
+    # --- prepare -------------------------------------------------------------------------------------
+    def prepare(self, train: ImageSet, device: torch.device, workdir: Path | None = None) -> None:
+        super().prepare(train, device, workdir)
+        check_overrides(self.class_prompts, train.class_names)
+        self.prompts_ = [
+            class_prompt(c, self.prompt_template, self.class_prompts, self.clean_class_names) for c in train.class_names
+        ]
+        spec = LoadSpec(self.model, self.pipeline, self.task, self.scheduler, resolve_dtype(self.dtype, device),
+                        self.safety_checker)
+        if getattr(self, "spec_", None) != spec or getattr(self, "pipe_device_", None) != device:
+            self.pipe_ = load_pipeline(spec, device)  # loaded once per spec (fit_resample then fill reuse it)
+            self.spec_, self.pipe_device_ = spec, device
+        self.size_ = self._pipeline_size(train)
+
+    def _pipeline_size(self, train: ImageSet) -> tuple[int, int]:
+        h, w = default_size(self.pipe_)
+        return (self.height or h, self.width or w)
+
+    # --- generate ------------------------------------------------------------------------------------
+    def generate(self, class_index: int, seeds: Sequence[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        images, records = self.sample(class_index, seeds)
+        try:
+            return to_dataset_images(images, self.train_.image_size, self.train_.channels), records
+        except FloatingPointError:
+            raise DiffbalanceError(
+                f"{self.model} produced NaN images for class {self.train_.class_names[class_index]!r}",
+                "use dtype: float32 (float16 overflows in some VAEs)",
+            ) from None
+
+    def sample(self, class_index: int, seeds: Sequence[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """Images at the pipeline's size, float (B, 3, H, W) in [0, 1], and one record per image."""
+        return self._run(class_index, seeds, height=self.size_[0], width=self.size_[1])
+
+    def _run(self, class_index: int, seeds: Sequence[int], **task_kwargs) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        n = len(seeds)
+        out = self.pipe_(
+            prompt=[self.prompts_[class_index]] * n,
+            negative_prompt=[self.negative_prompt] * n if self.negative_prompt else None,
+            generator=[generator(s) for s in seeds],  # one per image: image k depends on seeds[k] only
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            output_type="pt",
+            **task_kwargs,
+        )
+        flags = getattr(out, "nsfw_content_detected", None) or [None] * n
+        records = [{**self._record(class_index, s), "nsfw_flagged": f} for s, f in zip(seeds, flags)]
+        return out.images, records
+
+    def _record(self, class_index: int, seed: int) -> dict[str, Any]:
+        return {
+            "prompt": self.prompts_[class_index],
+            "negative_prompt": self.negative_prompt,
+            "seed": seed,
+            "model": self.model,
+            "guidance_scale": self.guidance_scale,
+            "steps": self.num_inference_steps,
+            "scheduler": type(self.pipe_.scheduler).__name__ if self.scheduler == "default" else self.scheduler,
+            "generated_size": list(self.size_),
+        }
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class ImageToImageRebalancer(TextToImageRebalancer):
+    """Real-guided fill (SDEdit / DA-Fusion): a real image of the class, upscaled to the pipeline's size,
+    noised to `strength` and denoised with the class prompt. The source is drawn with the image's own seed."""
+
+    name: ClassVar[str] = "ldm-img2img"
+    task: ClassVar[str] = "image2image"
+
+    strength: float = 0.5  # fraction of the noise schedule applied to the real image (0: copy, 1: ignore it)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.strength <= 1:
+            raise DiffbalanceError(f"strength={self.strength} must be in (0, 1]", "use e.g. 0.5")
+        if int(self.num_inference_steps * self.strength) < 1:
+            raise DiffbalanceError(
+                f"num_inference_steps × strength = {self.num_inference_steps} × {self.strength} runs no step",
+                "raise num_inference_steps or strength",
+            )
+
+    def _pipeline_size(self, train: ImageSet) -> tuple[int, int]:
+        if self.height or self.width:
+            return super()._pipeline_size(train)
+        # keep the data's aspect ratio, so the downscale back crops nothing
+        return canvas_size(train.image_size, min(default_size(self.pipe_)), size_multiple(self.pipe_))
+
+    def source_index(self, class_index: int, seed: int) -> int:
+        """Index (in the training set) of the real image that fill image `seed` starts from."""
+        pool = torch.nonzero(self.train_.labels == class_index).flatten()
+        if len(pool) == 0:
+            raise DiffbalanceError(
+                f"class {self.train_.class_names[class_index]!r} has no real images to start img2img from",
+                "use method ldm for classes without images",
+            )
+        pick = torch.randint(len(pool), (1,), generator=generator(derive_seed(seed, "source"))).item()
+        return int(pool[pick])
+
+    def sample(self, class_index: int, seeds: Sequence[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        sources = [self.source_index(class_index, s) for s in seeds]
+        real = to_pipeline_images(self.train_.images[sources], self.size_)  # (B, 3, H, W) in [0, 1]
+        images, records = self._run(class_index, seeds, image=real.to(self.device_), strength=self.strength)
+        for record, source in zip(records, sources):
+            record.update(strength=self.strength, source_index=source)
+        return images, records

@@ -1,0 +1,134 @@
+"""Training on a tiny separable problem (40 images, 8×8): learning, determinism, resume, save/load, schedules."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import diffbalance.classify.train as train_mod
+from diffbalance.classify.augment import normalize
+from diffbalance.classify.config import TrainConfig
+from diffbalance.classify.train import TrainedClassifier, lr_factor, train_classifier
+from diffbalance.data.imageset import ImageSet
+from diffbalance.errors import DiffbalanceError
+
+CPU = torch.device("cpu")
+
+
+def tiny_set(n: int = 40, channels: int = 1) -> ImageSet:
+    """Two classes: dark images (label 0) and bright images (label 1), 8×8, a 3:1 imbalance."""
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.arange(n) % 4 == 0).long()
+    base = torch.where(labels == 1, 180, 40)[:, None, None, None]
+    images = (base + torch.randint(0, 40, (n, channels, 8, 8), generator=g)).to(torch.uint8)
+    return ImageSet(images, labels, ("dark", "bright"))
+
+
+def tiny_config(**changes) -> TrainConfig:
+    base = dict(epochs=3, batch_size=8, lr=0.05, warmup_epochs=0.0, eval_batch_size=16, random_crop_padding=1)
+    return TrainConfig(**{**base, **changes})
+
+
+def _ce(model, data, mean, std):
+    model.eval()
+    with torch.no_grad():
+        return float(F.cross_entropy(model(normalize(data.images, mean, std)), data.labels))
+
+
+def test_training_reduces_the_loss_and_separates_the_classes():
+    data = tiny_set()
+    cfg = tiny_config()
+    initial = train_mod._build_run(data, cfg, CPU, seed=0)  # the same seeded initial weights as the run below
+    clf = train_classifier(data, cfg, device=CPU, seed=0, progress=False)
+    assert _ce(clf.model, data, clf.mean, clf.std) < 0.5 * _ce(initial.model, data, clf.mean, clf.std)
+    assert torch.equal(clf.predict(data.images), data.labels)
+    assert clf.train_seconds > 0 and clf.class_names == ("dark", "bright")
+
+
+def test_same_seed_same_weights_other_seed_differs():
+    data = tiny_set()
+    cfg = tiny_config(epochs=1, batch_mix="mixup_or_cutmix", loss="balanced_softmax", label_smoothing=0.1)
+    a = train_classifier(data, cfg, device=CPU, seed=3, progress=False)
+    b = train_classifier(data, cfg, device=CPU, seed=3, progress=False)
+    c = train_classifier(data, cfg, device=CPU, seed=4, progress=False)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    assert torch.equal(a.logits(data.images), b.logits(data.images))
+    assert not torch.equal(a.model.head.weight, c.model.head.weight)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    data = tiny_set()
+    cfg = tiny_config(epochs=2, schedule="onecycle")
+    straight = train_classifier(data, cfg, device=CPU, seed=1, progress=False)
+
+    epochs_run = []
+    real_epoch = train_mod._train_one_epoch
+
+    def interrupt_in_epoch_2(run, epoch, advance, since):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        epochs_run.append(epoch)
+        real_epoch(run, epoch, advance, since)
+
+    monkeypatch.setattr(train_mod, "_train_one_epoch", interrupt_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(data, cfg, device=CPU, seed=1, checkpoint_dir=tmp_path, progress=False)
+    assert epochs_run == [0] and (tmp_path / "resume" / "state.json").is_file()
+
+    monkeypatch.setattr(train_mod, "_train_one_epoch", lambda *a: (epochs_run.append(a[1]), real_epoch(*a)))
+    resumed = train_classifier(data, cfg, device=CPU, seed=1, checkpoint_dir=tmp_path, progress=False)
+    assert epochs_run == [0, 1]  # only the second epoch ran again
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+    # a finished checkpoint is reused without training; another seed or config is refused
+    again = train_classifier(data, cfg, device=CPU, seed=1, checkpoint_dir=tmp_path, progress=False)
+    assert epochs_run == [0, 1] and torch.equal(again.model.head.weight, straight.model.head.weight)
+    with pytest.raises(DiffbalanceError):
+        train_classifier(data, cfg, device=CPU, seed=2, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(DiffbalanceError):
+        train_classifier(data, cfg.replace(lr=0.1), device=CPU, seed=1, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_save_load_round_trip(tmp_path):
+    data = tiny_set(channels=3)
+    clf = train_classifier(data, tiny_config(epochs=1), device=CPU, seed=0, progress=False)
+    clf.save(tmp_path / "clf")
+    back = TrainedClassifier.load(tmp_path / "clf", CPU)
+    assert back.config == clf.config and back.class_names == clf.class_names and back.mean == clf.mean
+    assert torch.equal(back.logits(data.images), clf.logits(data.images))
+    assert torch.equal(back.predict(data.images), clf.predict(data.images))
+    feats = back.features(data.images, batch_size=7)
+    assert feats.shape == (40, back.model.feature_dim)
+    torch.testing.assert_close(feats, clf.features(data.images))
+    assert back.logits(data.images[:0]).shape == (0, 2)
+    with pytest.raises(DiffbalanceError):
+        back.predict(data.images.float())
+    with pytest.raises(DiffbalanceError):
+        TrainedClassifier.load(tmp_path / "missing", CPU)
+
+
+def test_resnet_trains_a_step():
+    clf = train_classifier(tiny_set(n=16), tiny_config(model="resnet18", epochs=1), device=CPU, seed=0, progress=False)
+    assert torch.isfinite(clf.logits(tiny_set(n=16).images)).all()
+
+
+def test_lr_schedules():
+    f = [lr_factor(s, schedule="cosine", warmup_steps=4, total_steps=20) for s in range(20)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0] and f[4] == 1.0 and f[-1] < 0.01
+    assert all(a >= b for a, b in zip(f[4:], f[5:]))  # monotone decay after the warmup
+    # onecycle equals torch's OneCycleLR with fixed momentum
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=50, pct_start=0.2, cycle_momentum=False)
+    for s in range(50):
+        expected = opt.param_groups[0]["lr"]
+        assert lr_factor(s, schedule="onecycle", warmup_steps=10, total_steps=50) * 0.1 == pytest.approx(expected)
+        opt.step()
+        ref.step()
+
+
+def test_too_small_training_set():
+    one = ImageSet(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), ("a", "b"))
+    with pytest.raises(DiffbalanceError):
+        train_classifier(one, tiny_config(), device=CPU, seed=0, progress=False)

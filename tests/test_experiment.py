@@ -1,0 +1,148 @@
+"""The runner and the CLI end to end on a tiny image folder (seconds, CPU), and the bad inputs of issue 2."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from diffbalance.cli.app import main
+from diffbalance.data.image_folder import write_image_folder
+from diffbalance.data.imageset import ImageSet
+from diffbalance.errors import DiffbalanceError
+from diffbalance.experiment.config import ExperimentConfig, load_config
+
+
+def tiny_folder(root: Path, per_class=(12, 12, 12), size=8) -> Path:
+    """Three visibly different classes (dark, bright, striped) so a tiny CNN can learn them."""
+    gen = torch.Generator().manual_seed(0)
+    images, labels = [], []
+    for c, n in enumerate(per_class):
+        base = torch.full((n, 3, size, size), [40, 200, 120][c], dtype=torch.float32)
+        if c == 2:
+            base[:, :, ::2] = 10
+        noise = torch.randint(-20, 21, base.shape, generator=gen)
+        images.append((base + noise).clamp(0, 255).to(torch.uint8))
+        labels += [c] * n
+    data = ImageSet(torch.cat(images), torch.tensor(labels), ("dark", "bright", "striped"), "tiny")
+    write_image_folder(data, root)
+    return root
+
+
+def tiny_config(tmp_path: Path, **overrides) -> Path:
+    folder = tiny_folder(tmp_path / "images")
+    cfg = {
+        "name": "tiny",
+        "data": {"name": "folder", "root": str(folder), "image_size": 8, "test_fraction": 0.25, "cache": False},
+        "imbalance": {"profile": "linear", "n_min": 3},
+        "methods": ["none", "oversample", "mixup", "cutmix",
+                    {"name": "balanced-softmax", "rebalancer": "none", "train": {"loss": "balanced_softmax"}}],
+        "classifiers": ["small_cnn"],
+        "train": {"epochs": 2, "batch_size": 8, "lr": 0.05, "warmup_epochs": 0.5},
+        "seeds": [0, 1],
+        "consistency": False,
+        **overrides,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_cli_run_end_to_end(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    out = tmp_path / "run"
+    main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"])
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"]["train_counts"] == [3, 6, 9]
+    assert results["dataset"]["fill_counts"] == [6, 3, 0]
+    assert results["dataset"]["test_count"] == 9
+    assert len(results["runs"]) == 5 * 2
+    for run in results["runs"]:
+        assert {"method", "classifier", "seed", "accuracy", "balanced_accuracy", "macro_f1", "per_class_f1",
+                "train_seconds", "device"} <= set(run)
+        assert 0 <= run["accuracy"] <= 1 and len(run["per_class_f1"]) == 3
+    assert {"config", "versions"} <= set(results)
+    assert json.loads((out / "config.resolved.json").read_text())["name"] == "tiny"
+    report = (out / "report.md").read_text()
+    assert "## Test accuracy (%)" in report and "balanced-softmax" in report and " ± " in report
+    assert (out / "figures" / "fills_mixup.png").is_file() and (out / "figures" / "per_class_f1_small_cnn.png").is_file()
+    assert len(list((out / "fills" / "cutmix").rglob("*.png"))) == 9
+    assert "Test accuracy" in capsys.readouterr().out
+
+
+def test_rerun_resumes_finished_runs(tmp_path):
+    config = tiny_config(tmp_path, methods=["none"], seeds=[0])
+    out = tmp_path / "run"
+    main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"])
+    first = json.loads((out / "results.json").read_text())["runs"]
+    main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"])
+    assert json.loads((out / "results.json").read_text())["runs"] == first  # not retrained
+
+
+def run_cli(args) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return exc.value.code, ""
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda c: c.update(methods=["smote"]), "unknown rebalancer"),
+    (lambda c: c.update(data={**c["data"], "name": "mnist"}), "unknown dataset"),
+    (lambda c: c.update(imbalance={"profile": "zigzag"}), "unknown imbalance profile"),
+    (lambda c: c.update(colour="blue"), "unknown key"),
+    (lambda c: c.update(target={"dark": 1}), "below its current"),
+    (lambda c: c.update(data={**c["data"], "root": "/nonexistent/folder"}), "/nonexistent/folder"),
+    (lambda c: c.update(imbalance={"profile": "linear", "n_min": 50}), "only"),
+])
+def test_bad_inputs_give_one_line_errors_and_exit_2(tmp_path, capsys, mutate, match):
+    path = tiny_config(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    mutate(cfg)
+    path.write_text(yaml.safe_dump(cfg))
+    code, _ = run_cli(["run", str(path), "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert match in err
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_malformed_yaml_and_missing_config(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methods: [none\n")
+    assert run_cli(["run", str(bad), "--out", str(tmp_path / "o")])[0] == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert run_cli(["run", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")])[0] == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert run_cli(["run", str(config), "--out", str(blocker / "run"), "--quiet"])[0] == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_empty_class_folder_is_an_error(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    for f in (tmp_path / "images" / "striped").iterdir():
+        f.unlink()
+    assert run_cli(["run", str(config), "--out", str(tmp_path / "o"), "--quiet"])[0] == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_presets_parse_and_cover_the_paper():
+    demo = load_config("demo")
+    assert demo.data.name == "fashion-mnist" and demo.imbalance.n_min == 60
+    assert {"none", "oversample", "mixup", "cutmix", "cfg"} <= {m.rebalancer for m in demo.methods}
+    paper = load_config("paper-cifar10")
+    assert paper.imbalance.n_min == 500 and set(paper.classifiers) == {"resnet18", "resnet50"}
+    assert {"mixup", "cutmix", "cfg", "ldm"} <= {m.rebalancer for m in paper.methods}
+    assert ExperimentConfig.from_dict(paper.to_dict()) == paper  # round trip
+
+
+def test_duplicate_method_names_rejected():
+    with pytest.raises(DiffbalanceError, match="repeat"):
+        ExperimentConfig.from_dict({"methods": ["none", "none"]})

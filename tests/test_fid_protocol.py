@@ -1,0 +1,257 @@
+"""FID protocol, cache, weights resolution and the CLI, with the tiny random extractor (fast, CPU)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffbalance.data.imageset import ImageSet
+from diffbalance.errors import DiffbalanceError
+from diffbalance.evaluate.fid import (
+    DomainFeatures, FeatureCache, FidConfig, RandomConvFeatures, embed, fid, load_inception, quality_report,
+)
+from diffbalance.evaluate.fid import features as F
+
+CLASSES = ("a", "b", "c", "d")
+
+
+def _smooth_images(n, seed, channels=3, size=16):
+    """Blurry random images (CIFAR-like smoothness), uint8 (n, C, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, channels, 4, 4, generator=g)
+    return (torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear") * 255).round().to(torch.uint8)
+
+
+def _set(n, seed, **kw):
+    return ImageSet(_smooth_images(n, seed, **kw), torch.arange(n) % 4, CLASSES, f"toy{seed}")
+
+
+def _noisy(s: ImageSet, sigma: float, seed: int = 0) -> ImageSet:
+    g = torch.Generator().manual_seed(seed)
+    x = (s.images.float() + sigma * torch.randn(s.images.shape, generator=g)).clamp(0, 255).round().to(torch.uint8)
+    return ImageSet(x, s.labels, s.class_names, "noisy")
+
+
+CFG = FidConfig(features="random", device="cpu", cache=False, kid_subsets=10, kid_subset_size=50)
+
+
+class Counting(RandomConvFeatures):
+    calls = 0
+
+    def __call__(self, images):
+        Counting.calls += 1
+        return super().__call__(images)
+
+
+def test_fid_same_images_is_zero_and_records_provenance():
+    s = _set(120, 0)
+    r = fid(s, s, CFG)
+    assert abs(r["fid"]) < 1e-6
+    for key in ("fid", "n_a", "n_b", "features", "resize", "weights_sha256", "feature_dtype", "seconds", "device"):
+        assert key in r
+    assert r["n_a"] == 120 and r["feature_dtype"] == "float32"
+
+
+def test_fid_grows_with_noise():
+    s = _set(200, 1)
+    fids = [fid(s, _noisy(s, sigma), CFG)["fid"] for sigma in (0, 10, 40, 80)]
+    assert fids[0] < 1e-6 and fids[1] < fids[2] < fids[3]
+
+
+def test_grayscale_is_repeated_to_rgb():
+    gray = _smooth_images(10, 2, channels=1)
+    ext = RandomConvFeatures()
+    torch.testing.assert_close(ext(gray), ext(gray.expand(-1, 3, -1, -1).contiguous()))
+
+
+def test_cache_hit_returns_identical_stats_and_skips_extractor(tmp_path):
+    images, ext, cache = _smooth_images(50, 3), Counting(), FeatureCache(tmp_path)
+    Counting.calls = 0
+    first = embed(images, ext, cache, need_features=True)
+    calls = Counting.calls
+    second = embed(images, ext, cache, need_features=True)
+    assert Counting.calls == calls and second.cache_hit and not first.cache_hit
+    assert (first.stats.mu == second.stats.mu).all() and (first.stats.sigma == second.stats.sigma).all()
+    torch.testing.assert_close(first.features, second.features)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+
+
+def test_cache_key_depends_on_images_and_extractor(tmp_path):
+    cache, images = FeatureCache(tmp_path), _smooth_images(20, 4)
+    embed(images, RandomConvFeatures(seed=0), cache)
+    embed(images, RandomConvFeatures(seed=1), cache)
+    embed(_smooth_images(20, 5), RandomConvFeatures(seed=0), cache)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
+
+
+def test_corrupt_cache_file_is_recomputed(tmp_path):
+    images, ext, cache = _smooth_images(30, 6), RandomConvFeatures(), FeatureCache(tmp_path)
+    good = embed(images, ext, cache)
+    (path,) = tmp_path.glob("*.safetensors")
+    path.write_bytes(b"not a safetensors file")
+    again = embed(images, ext, cache)
+    assert not again.cache_hit and (again.stats.mu == good.stats.mu).all()
+    assert embed(images, ext, cache).cache_hit  # rewritten
+
+
+def test_stats_only_entry_is_upgraded_when_features_are_needed(tmp_path):
+    images, ext, cache = _smooth_images(30, 7), RandomConvFeatures(), FeatureCache(tmp_path)
+    embed(images, ext, cache)
+    e = embed(images, ext, cache, need_features=True)
+    assert not e.cache_hit and e.features.shape == (30, ext.dim)
+
+
+def test_cache_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFBALANCE_CACHE", str(tmp_path / "c"))
+    s = _set(20, 8)
+    fid(s, s, FidConfig(features="random", device="cpu"))
+    assert len(list((tmp_path / "c" / "fid").glob("*.safetensors"))) == 1  # the same images embedded once
+
+
+def test_quality_report_on_generated_classes_only():
+    original = _set(200, 9)
+    gen_idx = [i for i in range(200) if i % 4 in (0, 2)][:60]
+    generated = ImageSet(_noisy(original, 30).images[gen_idx], original.labels[gen_idx], CLASSES, "gen")
+    rebalanced = original.subset(list(range(100))).concat(generated)
+    r = quality_report(original, rebalanced, generated, CFG)
+    assert r["generated_fid"]["classes"] == ["a", "c"] and r["generated_fid"]["n_a"] == 100
+    assert set(r["per_class_fid"]) == {"a", "c"} and r["per_class_fid"]["a"]["n_fake"] == 30
+    assert r["protocol_fid"]["n_b"] == 160 and r["protocol_fid"]["fid"] > 0
+    assert 0 <= r["precision_recall"]["precision"] <= 1 and r["precision_recall"]["k"] == 3
+    assert r["kid"]["kid_std"] is not None and r["kid"]["subset_size"] == 50
+    for key in ("resize", "weights_sha256", "feature_dtype", "device", "seconds"):
+        assert key in r
+    assert quality_report(original, rebalanced, generated, CFG)["kid"] == r["kid"]  # seeded
+
+
+def test_domain_features_are_labelled():
+    class Clf:
+        def features(self, images):
+            return images.float().mean(dim=(2, 3))
+
+    s = _set(40, 10)
+    r = fid(s, _noisy(s, 20), FidConfig(features="domain", device="cpu", cache=False), domain_model=Clf())
+    assert r["features"].startswith("domain-FID (not Inception FID)") and "not Inception" in r["note"]
+    assert r["weights_sha256"] == ""  # no weights to hash: nothing is cached
+    with pytest.raises(DiffbalanceError, match="domain"):
+        fid(s, s, FidConfig(features="domain", device="cpu"))
+    assert DomainFeatures(Clf()).dim == -1
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    assert FidConfig.from_dict({"features": "random", "seed": 3}).seed == 3
+    with pytest.raises(DiffbalanceError, match="unknown FID option"):
+        FidConfig.from_dict({"featurs": "random"})
+    with pytest.raises(DiffbalanceError, match="resize"):
+        FidConfig(resize="pil")
+    assert FidConfig.from_dict(FidConfig().to_dict()) == FidConfig()
+
+
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.delenv("DIFFBALANCE_FID_WEIGHTS", raising=False)
+    monkeypatch.delenv("DIFFBALANCE_SHARED", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+
+    def no_network(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr("torch.hub.download_url_to_file", no_network)
+
+
+def test_offline_without_weights_says_how_to_provide_them(monkeypatch, tmp_path):
+    _offline(monkeypatch, tmp_path)
+    with pytest.raises(DiffbalanceError) as err:
+        load_inception()
+    assert "--fid-weights" in str(err.value) and "DIFFBALANCE_FID_WEIGHTS" in str(err.value)
+    assert "\n" not in str(err.value)
+    with pytest.raises(DiffbalanceError, match="downloads are off"):
+        load_inception(allow_download=False)
+
+
+def test_missing_explicit_weights(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFBALANCE_FID_WEIGHTS", str(tmp_path / "nope.pt"))
+    with pytest.raises(DiffbalanceError, match="DIFFBALANCE_FID_WEIGHTS"):
+        load_inception()
+
+
+def test_torchscript_outside_explicit_path_needs_known_checksum(monkeypatch, tmp_path):
+    _offline(monkeypatch, tmp_path)
+    shared = tmp_path / "shared" / "data" / "fid-inception"
+    shared.mkdir(parents=True)
+    torch.jit.script(torch.nn.Identity()).save(str(shared / F.KNOWN_TORCHSCRIPT))
+    monkeypatch.setenv("DIFFBALANCE_SHARED", str(tmp_path / "shared"))
+    with pytest.raises(DiffbalanceError, match="sha256"):
+        load_inception()
+
+
+def test_explicit_torchscript_records_its_checksum(tmp_path):
+    class Pool(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3)).repeat(1, 4)
+
+    path = tmp_path / "tiny.pt"
+    torch.jit.script(Pool()).save(str(path))
+    ext = load_inception(path, "cpu", batch_size=3)
+    assert ext.checksum == F.sha256_file(path) and ext.resize == "bilinear-torch"
+    out = ext(_smooth_images(5, 11, channels=1))
+    assert out.shape == (5, 12) and out.dtype == torch.float32 and out.abs().max() <= 1
+
+
+def test_state_dict_weights_load_with_weights_only(tmp_path):
+    torch.manual_seed(0)
+    net = F._Pool3Net()
+    state = {**net.state_dict(), "fc.weight": torch.zeros(1008, 2048), "fc.bias": torch.zeros(1008)}
+    torch.save(state, tmp_path / "pt_inception.pth")
+    ext = load_inception(tmp_path / "pt_inception.pth", "cpu", resize="bilinear-tf1x")
+    x = _smooth_images(2, 12, size=32)
+    expected = net.eval()(F.resize_299(x.float(), "bilinear-tf1x") / 127.5 - 1)
+    torch.testing.assert_close(ext(x), expected)
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(DiffbalanceError, match="not an FID Inception"):
+        load_inception(tmp_path / "other.pth")
+
+
+def _write_folder(root: Path, s: ImageSet):
+    from torchvision.io import write_png
+
+    for i, (im, y) in enumerate(zip(s.images, s.labels)):
+        (root / s.class_names[y]).mkdir(parents=True, exist_ok=True)
+        write_png(im, str(root / s.class_names[y] / f"{i:04d}.png"))
+
+
+def _argv(*args):
+    """`fid ARGS`; Typer drops the subcommand name while `fid` is the only command registered."""
+    from diffbalance.cli.app import _load_commands, app
+
+    _load_commands()
+    return ["fid", *args] if len(app.registered_commands) > 1 else list(args)
+
+
+def test_cli_on_folders_writes_json(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from diffbalance.cli.app import app
+
+    s = _set(24, 13)
+    _write_folder(tmp_path / "A", s)
+    _write_folder(tmp_path / "B", _noisy(s, 30))
+    out = tmp_path / "fid.json"
+    res = CliRunner().invoke(app, _argv(str(tmp_path / "A"), str(tmp_path / "B"), "--features", "random",
+                                        "--device", "cpu", "--no-cache", "--json", str(out)))
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())
+    assert r["n_a"] == 24 and r["fid"] > 0 and r["config"]["features"] == "random"
+    assert "FID (random features)" in res.output
+
+
+def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
+    from diffbalance.cli.app import main
+
+    with pytest.raises(SystemExit) as code:
+        main(_argv(str(tmp_path / "missing"), str(tmp_path), "--features", "random"))
+    err = capsys.readouterr().err
+    assert code.value.code == 2 and err.startswith("error:") and "neither an image folder" in err
+    assert err.strip().count("\n") == 0
