@@ -52,7 +52,7 @@ def main() -> None:
     train, _ = load_train_test(DataConfig(name="fashion-mnist"))
     generator_dir = args.generator or _train_tiny(train, args.workdir, device)
     unet, info = load_generator(generator_dir, device)
-    classifier = train_classifier(train, TrainConfig(model="small_cnn", epochs=args.classifier_epochs), device=device, seed=0)
+    classifier = train_classifier(train, TrainConfig(model="small_cnn", epochs=args.classifier_epochs, warmup_epochs=min(1.0, args.classifier_epochs / 4)), device=device, seed=0)
 
     labels = [c for c in range(info["num_classes"]) for _ in range(args.images_per_class)]
     seeds = [derive_seed(0, c, i) for c in range(info["num_classes"]) for i in range(args.images_per_class)]

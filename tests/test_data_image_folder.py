@@ -81,19 +81,21 @@ def test_stratified_split_is_seeded_and_stratified():
 
 
 def test_writer_round_trips_names_order_and_pixels(tmp_path):
-    labels = torch.tensor([1, 2, 1, 2, 1])  # class 0 has no images
+    labels = torch.tensor([1, 2, 1, 2, 0])
     images = torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     data = ImageSet(images, labels, ("T-shirt/top", "Bag", "Ankle boot"), "toy")
     out = write_image_folder(data, tmp_path / "out")
     assert sorted(p.name for p in out.iterdir()) == ["Ankle boot", "Bag", "T-shirt_top", "classes.json"]
-    assert sorted(p.name for p in (out / "T-shirt_top").iterdir()) == []
-    assert [p.name for p in sorted((out / "Bag").iterdir())] == ["00000.png", "00001.png", "00002.png"]
-    assert json.loads((out / "classes.json").read_text())["counts"] == [0, 3, 2]
+    assert [p.name for p in sorted((out / "Bag").iterdir())] == ["00000.png", "00001.png"]
+    assert json.loads((out / "classes.json").read_text())["counts"] == [1, 2, 2]
     back = load_image_folder(out, image_size=4)
     assert back.class_names == data.class_names  # order and names from classes.json, not the folder names
     order = torch.argsort(labels, stable=True)
     assert torch.equal(back.images, images[order]) and torch.equal(back.labels, labels[order])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
+    (out / "T-shirt_top" / "00000.png").unlink()  # a class listed in classes.json with no images is an error too
+    with pytest.raises(DiffbalanceError, match="has no images"):
+        load_image_folder(out, image_size=4)
 
 
 def test_folder_names_are_safe():

@@ -130,7 +130,7 @@ def test_empty_class_folder_is_an_error(tmp_path, capsys):
     for f in (tmp_path / "images" / "striped").iterdir():
         f.unlink()
     assert run_cli(["run", str(config), "--out", str(tmp_path / "o"), "--quiet"])[0] == 2
-    assert "empty" in capsys.readouterr().err
+    assert "has no images" in capsys.readouterr().err
 
 
 def test_presets_parse_and_cover_the_paper():

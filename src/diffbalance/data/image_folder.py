@@ -46,10 +46,11 @@ def scan_image_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int
     items: list[tuple[Path, int]] = []
     for index, folder in enumerate(folders):
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files and not listed:  # a class listed in classes.json may be empty
+        if not files:
             raise DiffbalanceError(
                 f"class folder {folder} has no images",
-                f"add {'/'.join(IMAGE_EXTENSIONS)} files to it or remove the folder",
+                f"add {'/'.join(IMAGE_EXTENSIONS)} files to it or remove the class"
+                + (f" from {CLASSES_FILE}" if listed else " folder"),
             )
         items += [(p, index) for p in files]
     return names, items

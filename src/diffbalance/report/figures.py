@@ -38,8 +38,8 @@ def per_class_f1_bars(runs: list[dict], methods: list[str], classifier: str, cla
     ax.set_xticks(x, class_names, rotation=35, ha="right")
     ax.set_ylabel("test F1")
     ax.set_ylim(0, 1)
-    ax.set_title(f"Per-class F1 ({classifier}); classes ordered by index, minority first in linear profiles")
-    ax.legend(fontsize=7, ncols=min(4, len(methods)))
+    ax.set_title(f"Per-class F1 ({classifier}), mean over seeds")
+    ax.legend(fontsize=7, ncols=min(6, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     _save(fig, path)
 
 

@@ -31,7 +31,10 @@ def make_scheduler(sampler: str, noise_schedule: dict[str, Any]):
     if sampler == "ddim":
         return DDIMScheduler(**noise_schedule, clip_sample=True, timestep_spacing="trailing")
     if sampler == "dpmpp":
-        return DPMSolverMultistepScheduler(**noise_schedule, algorithm_type="dpmsolver++", solver_order=2)
+        # x̂_0 is clipped to [-1, 1] (dynamic thresholding with max 1), as ddpm/ddim clip it: near t = T of the
+        # cosine schedule ᾱ_t ≈ 0 and the unclipped x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t explodes into speckle
+        return DPMSolverMultistepScheduler(**noise_schedule, algorithm_type="dpmsolver++", solver_order=2,
+                                           thresholding=True, sample_max_value=1.0)
     raise DiffbalanceError(f"sampler {sampler!r} is unknown", f"use one of {', '.join(SAMPLERS)}")
 
 
