@@ -61,14 +61,15 @@ def shot_table(runs: list[dict], methods: list[str], classifier: str) -> str:
 
 
 def consistency_table(consistency: dict, class_names: list[str]) -> str:
+    """Rows = class, columns = the reference classifier on real test images (the ceiling), then each method."""
     names = [k for k in consistency if k != "reference"]
+    ref = consistency["reference"]["test"]
     rows = []
-    for c, cname in enumerate(class_names):
-        row = [cname, _pct(consistency["reference"]["test"]["per_class"][c])]
-        for n in names:
-            row.append(_pct(consistency[n]["per_class"][c]))
+    for cname in class_names:
+        row = [cname, _pct(ref["per_class"].get(cname, {}).get("agreement_pct"))]
+        row += [_pct(consistency[n]["per_class"].get(cname, {}).get("agreement_pct")) for n in names]
         rows.append(row)
-    rows.append(["**all**", _pct(consistency["reference"]["test"]["overall"])] + [_pct(consistency[n]["overall"]) for n in names])
+    rows.append(["**all**", _pct(ref["agreement_pct"])] + [_pct(consistency[n]["agreement_pct"]) for n in names])
     return markdown_table(["class", "reference on real test"] + names, rows)
 
 

@@ -80,6 +80,8 @@ def sample(
         eps = guided_epsilon(unet, x_in, t, labels, null_class, guidance_w, guidance_convention)  # eq. 8
         # ddpm draws its per-step noise image by image from `gens` (diffusers' randn_tensor with a generator list)
         step_kwargs = {"generator": gens} if sampler == "ddpm" else {}
+        if sampler == "ddim":  # re-derive ε from the clipped x̂_0 (as GLIDE): a strongly guided ε̃ otherwise saturates
+            step_kwargs = {"eta": 0.0, "use_clipped_model_output": True}
         x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
     if image_size is not None:
         x = crop_images(x, image_size)
