@@ -139,10 +139,28 @@ def test_presets_parse_and_cover_the_paper():
     assert {"none", "oversample", "mixup", "cutmix", "cfg"} <= {m.rebalancer for m in demo.methods}
     paper = load_config("paper-cifar10")
     assert paper.imbalance.n_min == 500 and set(paper.classifiers) == {"resnet18", "resnet50"}
-    assert {"mixup", "cutmix", "cfg", "ldm"} <= {m.rebalancer for m in paper.methods}
+    assert {"mixup", "cutmix", "cfg", "ldm", "ldm-img2img"} <= {m.rebalancer for m in paper.methods}
     assert ExperimentConfig.from_dict(paper.to_dict()) == paper  # round trip
 
 
 def test_duplicate_method_names_rejected():
     with pytest.raises(DiffbalanceError, match="repeat"):
         ExperimentConfig.from_dict({"methods": ["none", "none"]})
+
+
+def test_fid_cli_reads_a_runs_rebalanced_set(tmp_path, capsys):
+    from diffbalance.cli.fid import load_image_set
+    from diffbalance.experiment.runner import load_rebalanced
+
+    config = tiny_config(tmp_path, methods=["none", "cutmix"], seeds=[0])
+    out = tmp_path / "run"
+    main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"])
+    rebalanced = load_image_set(f"{out}@cutmix")
+    assert rebalanced.counts() == [9, 9, 9]
+    assert load_rebalanced(out, "none").counts() == [3, 6, 9]
+    with pytest.raises(DiffbalanceError, match="no method"):
+        load_rebalanced(out, "ldm")
+    json_out = tmp_path / "fid.json"
+    main(["fid", f"{out}@cutmix", f"{out}@none", "--features", "random", "--device", "cpu", "--json", str(json_out)])
+    result = json.loads(json_out.read_text())
+    assert result["n_a"] == 27 and result["n_b"] == 18 and result["fid"] >= 0

@@ -21,7 +21,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
 
 def load_image_set(spec: str) -> ImageSet:
-    """An ImageSet from a folder, a fill folder or `dataset:split`."""
+    """An ImageSet from one of:
+    - an image folder (<class>/<images>), every image as it is;
+    - a fill folder of a run (holds fill.json): the generated images alone;
+    - RUN_DIR@METHOD: a finished run's rebalanced training set (imbalanced real + that method's fills);
+    - NAME:SPLIT[:PROFILE=N]: a named dataset, optionally cut by a profile (linear=n_min, exponential=ratio,
+      step=ratio), e.g. cifar10:train, cifar10:train:linear=500.
+    """
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "fill.json").is_file():
         from diffbalance.rebalance.store import load_fill
@@ -29,19 +35,39 @@ def load_image_set(spec: str) -> ImageSet:
         return load_fill(path, json.loads((path / "fill.json").read_text())["class_names"])
     if path.is_dir():
         return _load_folder(path)
+    if "@" in spec and Path(spec.rsplit("@", 1)[0]).is_dir():
+        from diffbalance.experiment.runner import load_rebalanced
+
+        run_dir, method = spec.rsplit("@", 1)
+        return load_rebalanced(Path(run_dir), method)
     if ":" in spec and not path.exists():
-        name, split = spec.rsplit(":", 1)
-        if split not in ("train", "test"):
-            raise DiffbalanceError(f"unknown split {split!r} in {spec!r}", "use NAME:train or NAME:test")
-        try:
-            from diffbalance.data.sources import DataConfig, load_train_test
-        except ImportError:
-            raise DiffbalanceError(f"named datasets ({spec}) need diffbalance.data.sources, not installed here",
-                                   "pass an image folder instead") from None
-        train, test = load_train_test(DataConfig(name=name))
-        return train if split == "train" else test
-    raise DiffbalanceError(f"{spec} is neither an image folder nor NAME:SPLIT",
-                           "pass a folder with one subfolder per class, a fill folder, or e.g. cifar10:test")
+        return _named_dataset(spec)
+    raise DiffbalanceError(f"{spec} is neither an image folder, RUN_DIR@METHOD nor NAME:SPLIT",
+                           "pass a folder with one subfolder per class, a fill folder, runs/x@cfg, or e.g. cifar10:test")
+
+
+def _named_dataset(spec: str) -> ImageSet:
+    from diffbalance.data.sources import DataConfig, load_train_test
+    from diffbalance.imbalance.profiles import profile_counts
+    from diffbalance.imbalance.subset import make_imbalanced
+
+    name, split, *profile = spec.split(":")
+    if split not in ("train", "test") or len(profile) > 1:
+        raise DiffbalanceError(f"cannot read dataset spec {spec!r}", "use NAME:SPLIT or NAME:SPLIT:PROFILE=N, e.g. cifar10:train:linear=500")
+    train, test = load_train_test(DataConfig(name=name))
+    data = train if split == "train" else test
+    if not profile:
+        return data
+    kind, _, value = profile[0].partition("=")
+    try:
+        number = float(value) if value else None
+    except ValueError:
+        raise DiffbalanceError(f"profile value {value!r} in {spec!r} is not a number", "write e.g. linear=500") from None
+    if kind == "linear":
+        keep = profile_counts("linear", data.counts(), n_min=int(number) if number else None)
+    else:
+        keep = profile_counts(kind, data.counts(), ratio=number or 10.0)
+    return make_imbalanced(data, keep, "first", 0, kind)
 
 
 def _load_folder(root: Path) -> ImageSet:

@@ -64,15 +64,39 @@ def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True
         raise _error("the config lists no methods", "add at least one entry under methods:")
     device = resolve_device(config.device)
     write_json(out_dir / "config.resolved.json", config.to_dict())
+    train, test, imbalanced = load_imbalanced(config)
+    add = generation_counts(imbalanced.counts(), config.target, imbalanced.class_names)
+    return Stage(config, out_dir, device, train, test, imbalanced, add, progress)
+
+
+def load_imbalanced(config: ExperimentConfig) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """(original train, test, imbalanced train) as the config's data and imbalance sections describe."""
     train, test = load_train_test(config.data)
     imb = config.imbalance
     keep = profile_counts(
         imb.profile, train.counts(), n_min=imb.n_min, n_max=imb.n_max, ratio=imb.ratio,
         minority_fraction=imb.minority_fraction, order=imb.order,
     )
-    imbalanced = make_imbalanced(train, keep, imb.selection, imb.seed, imb.profile)
-    add = generation_counts(imbalanced.counts(), config.target, imbalanced.class_names)
-    return Stage(config, out_dir, device, train, test, imbalanced, add, progress)
+    return train, test, make_imbalanced(train, keep, imb.selection, imb.seed, imb.profile)
+
+
+def load_rebalanced(run_dir: Path, method: str) -> ImageSet:
+    """A finished run's rebalanced training set for one method: its imbalanced real images + that method's fills."""
+    from diffbalance.rebalance.store import load_fill
+
+    run_dir = Path(run_dir)
+    path = run_dir / "config.resolved.json"
+    if not path.is_file():
+        raise _error(f"{run_dir} is not a diffbalance run folder (no config.resolved.json)", "give the --out folder of `diffbalance run`")
+    config = ExperimentConfig.from_dict(json.loads(path.read_text()))
+    names = [m.name for m in config.methods]
+    if method not in names:
+        raise _error(f"run {run_dir} has no method {method!r}", f"use one of {', '.join(names)}")
+    _, _, imbalanced = load_imbalanced(config)
+    fill_dir = run_dir / "fills" / method
+    if not fill_dir.is_dir():  # a method that adds no images (none, balanced-softmax)
+        return imbalanced
+    return imbalanced.concat(load_fill(fill_dir, imbalanced.class_names), source=f"{run_dir} {method} rebalanced")
 
 
 def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = True) -> dict:
