@@ -4,7 +4,7 @@
 
 Without --generator a tiny generator is trained on imbalanced Fashion-MNIST (linear profile, 60..600 per class)
 into --workdir first. The reference classifier (small_cnn) is trained on the balanced real training set.
-Rows: DDPM with all T steps (paper-faithful), DDIM-50, DPM-Solver++-20. Columns: images/s, network
+Rows: DDPM with all T steps (paper-faithful), DDIM-50, DPM-Solver++(2M)-20 (ODE) and SDE-DPM-Solver++(2M)-20. Columns: images/s, network
 evaluations per image (a guided step costs 2: the conditional and null halves, batched in one forward),
 and class consistency (% of images the reference classifier assigns to the intended class).
 """
@@ -29,7 +29,7 @@ from diffbalance.generate.cfg.train import train_generator
 from diffbalance.generate.cfg.unet import null_class
 from diffbalance.seeding import derive_seed
 
-SETTINGS = (("ddpm", None), ("ddim", 50), ("dpmpp", 20))
+SETTINGS = (("ddpm", None), ("ddim", 50), ("dpmpp", 20), ("dpmpp-sde", 20))
 
 
 def main() -> None:

@@ -86,7 +86,7 @@ def test_pad_and_crop_round_trip():
 
 
 # --- samplers --------------------------------------------------------------------------------
-@pytest.mark.parametrize("sampler,steps", [("ddpm", None), ("ddim", 3), ("dpmpp", 3)])
+@pytest.mark.parametrize("sampler,steps", [("ddpm", None), ("ddim", 3), ("dpmpp", 3), ("dpmpp-sde", 3)])
 def test_same_seed_same_image_at_any_batch_size(sampler, steps):
     unet = tiny_unet()
     seeds, labels = [11, 22, 33, 44], [0, 1, 2, 1]

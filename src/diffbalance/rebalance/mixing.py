@@ -34,7 +34,7 @@ def mix_pair(transform: v2.Transform, x_a: torch.Tensor, x_b: torch.Tensor, seed
     batch = torch.stack([x_a, x_b]).float()  # (2, C, H, W); v2 pairs sample k with sample k−1: row 0 takes x_b
     labels = torch.tensor([0, 1])
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # CPU only: CUDA's global RNG is not touched
         mixed, soft = transform(batch, labels)
     return mixed[0].round().clamp(0, 255).to(torch.uint8), float(soft[0, 0])
 

@@ -71,7 +71,7 @@ class CFGRebalancer(Rebalancer):
     train: dict = dataclasses.field(default_factory=dict)  # CFGTrainConfig options when training on the fly
     guidance_w: float = 7.5  # guidance scale, read in `guidance_convention`
     guidance_convention: str = "ho"  # "ho": ε̃ = (1+w)ε_c − wε_u (paper eq. 8) | "sd": s = 1 + w
-    sampler: str = "dpmpp"  # "ddpm" (all T steps) | "ddim" | "dpmpp" (DPM-Solver++ 2M)
+    sampler: str = "dpmpp-sde"  # "ddpm" (all T steps) | "ddim" | "dpmpp" (DPM-Solver++ 2M, ODE) | "dpmpp-sde" (its SDE variant)
     num_inference_steps: int = 20  # denoising steps for ddim/dpmpp (ddpm always runs all T)
     batch_size: int = 64  # images per sampling batch
 

@@ -3,7 +3,10 @@
 A diffusers scheduler is built fresh on every call from the training noise schedule (no state carried over):
     ddpm   DDPMScheduler, ancestral, all T steps (paper-faithful; Ho et al. 2020 Alg. 2)
     ddim   DDIMScheduler, η = 0, deterministic (Song et al. 2021)
-    dpmpp  DPMSolverMultistepScheduler, DPM-Solver++(2M) (Lu et al. 2022), good in ~20 steps
+    dpmpp  DPMSolverMultistepScheduler, DPM-Solver++(2M) (Lu et al. 2022), an ODE solver, ~20 steps
+    dpmpp-sde  the same scheduler's SDE-DPM-Solver++(2M): stochastic like DDPM, ~20 steps. At the paper's strong
+           guidance (w = 7.5) the deterministic solvers (ddim, dpmpp) lose class consistency that ancestral DDPM
+           keeps; the stochastic variant keeps it (benchmarks/sampling.py), so it is the cfg rebalancer's default.
 Image k's initial noise and every per-step noise draw come from its own torch.Generator seeded with seeds[k],
 so image k is the same at any batch size (EDM's per-image seeds).
 """
@@ -21,7 +24,8 @@ from diffbalance.generate.cfg.guidance import guided_epsilon
 from diffbalance.generate.cfg.unet import crop_images, unet_sample_size
 from diffbalance.seeding import generator
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp")
+SAMPLERS = ("ddpm", "ddim", "dpmpp", "dpmpp-sde")
+STOCHASTIC = ("ddpm", "dpmpp-sde")  # samplers that draw fresh noise at every step
 
 
 def make_scheduler(sampler: str, noise_schedule: dict[str, Any]):
@@ -30,10 +34,11 @@ def make_scheduler(sampler: str, noise_schedule: dict[str, Any]):
         return DDPMScheduler(**noise_schedule, clip_sample=True)
     if sampler == "ddim":
         return DDIMScheduler(**noise_schedule, clip_sample=True, timestep_spacing="trailing")
-    if sampler == "dpmpp":
+    if sampler in ("dpmpp", "dpmpp-sde"):
         # x̂_0 is clipped to [-1, 1] (dynamic thresholding with max 1), as ddpm/ddim clip it: near t = T of the
         # cosine schedule ᾱ_t ≈ 0 and the unclipped x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t explodes into speckle
-        return DPMSolverMultistepScheduler(**noise_schedule, algorithm_type="dpmsolver++", solver_order=2,
+        algorithm = "dpmsolver++" if sampler == "dpmpp" else "sde-dpmsolver++"
+        return DPMSolverMultistepScheduler(**noise_schedule, algorithm_type=algorithm, solver_order=2,
                                            thresholding=True, sample_max_value=1.0)
     raise DiffbalanceError(f"sampler {sampler!r} is unknown", f"use one of {', '.join(SAMPLERS)}")
 
@@ -78,8 +83,8 @@ def sample(
     for t in scheduler.timesteps:
         x_in = scheduler.scale_model_input(x, t)
         eps = guided_epsilon(unet, x_in, t, labels, null_class, guidance_w, guidance_convention)  # eq. 8
-        # ddpm draws its per-step noise image by image from `gens` (diffusers' randn_tensor with a generator list)
-        step_kwargs = {"generator": gens} if sampler == "ddpm" else {}
+        # stochastic samplers draw per-step noise image by image from `gens` (randn_tensor with a generator list)
+        step_kwargs = {"generator": gens} if sampler in STOCHASTIC else {}
         if sampler == "ddim":  # re-derive ε from the clipped x̂_0 (as GLIDE): a strongly guided ε̃ otherwise saturates
             step_kwargs = {"eta": 0.0, "use_clipped_model_output": True}
         x = scheduler.step(eps, t, x, **step_kwargs).prev_sample

@@ -83,7 +83,7 @@ def train_generator(
     if (final / GENERATOR_FILE).is_file():
         return final
     with torch.random.fork_rng(devices=[]):  # diffusers initialises from the global RNG: seed a forked copy
-        torch.manual_seed(config.seed)
+        torch.default_generator.manual_seed(config.seed)  # built on the CPU, then moved
         model = build_unet(config.model_size, train.num_classes, train.channels, train.image_size,
                            config.block_out_channels, config.layers_per_block, config.dropout).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
