@@ -7,41 +7,26 @@ and FID of N CIFAR-10 train vs N test JPEGs.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import tarfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import decode_jpeg
 
 from diffbalance.data.imageset import ImageSet
+from diffbalance.data.sources import DataConfig, load_train_test
 from diffbalance.device import describe, resolve_device
 from diffbalance.evaluate.fid import FidConfig, fid, load_inception
 
-CIFAR_TAR = Path("/work/shared/data/cifar10-jpeg/cifar10_jpeg_q75_yoongikim.tar.gz")
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+def cifar_subset(data: ImageSet, n: int, seed: int) -> ImageSet:
+    """n seeded-random images of a CIFAR-10 split (found the usual way: data.root, env vars, ../shared, download)."""
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return data.subset(pick, source=f"{data.source} ({n}, seed {seed})")
 
 
-def cifar_jpegs(split: str, n: int, seed: int, tar_path: Path = CIFAR_TAR) -> ImageSet:
-    """n seeded-random CIFAR-10 images of a split, decoded from the JPEG tarball (lossy q75 copies)."""
-    with tarfile.open(tar_path) as tar:
-        members = [m for m in tar.getmembers() if m.isfile() and m.name.split("/")[-3:-2] == [split]]
-        members.sort(key=lambda m: m.name)
-        pick = torch.randperm(len(members), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-        images, labels = [], []
-        for i in pick.tolist():
-            m = members[i]
-            data = torch.frombuffer(bytearray(tar.extractfile(m).read()), dtype=torch.uint8)
-            images.append(decode_jpeg(data))
-            labels.append(CLASSES.index(m.name.split("/")[-2]))
-    return ImageSet(torch.stack(images), torch.tensor(labels), CLASSES, f"cifar10-jpeg:{split} ({n}, seed {seed})")
-
-
-def naive_features(net, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def naive_features(net, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
     """The reference many scripts use: PIL bilinear resize one image at a time on the CPU, then the network."""
     out = []
     for i in range(0, len(images), batch_size):
@@ -49,9 +34,9 @@ def naive_features(net, images: torch.Tensor, batch_size: int) -> torch.Tensor:
             torch.from_numpy(np.array(Image.fromarray(im.permute(1, 2, 0).numpy()).resize((299, 299), Image.BILINEAR)))
             for im in images[i : i + batch_size]
         ]
-        x = torch.stack(batch).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, 299, 299)
+        x = torch.stack(batch).permute(0, 3, 1, 2).float().to(device) / 127.5 - 1.0  # (B, 3, 299, 299)
         with torch.inference_mode():
-            out.append(net(x))
+            out.append(net(x).cpu())
     return torch.cat(out)
 
 
@@ -63,27 +48,28 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights", default=None)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--cifar-root", default=None, help="CIFAR-10 folder (default: the usual search)")
     args = p.parse_args()
     device = resolve_device(args.device)
     ext = load_inception(args.weights, device, args.batch_size, "bilinear-torch", allow_download=False)
     result = {"device": describe(device), "weights": ext.weights_path, "weights_sha256": ext.checksum,
               "dtype": "float32", "batch_size": args.batch_size}
 
-    images = cifar_jpegs("train", args.n_speed, seed=1).images
+    cifar_train, cifar_test = load_train_test(DataConfig(name="cifar10", root=args.cifar_root))
+    images = cifar_subset(cifar_train, args.n_speed, seed=1).images
     ext(images[: args.batch_size])  # warm-up
     t = time.perf_counter()
     ours = ext(images)
     result["ours_images_per_s"] = args.n_speed / (time.perf_counter() - t)
-    if device.type == "cpu":
-        t = time.perf_counter()
-        ref = naive_features(ext.net, images, args.batch_size)
-        result["naive_pil_images_per_s"] = args.n_speed / (time.perf_counter() - t)
-        result["max_abs_feature_diff_ours_vs_pil"] = float((ours - ref).abs().max())
+    t = time.perf_counter()
+    ref = naive_features(ext.net, images, args.batch_size, device)
+    result["naive_pil_images_per_s"] = args.n_speed / (time.perf_counter() - t)
+    result["max_abs_feature_diff_ours_vs_pil"] = float((ours - ref).abs().max())
     result["n_speed_images"] = args.n_speed
     print(json.dumps(result, indent=1), flush=True)
 
     if args.n_fid:
-        train, test = cifar_jpegs("train", args.n_fid, seed=0), cifar_jpegs("test", args.n_fid, seed=0)
+        train, test = cifar_subset(cifar_train, args.n_fid, seed=0), cifar_subset(cifar_test, args.n_fid, seed=0)
         cfg = FidConfig(weights_path=ext.weights_path, batch_size=args.batch_size, device=str(device), cache=False)
         r = fid(train, test, cfg, extractor=ext)
         result["fid_train_vs_test"] = {k: r[k] for k in ("fid", "n_a", "n_b", "resize", "seconds")}
