@@ -90,7 +90,7 @@ def run_cli(args) -> tuple[int, str]:
     (lambda c: c.update(methods=["smote"]), "unknown rebalancer"),
     (lambda c: c.update(data={**c["data"], "name": "mnist"}), "unknown dataset"),
     (lambda c: c.update(imbalance={"profile": "zigzag"}), "unknown imbalance profile"),
-    (lambda c: c.update(colour="blue"), "unknown key"),
+    (lambda c: c.update(colour="blue"), "unknown top level key(s) colour"),
     (lambda c: c.update(target={"dark": 1}), "below its current"),
     (lambda c: c.update(data={**c["data"], "root": "/nonexistent/folder"}), "/nonexistent/folder"),
     (lambda c: c.update(imbalance={"profile": "linear", "n_min": 50}), "only"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffbalance.classify.models import CLASSIFIERS
+from diffbalance.configs import checked_fields
 from diffbalance.errors import DiffbalanceError
 
 SCHEDULES = ("cosine", "onecycle")
@@ -67,17 +68,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a dict (a YAML preset, a saved config.json); unknown keys are an error, missing keys default."""
-        if not isinstance(d, dict):
-            raise DiffbalanceError(
-                f"classifier options must be a mapping, got {type(d).__name__}", "pass key: value pairs"
-            )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DiffbalanceError(
-                f"unknown classifier option(s) {', '.join(unknown)}", f"use only {', '.join(sorted(known))}"
-            )
-        return cls(**d)
+        return cls(**checked_fields(cls, d, "classifier option"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,6 +13,7 @@ from diffbalance.data.cifar10 import load_cifar10
 from diffbalance.data.fashion_mnist import load_fashion_mnist, resolve_fashion_mnist
 from diffbalance.data.image_folder import ON_CORRUPT, load_image_folder, stratified_split
 from diffbalance.data.imageset import ImageSet
+from diffbalance.configs import checked_fields
 from diffbalance.errors import DiffbalanceError
 
 DATASETS = ("cifar10", "fashion-mnist", "folder")
@@ -48,12 +49,7 @@ class DataConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataConfig:
         """Build from a plain dict (a YAML/JSON section); unknown keys are an error, not silently dropped."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DiffbalanceError(
-                f"unknown data option(s) {', '.join(unknown)}", f"use only {', '.join(sorted(known))}"
-            )
+        d = checked_fields(cls, d, "data option")
         for key, value in d.items():
             _check_type(key, value, _FIELD_TYPES[key])
         return cls(**d)

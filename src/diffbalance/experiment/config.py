@@ -17,22 +17,15 @@ from typing import Any
 import yaml
 
 from diffbalance.data.sources import DataConfig
+from diffbalance.configs import checked_fields
 from diffbalance.errors import DiffbalanceError
 
 PRESETS = ("demo", "paper-cifar10")
 
 
 def strict_fields(cls, d: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Check that `d` only has keys that are fields of dataclass `cls`."""
-    if not isinstance(d, Mapping):
-        raise DiffbalanceError(f"config section {where} must be a mapping, got {type(d).__name__}", "fix the config file")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise DiffbalanceError(
-            f"unknown key(s) {', '.join(unknown)} in config section {where}", f"use only {', '.join(sorted(known))}"
-        )
-    return dict(d)
+    """Check that config section `where` only has keys that are fields of dataclass `cls`."""
+    return checked_fields(cls, d, f"{where} key")
 
 
 @dataclass(frozen=True)

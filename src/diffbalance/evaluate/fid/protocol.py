@@ -15,6 +15,7 @@ import torch
 
 from diffbalance.data.imageset import ImageSet
 from diffbalance.device import describe, resolve_device
+from diffbalance.configs import checked_fields
 from diffbalance.errors import DiffbalanceError
 from diffbalance.evaluate.fid.cache import Embedding, FeatureCache, embed
 from diffbalance.evaluate.fid.extra import kid, per_class_fid, precision_recall
@@ -53,12 +54,7 @@ class FidConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> FidConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DiffbalanceError(f"unknown FID option(s) {', '.join(unknown)}",
-                                   f"use only {', '.join(sorted(known))}")
-        return cls(**d)
+        return cls(**checked_fields(cls, d, "FID option"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

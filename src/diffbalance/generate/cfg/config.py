@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from diffbalance.configs import checked_fields
 from diffbalance.errors import DiffbalanceError
 
 MODEL_SIZES = ("tiny", "small", "paper")
@@ -57,10 +58,7 @@ class CFGTrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CFGTrainConfig:
         """From a plain dict (JSON/YAML section); unknown keys are a one-line error, not silently dropped."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DiffbalanceError(f"unknown generator training option(s) {', '.join(unknown)}", f"use only {', '.join(sorted(known))}")
+        d = checked_fields(cls, d, "generator training option")
         try:
             return cls(**d)
         except (TypeError, ValueError) as err:
