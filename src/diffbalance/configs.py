@@ -21,3 +21,15 @@ def checked_fields(cls, d: Any, what: str) -> dict[str, Any]:
     if unknown:
         raise DiffbalanceError(f"unknown {what}(s) {', '.join(unknown)}", f"use only {', '.join(sorted(known))}")
     return dict(d)
+
+
+def check_choice(what: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """One-line error unless `value` is one of `choices` (e.g. check_choice("classifier option", "loss", v, LOSSES))."""
+    if value not in choices:
+        raise DiffbalanceError(f"{what} {name}={value!r} is unknown", f"use one of {', '.join(choices)}")
+
+
+def check_value(ok: bool, what: str, name: str, value: Any, expected: str) -> None:
+    """One-line error unless `ok`; `expected` says what a valid value is (e.g. "a positive integer")."""
+    if not ok:
+        raise DiffbalanceError(f"{what} {name}={value!r} is invalid", f"{name} must be {expected}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffbalance.classify.models import CLASSIFIERS
-from diffbalance.configs import checked_fields
+from diffbalance.configs import check_choice, check_value, checked_fields
 from diffbalance.errors import DiffbalanceError
 
 SCHEDULES = ("cosine", "onecycle")
@@ -95,10 +95,8 @@ def _check_type(name: str, value: Any, type_name: str) -> None:
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise DiffbalanceError(f"classifier option {name}={value!r} is unknown", f"use one of {', '.join(choices)}")
+    check_choice("classifier option", name, value, choices)
 
 
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise DiffbalanceError(f"classifier option {name}={value!r} is invalid", f"{name} must be {expected}")
+    check_value(ok, "classifier option", name, value, expected)

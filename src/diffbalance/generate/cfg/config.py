@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from diffbalance.configs import checked_fields
+from diffbalance.configs import check_choice, check_value, checked_fields
 from diffbalance.errors import DiffbalanceError
 
 MODEL_SIZES = ("tiny", "small", "paper")
@@ -81,10 +81,8 @@ class CFGTrainConfig:
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise DiffbalanceError(f"{name} {value!r} is unknown", f"use one of {', '.join(choices)}")
+    check_choice("generator training option", name, value, choices)
 
 
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise DiffbalanceError(f"{name} = {value!r} is not {expected}", f"set {name} to a value {expected}")
+    check_value(ok, "generator training option", name, value, expected)
