@@ -152,7 +152,7 @@ def test_fid_cli_reads_a_runs_rebalanced_set(tmp_path, capsys):
     from diffbalance.cli.fid import load_image_set
     from diffbalance.experiment.runner import load_rebalanced
 
-    config = tiny_config(tmp_path, methods=["none", "cutmix"], seeds=[0])
+    config = tiny_config(tmp_path, methods=["none", "cutmix"], seeds=[0], consistency=True, reference_images_per_class=6)
     out = tmp_path / "run"
     main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"])
     rebalanced = load_image_set(f"{out}@cutmix")
@@ -164,3 +164,14 @@ def test_fid_cli_reads_a_runs_rebalanced_set(tmp_path, capsys):
     main(["fid", f"{out}@cutmix", f"{out}@none", "--features", "random", "--device", "cpu", "--json", str(json_out)])
     result = json.loads(json_out.read_text())
     assert result["n_a"] == 27 and result["n_b"] == 18 and result["fid"] >= 0
+    # domain-FID from the command line, with the reference classifier the run saved
+    main(["fid", f"{out}@cutmix", f"{out}@none", "--features", "domain", "--domain-classifier",
+          str(out / "reference-classifier"), "--device", "cpu", "--json", str(json_out)])
+    result = json.loads(json_out.read_text())
+    assert result["features"].startswith("domain-FID (not Inception FID)") and result["fid"] >= 0
+    assert run_cli(["fid", f"{out}@cutmix", f"{out}@none", "--features", "domain"])[0] == 2
+    assert "--domain-classifier" in capsys.readouterr().err
+    assert run_cli(["fid", f"{out}@cutmix", f"{out}@none", "--features", "domain", "--domain-classifier",
+                    str(tmp_path / "nowhere")])[0] == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "\n" not in err.strip()

@@ -102,7 +102,8 @@ def fid_command(
     a: str = typer.Argument(..., help="image folder, fill folder, or NAME:SPLIT (e.g. cifar10:train)"),
     b: str = typer.Argument(..., help="image folder, fill folder, or NAME:SPLIT"),
     weights: Path = typer.Option(None, "--weights", "--fid-weights", help="Inception weights (TorchScript or .pth)"),
-    features: str = typer.Option("inception", help="inception | random (domain needs the library API)"),
+    features: str = typer.Option("inception", help="inception | domain (with --domain-classifier) | random (tests)"),
+    domain_classifier: Path = typer.Option(None, help="domain features: a saved classifier folder, e.g. RUN/reference-classifier"),
     resize: str = typer.Option("bilinear-torch", help="bilinear-torch (pytorch-fid) | bilinear-tf1x (torch-fidelity)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
     batch_size: int = typer.Option(64, help="images per forward pass"),
@@ -112,13 +113,19 @@ def fid_command(
     """FID (paper eq. 11) between two image sets; prints it with sample counts, resize, weights checksum."""
     from diffbalance.evaluate.fid import FidConfig, fid
 
+    domain_model = None
     if features == "domain":
-        raise DiffbalanceError("domain-FID is not available from the command line yet",
-                               "call diffbalance.evaluate.fid.fid(..., FidConfig(features='domain'), domain_model=clf)")
+        if domain_classifier is None:
+            raise DiffbalanceError("--features domain needs the classifier whose features it uses",
+                                   "pass --domain-classifier RUN/reference-classifier (saved by `diffbalance run`)")
+        from diffbalance.classify.train import TrainedClassifier
+        from diffbalance.device import resolve_device
+
+        domain_model = TrainedClassifier.load(domain_classifier, resolve_device(device))
     cfg = FidConfig(features=features, weights_path=str(weights) if weights else None, resize=resize,
                     batch_size=batch_size, device=device, cache=not no_cache)
     set_a, set_b = load_image_set(a), load_image_set(b)
-    result = {"a": a, "b": b, **fid(set_a, set_b, cfg), "config": cfg.to_dict()}
+    result = {"a": a, "b": b, **fid(set_a, set_b, cfg, domain_model=domain_model), "config": cfg.to_dict()}
     label = "domain-FID (not Inception FID)" if features == "domain" else f"FID ({features} features)"
     typer.echo(f"{label}: {result['fid']:.4f}")
     for key in ("n_a", "n_b", "features", "resize", "weights_sha256", "feature_dtype", "device", "seconds"):

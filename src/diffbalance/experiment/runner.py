@@ -165,6 +165,7 @@ def reference_classifier(st: Stage, config: ExperimentConfig) -> TrainedClassifi
     st.reference = train_classifier(
         ref, cfg, device=st.device, seed=0, checkpoint_dir=st.out_dir / "checkpoints" / "reference", progress=st.progress
     )
+    st.reference.save(st.out_dir / "reference-classifier")  # for `diffbalance fid --features domain`
     return st.reference
 
 
