@@ -48,8 +48,7 @@ def load_image_set(spec: str) -> ImageSet:
 
 def _named_dataset(spec: str) -> ImageSet:
     from diffbalance.data.sources import DataConfig, load_train_test
-    from diffbalance.imbalance.profiles import profile_counts
-    from diffbalance.imbalance.subset import make_imbalanced
+    from diffbalance.imbalance.subset import ImbalanceConfig, apply_profile
 
     name, split, *profile = spec.split(":")
     if split not in ("train", "test") or len(profile) > 1:
@@ -64,10 +63,8 @@ def _named_dataset(spec: str) -> ImageSet:
     except ValueError:
         raise DiffbalanceError(f"profile value {value!r} in {spec!r} is not a number", "write e.g. linear=500") from None
     if kind == "linear":
-        keep = profile_counts("linear", data.counts(), n_min=int(number) if number else None)
-    else:
-        keep = profile_counts(kind, data.counts(), ratio=number or 10.0)
-    return make_imbalanced(data, keep, "first", 0, kind)
+        return apply_profile(data, ImbalanceConfig(profile="linear", n_min=int(number) if number else None))
+    return apply_profile(data, ImbalanceConfig(profile=kind, ratio=number or 10.0))
 
 
 def _load_folder(root: Path) -> ImageSet:

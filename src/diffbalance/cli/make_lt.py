@@ -65,8 +65,7 @@ def make_lt(data_config: Any, lt: LongTailConfig, out: Path, overwrite: bool = F
     from diffbalance.atomic import atomic_path, write_json
     from diffbalance.data.image_folder import write_image_folder
     from diffbalance.data.sources import load_train_test
-    from diffbalance.imbalance.profiles import profile_counts
-    from diffbalance.imbalance.subset import make_imbalanced
+    from diffbalance.imbalance.subset import ImbalanceConfig, apply_profile
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -75,11 +74,10 @@ def make_lt(data_config: Any, lt: LongTailConfig, out: Path, overwrite: bool = F
         raise DiffbalanceError(f"output folder {out} already exists", "choose another --out or pass --overwrite")
     train, test = load_train_test(data_config)
     order = None if lt.order is None else [train.class_index(c) for c in lt.order]
-    counts = profile_counts(
-        lt.profile, train.counts(), n_min=lt.n_min, n_max=lt.n_max,
-        ratio=10.0 if lt.ratio is None else lt.ratio, minority_fraction=lt.minority_fraction, order=order,
-    )
-    train_lt = make_imbalanced(train, counts, selection=lt.selection, seed=lt.seed, profile=lt.profile)
+    train_lt = apply_profile(train, ImbalanceConfig(
+        profile=lt.profile, n_min=lt.n_min, n_max=lt.n_max, ratio=10.0 if lt.ratio is None else lt.ratio,
+        minority_fraction=lt.minority_fraction, selection=lt.selection, seed=lt.seed, order=tuple(order) if order else None,
+    ))
     record = {
         "dataset": data_config.name,
         "profile": lt.profile,

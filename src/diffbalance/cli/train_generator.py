@@ -33,8 +33,7 @@ def train_generator_command(
     from diffbalance.errors import DiffbalanceError
     from diffbalance.generate.cfg.config import CFGTrainConfig
     from diffbalance.generate.cfg.train import train_generator
-    from diffbalance.imbalance.profiles import profile_counts
-    from diffbalance.imbalance.subset import make_imbalanced
+    from diffbalance.imbalance.subset import ImbalanceConfig, apply_profile
 
     try:
         options = json.loads(config)
@@ -51,7 +50,6 @@ def train_generator_command(
                 "train": train_config.to_dict(), "resume": resume, "device": str(dev)}
     write_json(out / "command.json", resolved)
     train, _ = load_train_test(data_config)
-    keep = profile_counts(profile, train.counts(), n_min=n_min, ratio=ratio)
-    imbalanced = make_imbalanced(train, keep, profile=profile)
+    imbalanced = apply_profile(train, ImbalanceConfig(profile=profile, n_min=n_min, ratio=ratio))
     final = train_generator(imbalanced, train_config, out, dev, progress=True, resume=resume)
-    typer.echo(f"generator written to {final} (classes kept: {keep})")
+    typer.echo(f"generator written to {final} (classes kept: {imbalanced.counts()})")

@@ -19,6 +19,7 @@ import yaml
 from diffbalance.data.sources import DataConfig
 from diffbalance.configs import checked_fields
 from diffbalance.errors import DiffbalanceError
+from diffbalance.imbalance.subset import ImbalanceConfig
 
 PRESETS = ("demo", "paper-cifar10")
 
@@ -26,18 +27,6 @@ PRESETS = ("demo", "paper-cifar10")
 def strict_fields(cls, d: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Check that config section `where` only has keys that are fields of dataclass `cls`."""
     return checked_fields(cls, d, f"{where} key")
-
-
-@dataclass(frozen=True)
-class ImbalanceConfig:
-    profile: str = "linear"  # linear (paper eq. 10) | exponential | step | none
-    n_min: int | None = None  # linear: images kept by the smallest class (rank i keeps n_min·(i+1))
-    n_max: int | None = None  # exponential/step: images kept by the largest class
-    ratio: float = 10.0  # exponential/step: largest / smallest class
-    minority_fraction: float = 0.5  # step: fraction of classes that are minority
-    selection: str = "first"  # first n in original order (CIFAR-10-LT convention) | random
-    order: tuple[int, ...] | None = None  # class indices from fewest to most images; None = index order
-    seed: int = 0  # seed of the random selection
 
 
 @dataclass(frozen=True)
@@ -74,7 +63,7 @@ class ExperimentConfig:
         if "imbalance" in d:
             imb = strict_fields(ImbalanceConfig, d["imbalance"], "imbalance")
             if imb.get("order") is not None:
-                imb["order"] = tuple(int(c) for c in imb["order"])
+                imb["order"] = tuple(int(c) if str(c).isdigit() else str(c) for c in imb["order"])
             d["imbalance"] = ImbalanceConfig(**imb)
         methods = []
         for i, m in enumerate(d.get("methods", ())):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +30,11 @@ from diffbalance.data.sources import load_train_test
 from diffbalance.device import describe, resolve_device
 from diffbalance.evaluate.metrics import classification_metrics
 from diffbalance.experiment.config import ExperimentConfig, MethodConfig
-from diffbalance.imbalance.profiles import profile_counts
-from diffbalance.imbalance.subset import make_imbalanced
+from diffbalance.errors import DiffbalanceError
+from diffbalance.imbalance.subset import apply_profile, make_imbalanced
 from diffbalance.imbalance.targets import generation_counts
 from diffbalance.progress import console
-from diffbalance.rebalance.base import build_rebalancer, rebalancer_class
+from diffbalance.rebalance.base import build_rebalancer
 from diffbalance.rebalance.store import fill
 
 
@@ -61,7 +60,7 @@ def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True
         build_rebalancer(m.rebalancer, _fill_params(config, m))
         _train_config(config, m, config.classifiers[0] if config.classifiers else "small_cnn")
     if not config.methods:
-        raise _error("the config lists no methods", "add at least one entry under methods:")
+        raise DiffbalanceError("the config lists no methods", "add at least one entry under methods:")
     device = resolve_device(config.device)
     write_json(out_dir / "config.resolved.json", config.to_dict())
     train, test, imbalanced = load_imbalanced(config)
@@ -72,12 +71,7 @@ def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True
 def load_imbalanced(config: ExperimentConfig) -> tuple[ImageSet, ImageSet, ImageSet]:
     """(original train, test, imbalanced train) as the config's data and imbalance sections describe."""
     train, test = load_train_test(config.data)
-    imb = config.imbalance
-    keep = profile_counts(
-        imb.profile, train.counts(), n_min=imb.n_min, n_max=imb.n_max, ratio=imb.ratio,
-        minority_fraction=imb.minority_fraction, order=imb.order,
-    )
-    return train, test, make_imbalanced(train, keep, imb.selection, imb.seed, imb.profile)
+    return train, test, apply_profile(train, config.imbalance)
 
 
 def load_rebalanced(run_dir: Path, method: str) -> ImageSet:
@@ -87,11 +81,11 @@ def load_rebalanced(run_dir: Path, method: str) -> ImageSet:
     run_dir = Path(run_dir)
     path = run_dir / "config.resolved.json"
     if not path.is_file():
-        raise _error(f"{run_dir} is not a diffbalance run folder (no config.resolved.json)", "give the --out folder of `diffbalance run`")
+        raise DiffbalanceError(f"{run_dir} is not a diffbalance run folder (no config.resolved.json)", "give the --out folder of `diffbalance run`")
     config = ExperimentConfig.from_dict(json.loads(path.read_text()))
     names = [m.name for m in config.methods]
     if method not in names:
-        raise _error(f"run {run_dir} has no method {method!r}", f"use one of {', '.join(names)}")
+        raise DiffbalanceError(f"run {run_dir} has no method {method!r}", f"use one of {', '.join(names)}")
     _, _, imbalanced = load_imbalanced(config)
     fill_dir = run_dir / "fills" / method
     if not fill_dir.is_dir():  # a method that adds no images (none, balanced-softmax)
@@ -258,13 +252,3 @@ def _versions() -> dict:
 
     return {"diffbalance": diffbalance.__version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "diffusers": diffusers.__version__}
-
-
-def _error(problem: str, fix: str):
-    from diffbalance.errors import DiffbalanceError
-
-    return DiffbalanceError(problem, fix)
-
-
-def is_generative(name: str) -> bool:
-    return rebalancer_class(name).generative

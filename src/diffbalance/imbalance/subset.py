@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
+from diffbalance.imbalance.profiles import profile_counts
 from diffbalance.seeding import generator
 
 SELECTIONS = ("first", "random")
@@ -35,3 +37,25 @@ def make_imbalanced(
     out = data.subset(idx, source=f"{data.source} [{profile or 'subset'}]")
     out.meta.update({"profile": profile, "selection": selection, "selection_seed": seed, "kept_indices_count": len(idx)})
     return out
+
+
+@dataclass(frozen=True)
+class ImbalanceConfig:
+    profile: str = "linear"  # linear (paper eq. 10) | exponential | step | none
+    n_min: int | None = None  # linear: images kept by the smallest class (rank i keeps n_min·(i+1))
+    n_max: int | None = None  # exponential/step: images kept by the largest class
+    ratio: float = 10.0  # exponential/step: largest / smallest class
+    minority_fraction: float = 0.5  # step: fraction of classes that are minority
+    selection: str = "first"  # first n in original order (CIFAR-10-LT convention) | random
+    order: tuple[int | str, ...] | None = None  # classes (indices or names) from fewest to most images; None = index order
+    seed: int = 0  # seed of the random selection
+
+
+def apply_profile(data: ImageSet, cfg: ImbalanceConfig) -> ImageSet:
+    """The imbalanced subset of `data` that `cfg` describes (profile counts, then which images are kept)."""
+    order = None if cfg.order is None else [data.class_index(c) for c in cfg.order]
+    keep = profile_counts(
+        cfg.profile, data.counts(), n_min=cfg.n_min, n_max=cfg.n_max, ratio=cfg.ratio,
+        minority_fraction=cfg.minority_fraction, order=order,
+    )
+    return make_imbalanced(data, keep, cfg.selection, cfg.seed, cfg.profile)

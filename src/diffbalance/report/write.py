@@ -72,7 +72,7 @@ def _provenance(results: dict, config: ExperimentConfig) -> str:
         f"fill images per class {ds['fill_counts']} ({sum(ds['fill_counts'])} images), test {ds['test_count']} images.",
         f"- **Device**: {results['device']}; classifier seeds {list(config.seeds)}; fill seed {config.fill_seed}.",
         f"- **Command**: `{command}`; full config in `config.resolved.json`, every number in `results.json`.",
-        f"- **Versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        "- **Versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
     ]
     return "\n".join(lines)
 
