@@ -19,10 +19,11 @@ from diffbalance.data.imageset import ImageSet
 from diffbalance.data.sources import DataConfig, load_train_test
 from diffbalance.device import describe, resolve_device
 from diffbalance.evaluate.fid import FidConfig, fid, load_inception
+from diffbalance.seeding import generator
 
 def cifar_subset(data: ImageSet, n: int, seed: int) -> ImageSet:
     """n seeded-random images of a CIFAR-10 split (found the usual way: data.root, env vars, ../shared, download)."""
-    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    pick = torch.randperm(len(data), generator=generator(seed))[:n].sort().values
     return data.subset(pick, source=f"{data.source} ({n}, seed {seed})")
 
 
@@ -70,8 +71,8 @@ def main() -> None:
 
     if args.n_fid:
         train, test = cifar_subset(cifar_train, args.n_fid, seed=0), cifar_subset(cifar_test, args.n_fid, seed=0)
-        cfg = FidConfig(weights_path=ext.weights_path, batch_size=args.batch_size, device=str(device), cache=False)
-        r = fid(train, test, cfg, extractor=ext)
+        cfg = FidConfig(weights_path=ext.weights_path, batch_size=args.batch_size, cache=False)
+        r = fid(train, test, cfg, device, extractor=ext)
         result["fid_train_vs_test"] = {k: r[k] for k in ("fid", "n_a", "n_b", "resize", "seconds")}
         print(json.dumps(result["fid_train_vs_test"], indent=1), flush=True)
     if args.json:

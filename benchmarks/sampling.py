@@ -22,11 +22,9 @@ from diffbalance.data.imageset import ImageSet
 from diffbalance.device import describe, resolve_device
 from diffbalance.evaluate.consistency import class_consistency
 from diffbalance.generate.cfg.config import CFGTrainConfig
-from diffbalance.generate.cfg.guidance import ho_weight
-from diffbalance.generate.cfg.rebalancer import load_generator
-from diffbalance.generate.cfg.sampling import sample, sampling_steps
+from diffbalance.generate.cfg.generator import load_generator
+from diffbalance.generate.cfg.sampling import build_sampler
 from diffbalance.generate.cfg.train import train_generator
-from diffbalance.generate.cfg.unet import null_class
 from diffbalance.seeding import derive_seed
 
 SETTINGS = (("ddpm", None), ("ddim", 50), ("dpmpp", 20), ("dpmpp-sde", 20))
@@ -51,24 +49,23 @@ def main() -> None:
 
     train, _ = load_train_test(DataConfig(name="fashion-mnist"))
     generator_dir = args.generator or _train_tiny(train, args.workdir, device)
-    unet, info = load_generator(generator_dir, device)
+    gen = load_generator(generator_dir, device)
+    info = gen.info
     classifier = train_classifier(train, TrainConfig(model="small_cnn", epochs=args.classifier_epochs, warmup_epochs=min(1.0, args.classifier_epochs / 4)), device=device, seed=0)
 
     labels = [c for c in range(info["num_classes"]) for _ in range(args.images_per_class)]
     seeds = [derive_seed(0, c, i) for c in range(info["num_classes"]) for i in range(args.images_per_class)]
     rows = []
     for sampler, steps in SETTINGS:
-        n_steps = sampling_steps(sampler, steps, info["noise_schedule"])
+        run = build_sampler(gen.unet, gen.noise_schedule, sampler, steps, args.guidance_w, gen.image_size)
+        n_steps = run.steps
         tic = time.perf_counter()
-        images = torch.cat([
-            sample(unet, sampler, labels[k : k + args.batch_size], seeds[k : k + args.batch_size], args.guidance_w, steps,
-                   null_class(unet), noise_schedule=info["noise_schedule"], image_size=tuple(info["image_size"]))
-            for k in range(0, len(seeds), args.batch_size)
-        ])
+        images = torch.cat([run(labels[k : k + args.batch_size], seeds[k : k + args.batch_size])
+                            for k in range(0, len(seeds), args.batch_size)])
         seconds = time.perf_counter() - tic
         fills = ImageSet(images, torch.tensor(labels), tuple(info["class_names"]), f"{sampler}-{n_steps}")
         score = class_consistency(classifier.predict, fills)
-        nfe = n_steps * (2 if ho_weight(args.guidance_w) != 0 else 1)
+        nfe = n_steps * (2 if args.guidance_w != 0 else 1)
         rows.append({"sampler": f"{sampler}-{n_steps}", "images_per_s": len(images) / seconds, "nfe_per_image": nfe,
                      "consistency_pct": score["agreement_pct"], "images": len(images)})
     print(f"\ngenerator {generator_dir}, w = {args.guidance_w} (ho), {len(seeds)} images, device {describe(device)}")

@@ -10,7 +10,7 @@ from diffbalance.classify.augment import (
     random_crop,
     random_horizontal_flip,
 )
-from diffbalance.seeding import generator
+from diffbalance.seeding import forked_rng, generator
 
 
 def test_crop_at_moves_content_by_the_offset():
@@ -70,3 +70,12 @@ def test_batch_mix_is_seeded_and_leaves_the_global_rng_alone():
         assert a_x.shape == x.shape and a_y.shape == (8, 4)
         torch.testing.assert_close(a_y.sum(1), torch.ones(8))
     assert build_batch_mix("none", 1.0, 4) is None
+
+
+def test_batch_mix_draws_from_the_cpu_rng_forked_and_seeded_with_the_step_seed():
+    x, y = torch.randn(8, 3, 8, 8, generator=generator(1)), torch.arange(8) % 4
+    mix = build_batch_mix("mixup_or_cutmix", 1.0, 4)
+    with forked_rng(23):  # what mix_batch promises: the same draws as a forked CPU RNG seeded with `seed`
+        want_x, want_y = mix(x, y)
+    got_x, got_y = mix_batch(mix, x, y, seed=23)
+    assert torch.equal(got_x, want_x) and torch.equal(got_y, want_y)

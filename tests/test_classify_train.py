@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import diffbalance.classify.train as train_mod
+from diffbalance.checkpoint import load_training_state, save_training_state
 from diffbalance.classify.augment import normalize
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.train import TrainedClassifier, lr_factor, train_classifier
@@ -95,6 +96,8 @@ def test_save_load_round_trip(tmp_path):
     clf = train_classifier(data, tiny_config(epochs=1), device=CPU, seed=0, progress=False)
     clf.save(tmp_path / "clf")
     back = TrainedClassifier.load(tmp_path / "clf", CPU)
+    assert TrainedClassifier.load(tmp_path / "clf").device == CPU  # "auto" on a machine without CUDA
+    assert TrainedClassifier.load(tmp_path / "clf", "cpu").device == CPU
     assert back.config == clf.config and back.class_names == clf.class_names and back.mean == clf.mean
     assert torch.equal(back.logits(data.images), clf.logits(data.images))
     assert torch.equal(back.predict(data.images), clf.predict(data.images))
@@ -132,3 +135,59 @@ def test_too_small_training_set():
     one = ImageSet(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), ("a", "b"))
     with pytest.raises(DiffbalanceError):
         train_classifier(one, tiny_config(), device=CPU, seed=0, progress=False)
+
+
+def test_device_is_given_by_name():
+    data = tiny_set(n=16)
+    a = train_classifier(data, tiny_config(epochs=1), device="cpu", seed=0, progress=False)
+    b = train_classifier(data, tiny_config(epochs=1), device=CPU, seed=0, progress=False)
+    assert a.device == CPU and torch.equal(a.model.head.weight, b.model.head.weight)
+    with pytest.raises(DiffbalanceError):
+        train_classifier(data, tiny_config(epochs=1), device="tpu", seed=0, progress=False)
+
+
+def test_resume_folder_keeps_the_classifier_format(tmp_path):
+    """The layout old run folders have on disk: state.safetensors with model.* and optimizer.<i>.<key>, and
+    state.json with optimizer_param_groups, optimizer_plain_state and scheduler beside the run's own keys."""
+    data = tiny_set()
+    train_classifier(data, tiny_config(epochs=1), device=CPU, seed=0, checkpoint_dir=tmp_path, progress=False)
+    state = load_training_state(tmp_path / "resume")
+    assert {k.split(".")[0] for k in state.tensors} == {"model", "optimizer"}
+    assert any(k.startswith("optimizer.0.") and k.endswith("momentum_buffer") for k in state.tensors)
+    assert {"optimizer_param_groups", "optimizer_plain_state", "scheduler", "epoch", "seed", "config"} <= set(state.meta)
+
+
+def _adamw_run(seed: int = 0):
+    torch.manual_seed(seed)
+    model, ema = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (1 + s))
+    return model, ema, opt, sched
+
+
+def _step(model, opt, sched, x):
+    opt.zero_grad()
+    model(x).square().sum().backward()
+    opt.step()
+    sched.step()
+
+
+def test_shared_checkpoint_round_trip_is_bit_identical(tmp_path):
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    model, ema, opt, sched = _adamw_run()
+    for _ in range(2):
+        _step(model, opt, sched, x)
+    save_training_state(tmp_path / "ckpt", {"model": model, "ema": ema}, opt, sched, meta={"step": 2})
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"state.safetensors", "state.json"}  # no pickle
+    state = load_training_state(tmp_path / "ckpt")
+    assert state.meta["step"] == 2 and state.tensors["optimizer.0.step"].shape == ()  # AdamW's 0-dim step
+    back_model, back_ema, back_opt, back_sched = _adamw_run(seed=5)  # other initial weights
+    state.restore({"model": back_model, "ema": back_ema}, back_opt, back_sched)
+    for a, b in ((model, back_model), (ema, back_ema)):
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    _step(model, opt, sched, x)
+    _step(back_model, back_opt, back_sched, x)  # the next step continues exactly
+    assert torch.equal(model.weight, back_model.weight) and sched.get_last_lr() == back_sched.get_last_lr()
+    assert load_training_state(tmp_path / "none") is None
+    with pytest.raises(ValueError):
+        save_training_state(tmp_path / "bad", {"optimizer": model}, opt)

@@ -1,16 +1,21 @@
-"""The decoded-set cache: hits return identical tensors without decoding; damaged entries are rebuilt."""
+"""The decoded-set cache: hits return identical tensors without decoding; damaged entries are rebuilt; one cache
+location (diffbalance.paths, one environment variable) for the data sets and the FID statistics."""
 
 from __future__ import annotations
 
+import ast
 import os
+from pathlib import Path
 
 import pytest
 import torch
-from fixtures_data import isolated_data_env, write_image_tree  # noqa: F401 (fixture)
+from fixtures_data import REPO_ROOT, isolated_data_env, write_image_tree  # noqa: F401 (fixture)
 
+from diffbalance import paths
+from diffbalance.data import cache as data_cache
 from diffbalance.data.cache import cache_key, cached_sets
 from diffbalance.data.imageset import ImageSet
-from diffbalance.data.sources import DataConfig, load_train_test
+from diffbalance.evaluate.fid.cache import FeatureCache
 
 
 def _sets() -> tuple[ImageSet, ImageSet]:
@@ -57,6 +62,8 @@ def test_key_follows_files_and_options(tmp_path):
 
 
 def test_folder_dataset_is_decoded_once(tmp_path, isolated_data_env, monkeypatch):
+    from diffbalance.data.sources import DataConfig, load_train_test
+
     write_image_tree(tmp_path / "d", {"a": 5, "b": 5}, size=(6, 6))
     config = DataConfig(name="folder", root=str(tmp_path / "d"), image_size=6, test_fraction=0.4)
     train, test = load_train_test(config)
@@ -65,3 +72,27 @@ def test_folder_dataset_is_decoded_once(tmp_path, isolated_data_env, monkeypatch
     assert train2.meta["cache"]["hit"] and torch.equal(train.images, train2.images)
     assert torch.equal(test.labels, test2.labels)
     assert (isolated_data_env / "sets").is_dir()
+
+
+def test_one_env_var_places_both_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFBALANCE_CACHE", str(tmp_path / "c"))
+    cached_sets("k3", _sets)  # no root: the one cache location
+    assert (tmp_path / "c" / "sets" / "k3" / "sets.safetensors").is_file()
+    assert FeatureCache().root == tmp_path / "c" / "fid"
+    assert data_cache.cache_dir is paths.cache_dir and data_cache.cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("DIFFBALANCE_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert FeatureCache().root == tmp_path / "home" / ".cache" / "diffbalance" / "fid"
+    assert paths.cache_dir("sets") == tmp_path / "home" / ".cache" / "diffbalance" / "sets"
+
+
+def test_only_paths_names_the_cache_env_var():
+    """No second definition of the cache location: the variable's name appears in code only in paths.py."""
+    src = REPO_ROOT / "src" / "diffbalance"
+
+    def names_it(f: Path) -> bool:
+        nodes = ast.walk(ast.parse(f.read_text()))
+        return any(isinstance(n, ast.Constant) and n.value == "DIFFBALANCE_CACHE" for n in nodes)
+
+    naming = [f.relative_to(src).as_posix() for f in sorted(src.rglob("*.py")) if names_it(f)]
+    assert naming == ["paths.py"]

@@ -1,8 +1,11 @@
-"""Image folders: reading, resizing, unreadable files, one-line errors, the stratified split, the writer."""
+"""Image folders: the one reader (resize or keep size, grey/RGB, one extension list), unreadable files, one-line
+errors, the stratified split, the one PNG writer (atomic files, class listing)."""
 
 from __future__ import annotations
 
+import importlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +13,11 @@ import torch
 from fixtures_data import write_image_tree
 from PIL import Image
 
-from diffbalance.data.image_folder import folder_name, load_image_folder, stratified_split, write_image_folder
+from diffbalance.data import image_folder
+from diffbalance.data.image_folder import (
+    IMAGE_EXTENSIONS, class_folders, folder_name, load_image_folder, read_image, stratified_split,
+    write_class_listing, write_image_folder, write_png,
+)
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
 
@@ -107,3 +114,98 @@ def test_grayscale_png_round_trip(tmp_path):
     write_image_folder(data, tmp_path / "g")
     assert Image.open(tmp_path / "g" / "b" / "00000.png").mode == "L"
     assert torch.equal(load_image_folder(tmp_path / "g", image_size=5, channels=1).images, data.images)
+
+
+def test_keep_size_mode_reads_every_image_as_it_is(tmp_path):
+    arrays = write_image_tree(tmp_path, {"b": 2, "a": 1}, size=(12, 10))
+    data = load_image_folder(tmp_path)  # no image_size: no resize, no crop
+    assert data.images.shape == (3, 3, 12, 10)
+    expected = np.stack(arrays["a"] + arrays["b"]).transpose(0, 3, 1, 2)
+    assert torch.equal(data.images, torch.from_numpy(expected))
+    assert read_image(tmp_path / "a" / "img_00.png").shape == (3, 12, 10)
+    assert read_image(tmp_path / "a" / "img_00.png", image_size=6).shape == (3, 6, 6)
+
+
+def test_keep_size_mode_rejects_mixed_sizes_in_one_line(tmp_path):
+    write_image_tree(tmp_path, {"a": 1}, size=(8, 8))
+    write_image_tree(tmp_path, {"b": 1}, size=(9, 8))
+    with pytest.raises(DiffbalanceError, match=r"differ in size.*8×8.*b/img_00\.png is 9×8") as err:
+        load_image_folder(tmp_path)
+    assert "\n" not in str(err.value)
+    assert load_image_folder(tmp_path, image_size=8).images.shape == (2, 3, 8, 8)  # resizing makes them one size
+
+
+def test_channels_none_keeps_grey_and_makes_a_mixed_folder_rgb(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (6, 6), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (6, 6, 4), dtype=np.uint8)
+    (tmp_path / "g" / "grey").mkdir(parents=True)
+    Image.fromarray(grey).save(tmp_path / "g" / "grey" / "0.png")
+    Image.fromarray(grey).convert("LA").save(tmp_path / "g" / "grey" / "1.png")  # grey + alpha: alpha dropped
+    assert load_image_folder(tmp_path / "g").images.shape == (2, 1, 6, 6)  # all grey: one channel
+    (tmp_path / "g" / "rgba").mkdir()
+    Image.fromarray(rgba).save(tmp_path / "g" / "rgba" / "0.png")
+    data = load_image_folder(tmp_path / "g")
+    assert data.images.shape == (3, 3, 6, 6) and data.class_names == ("grey", "rgba")
+    assert torch.equal(data.images[0], torch.from_numpy(grey).expand(3, -1, -1))  # grey repeated to RGB
+    assert torch.equal(data.images[2], torch.from_numpy(rgba[:, :, :3]).permute(2, 0, 1))  # alpha dropped
+    assert load_image_folder(tmp_path / "g", channels=1).images.shape == (3, 1, 6, 6)
+
+
+def test_one_extension_list_for_every_reader(tmp_path):
+    assert {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"} <= set(IMAGE_EXTENSIONS)
+    (tmp_path / "a").mkdir()
+    image = Image.fromarray(np.full((5, 7, 3), 200, dtype=np.uint8))
+    for i, ext in enumerate(IMAGE_EXTENSIONS):
+        image.save(tmp_path / "a" / f"{i}{ext.upper() if i % 2 else ext}")  # suffixes match in any case
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    data = load_image_folder(tmp_path)
+    assert len(data) == len(IMAGE_EXTENSIONS) and data.images.shape[1:] == (3, 5, 7)
+    assert not hasattr(importlib.import_module("diffbalance.cli.fid"), "IMAGE_SUFFIXES")  # no second list
+
+
+def test_class_folders_are_safe_and_case_insensitively_unique():
+    names = ["a", "A", "T-shirt/top", "T-shirt_top", ".."]
+    assert class_folders(names) == ["a", "A_2", "T-shirt_top", "T-shirt_top_2", "class"]
+
+
+def test_write_png_is_atomic_and_creates_the_folder(tmp_path, monkeypatch):
+    image = torch.randint(0, 256, (3, 4, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    path = tmp_path / "new" / "deeper" / "00000.png"
+    write_png(image, path)
+    assert [p.name for p in path.parent.iterdir()] == ["00000.png"]  # no temporary sibling left
+    assert torch.equal(read_image(path), image)
+    write_png(torch.zeros(1, 4, 5, dtype=torch.uint8), path)  # replaces the file in place
+    assert read_image(path).shape == (1, 4, 5)
+
+    def crash(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_png(image, tmp_path / "other" / "00001.png")
+    assert list((tmp_path / "other").iterdir()) == []  # neither a half file nor a temporary one
+    with pytest.raises(ValueError, match="uint8"):
+        write_png(image.float(), path)
+
+
+def test_class_listing_fixes_names_and_order(tmp_path):
+    for folder in ("z_first", "a_second"):
+        write_png(torch.zeros(3, 2, 2, dtype=torch.uint8), tmp_path / folder / "00000.png")
+    write_class_listing(tmp_path, ["first/1", "second"], ["z_first", "a_second"])
+    listing = json.loads((tmp_path / "classes.json").read_text())
+    assert listing == {"class_names": ["first/1", "second"], "folders": ["z_first", "a_second"]}
+    assert load_image_folder(tmp_path).class_names == ("first/1", "second")
+    write_class_listing(tmp_path, ["first/1", "second"], ["z_first", "a_second"], counts=[1, 1])
+    assert json.loads((tmp_path / "classes.json").read_text())["counts"] == [1, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_second", "classes.json", "z_first"]
+
+
+def test_image_folder_writer_uses_the_one_png_writer(tmp_path, monkeypatch):
+    written = []
+    real = image_folder.write_png
+    monkeypatch.setattr(image_folder, "write_png", lambda image, path: (written.append(path), real(image, path)))
+    data = ImageSet(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 1]), ("a", "b"))
+    write_image_folder(data, tmp_path / "out")
+    assert len(written) == 3

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from diffbalance.cli.app import main
+from diffbalance.cli.main import main
 from diffbalance.data.image_folder import write_image_folder
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
@@ -89,7 +89,7 @@ def run_cli(args) -> tuple[int, str]:
 @pytest.mark.parametrize("mutate,match", [
     (lambda c: c.update(methods=["smote"]), "unknown rebalancer"),
     (lambda c: c.update(data={**c["data"], "name": "mnist"}), "unknown dataset"),
-    (lambda c: c.update(imbalance={"profile": "zigzag"}), "unknown imbalance profile"),
+    (lambda c: c.update(imbalance={"profile": "zigzag"}), "unknown profile 'zigzag' at imbalance.profile"),
     (lambda c: c.update(colour="blue"), "unknown top level key(s) colour"),
     (lambda c: c.update(target={"dark": 1}), "below its current"),
     (lambda c: c.update(data={**c["data"], "root": "/nonexistent/folder"}), "/nonexistent/folder"),
@@ -149,7 +149,7 @@ def test_duplicate_method_names_rejected():
 
 
 def test_fid_cli_reads_a_runs_rebalanced_set(tmp_path, capsys):
-    from diffbalance.cli.fid import load_image_set
+    from diffbalance.experiment.image_sets import load_image_set
     from diffbalance.experiment.runner import load_rebalanced
 
     config = tiny_config(tmp_path, methods=["none", "cutmix"], seeds=[0], consistency=True, reference_images_per_class=6)

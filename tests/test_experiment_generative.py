@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_experiment import tiny_config  # noqa: E402
 from tiny_sd import save_tiny_sd  # noqa: E402
 
-from diffbalance.cli.app import main  # noqa: E402
+from diffbalance.cli.main import main  # noqa: E402
 
 
 def test_runner_with_cfg_ldm_and_img2img(tmp_path):

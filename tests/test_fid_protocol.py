@@ -1,6 +1,7 @@
 """FID protocol, cache, weights resolution and the CLI, with the tiny random extractor (fast, CPU)."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
 from diffbalance.evaluate.fid import (
-    DomainFeatures, FeatureCache, FidConfig, RandomConvFeatures, embed, fid, load_inception, quality_report,
+    DomainFeatures, FeatureCache, FidConfig, RandomConvFeatures, build_extractor, embed, fid, load_inception,
+    quality_report,
 )
 from diffbalance.evaluate.fid import features as F
 
@@ -33,7 +35,7 @@ def _noisy(s: ImageSet, sigma: float, seed: int = 0) -> ImageSet:
     return ImageSet(x, s.labels, s.class_names, "noisy")
 
 
-CFG = FidConfig(features="random", device="cpu", cache=False, kid_subsets=10, kid_subset_size=50)
+CFG = FidConfig(features="random", cache=False, kid_subsets=10, kid_subset_size=50)
 
 
 class Counting(RandomConvFeatures):
@@ -46,17 +48,26 @@ class Counting(RandomConvFeatures):
 
 def test_fid_same_images_is_zero_and_records_provenance():
     s = _set(120, 0)
-    r = fid(s, s, CFG)
+    r = fid(s, s, CFG, "cpu")
     assert abs(r["fid"]) < 1e-6
     for key in ("fid", "n_a", "n_b", "features", "resize", "weights_sha256", "feature_dtype", "seconds", "device"):
         assert key in r
-    assert r["n_a"] == 120 and r["feature_dtype"] == "float32"
+    assert r["n_a"] == 120 and r["feature_dtype"] == "float32" and r["device"].startswith("cpu")
 
 
 def test_fid_grows_with_noise():
     s = _set(200, 1)
-    fids = [fid(s, _noisy(s, sigma), CFG)["fid"] for sigma in (0, 10, 40, 80)]
+    fids = [fid(s, _noisy(s, sigma), CFG, "cpu")["fid"] for sigma in (0, 10, 40, 80)]
     assert fids[0] < 1e-6 and fids[1] < fids[2] < fids[3]
+
+
+def test_extractors_leave_the_global_rng_alone(tmp_path):
+    torch.save(F._Pool3Net().state_dict(), tmp_path / "w.pth")
+    state = torch.random.get_rng_state()
+    first = RandomConvFeatures(seed=3)
+    load_inception(tmp_path / "w.pth", "cpu")
+    assert torch.equal(torch.random.get_rng_state(), state)  # layer init ran on a forked, seeded RNG
+    assert RandomConvFeatures(seed=3).checksum == first.checksum
 
 
 def test_grayscale_is_repeated_to_rgb():
@@ -105,7 +116,7 @@ def test_stats_only_entry_is_upgraded_when_features_are_needed(tmp_path):
 def test_cache_env(monkeypatch, tmp_path):
     monkeypatch.setenv("DIFFBALANCE_CACHE", str(tmp_path / "c"))
     s = _set(20, 8)
-    fid(s, s, FidConfig(features="random", device="cpu"))
+    fid(s, s, FidConfig(features="random"), device="cpu")
     assert len(list((tmp_path / "c" / "fid").glob("*.safetensors"))) == 1  # the same images embedded once
 
 
@@ -114,7 +125,7 @@ def test_quality_report_on_generated_classes_only():
     gen_idx = [i for i in range(200) if i % 4 in (0, 2)][:60]
     generated = ImageSet(_noisy(original, 30).images[gen_idx], original.labels[gen_idx], CLASSES, "gen")
     rebalanced = original.subset(list(range(100))).concat(generated)
-    r = quality_report(original, rebalanced, generated, CFG)
+    r = quality_report(original, rebalanced, generated, CFG, "cpu")
     assert r["generated_fid"]["classes"] == ["a", "c"] and r["generated_fid"]["n_a"] == 100
     assert set(r["per_class_fid"]) == {"a", "c"} and r["per_class_fid"]["a"]["n_fake"] == 30
     assert r["protocol_fid"]["n_b"] == 160 and r["protocol_fid"]["fid"] > 0
@@ -122,7 +133,8 @@ def test_quality_report_on_generated_classes_only():
     assert r["kid"]["kid_std"] is not None and r["kid"]["subset_size"] == 50
     for key in ("resize", "weights_sha256", "feature_dtype", "device", "seconds"):
         assert key in r
-    assert quality_report(original, rebalanced, generated, CFG)["kid"] == r["kid"]  # seeded
+    assert quality_report(original, rebalanced, generated, CFG, torch.device("cpu"))["kid"] == r["kid"]  # seeded
+    assert "device" not in r["config"]  # the device is an argument, not part of the config
 
 
 def test_domain_features_are_labelled():
@@ -131,21 +143,47 @@ def test_domain_features_are_labelled():
             return images.float().mean(dim=(2, 3))
 
     s = _set(40, 10)
-    r = fid(s, _noisy(s, 20), FidConfig(features="domain", device="cpu", cache=False), domain_model=Clf())
+    r = fid(s, _noisy(s, 20), FidConfig(features="domain", cache=False), "cpu", domain_model=Clf())
     assert r["features"].startswith("domain-FID (not Inception FID)") and "not Inception" in r["note"]
     assert r["weights_sha256"] == ""  # no weights to hash: nothing is cached
     with pytest.raises(DiffbalanceError, match="domain"):
-        fid(s, s, FidConfig(features="domain", device="cpu"))
+        fid(s, s, FidConfig(features="domain"), "cpu")
     assert DomainFeatures(Clf()).dim == -1
 
 
 def test_config_from_dict_rejects_unknown_keys():
     assert FidConfig.from_dict({"features": "random", "seed": 3}).seed == 3
-    with pytest.raises(DiffbalanceError, match="unknown FID option"):
-        FidConfig.from_dict({"featurs": "random"})
+    for unknown in ({"featurs": "random"}, {"device": "cpu"}):  # the device is passed in, not configured
+        with pytest.raises(DiffbalanceError) as err:
+            FidConfig.from_dict(unknown, path="fid")
+        message = str(err.value)
+        key = next(iter(unknown))
+        assert re.search(r"\bfid\b", message) and re.search(rf"\b{key}\b", message) and "\n" not in message
+        assert "features" in message.split("fix:")[1]  # the fix lists the real options
     with pytest.raises(DiffbalanceError, match="resize"):
         FidConfig(resize="pil")
     assert FidConfig.from_dict(FidConfig().to_dict()) == FidConfig()
+
+
+@pytest.mark.parametrize("key, value", [
+    ("features", "clip"), ("resize", "pil"), ("batch_size", 0), ("kid_subset_size", -1), ("max_images_pr", 0),
+    ("pr_k", "3"), ("cache", "yes"), ("weights_path", 3),
+])
+def test_config_errors_name_the_key_path(key, value):
+    with pytest.raises(DiffbalanceError) as err:
+        FidConfig.from_dict({key: value}, path="fid")
+    message = str(err.value)
+    assert re.search(rf"(^|\s)fid\.{key}\b", message) and repr(value) in message and "\n" not in message
+
+
+def test_device_is_an_argument_resolved_once():
+    s = _set(20, 14)
+    by_name = fid(s, s, CFG, "cpu")
+    by_device = fid(s, s, CFG, torch.device("cpu"))
+    assert by_name["device"] == by_device["device"] and by_name["fid"] == by_device["fid"]
+    assert build_extractor(CFG, "cpu").device == torch.device("cpu")
+    with pytest.raises(DiffbalanceError, match="unknown device"):
+        fid(s, s, CFG, "tpu:0")
 
 
 def _offline(monkeypatch, tmp_path):
@@ -224,16 +262,29 @@ def _write_folder(root: Path, s: ImageSet):
 
 def _argv(*args):
     """`fid ARGS`; Typer drops the subcommand name while `fid` is the only command registered."""
-    from diffbalance.cli.app import _load_commands, app
+    from diffbalance.cli.main import app
 
-    _load_commands()
     return ["fid", *args] if len(app.registered_commands) > 1 else list(args)
+
+
+def test_folder_specs_use_the_one_image_reader(tmp_path):
+    from PIL import Image
+
+    from diffbalance.data.image_folder import load_image_folder
+    from diffbalance.experiment.image_sets import load_image_set
+
+    s = _set(8, 15)
+    _write_folder(tmp_path / "A", s)
+    Image.fromarray(s.images[0, 0].numpy()).save(tmp_path / "A" / "a" / "grey.gif")  # grey, and a GIF
+    data = load_image_set(str(tmp_path / "A"))
+    assert len(data) == 9 and data.images.shape[1:] == (3, 16, 16)  # every image as it is; grey → RGB
+    assert torch.equal(data.images, load_image_folder(tmp_path / "A").images)
 
 
 def test_cli_on_folders_writes_json(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from diffbalance.cli.app import app
+    from diffbalance.cli.main import app
 
     s = _set(24, 13)
     _write_folder(tmp_path / "A", s)
@@ -248,7 +299,7 @@ def test_cli_on_folders_writes_json(tmp_path, monkeypatch):
 
 
 def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
-    from diffbalance.cli.app import main
+    from diffbalance.cli.main import main
 
     with pytest.raises(SystemExit) as code:
         main(_argv(str(tmp_path / "missing"), str(tmp_path), "--features", "random"))

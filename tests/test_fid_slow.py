@@ -31,5 +31,5 @@ def test_real_weights_shape_checksum_and_determinism():
 
 def test_real_weights_fid_same_images_is_zero():
     s = ImageSet(_cifar_like(100, 1), torch.zeros(100, dtype=torch.long), ("x",))
-    r = fid(s, s, FidConfig(weights_path=str(WEIGHTS), device="cpu", batch_size=50, cache=False))
+    r = fid(s, s, FidConfig(weights_path=str(WEIGHTS), batch_size=50, cache=False), device="cpu")
     assert abs(r["fid"]) < 1e-2 and r["weights_sha256"] == KNOWN_TORCHSCRIPT_SHA256 and r["n_a"] == 100

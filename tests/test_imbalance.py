@@ -56,6 +56,7 @@ def test_targets_strategies_on_ten_rows():
     assert generation_counts(counts, "auto") == [0, 2, 3]
     assert generation_counts(counts, "not majority") == [0, 2, 3]
     assert generation_counts(counts, "minority") == [0, 0, 3]
+    assert generation_counts(counts, "not minority") == [0, 2, 0]
     assert generation_counts(counts, 0.8) == [0, 1, 2]
     assert generation_counts(counts, {"b": 4, 2: 6}, names) == [0, 1, 4]
 

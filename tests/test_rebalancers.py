@@ -9,7 +9,7 @@ import torch
 
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
-from diffbalance.rebalance.base import available_rebalancers, build_rebalancer
+from diffbalance.rebalance.registry import available_rebalancers, build_rebalancer
 from diffbalance.rebalance.store import fill, load_fill, read_manifest
 
 CLASSIC = ["oversample", "mixup", "cutmix"]
@@ -22,6 +22,15 @@ def tiny_set(channels=3):
     return ImageSet(images, labels, ("a", "b", "c"), "tiny")
 
 
+def strategy(data, add):
+    """The sampling_strategy that adds `add[c]` images to class c (a {class: images after filling} mapping)."""
+    return {c: n + a for c, (n, a) in enumerate(zip(data.counts(), add)) if a}
+
+
+def make(name, data, add, **params):
+    return build_rebalancer(name, {**params, "sampling_strategy": strategy(data, add)})
+
+
 def test_registry_lists_all_methods():
     assert {"none", "oversample", "mixup", "cutmix", "cfg", "ldm", "ldm-img2img"} <= set(available_rebalancers())
 
@@ -31,7 +40,7 @@ def test_registry_lists_all_methods():
 def test_fill_reaches_target_with_labels_dtype_shape(tmp_path, name, channels):
     data = tiny_set(channels)
     add = [0, 5, 7]
-    fills = fill(build_rebalancer(name, {"random_state": 4}), data, add, tmp_path / name, progress=False)
+    fills = fill(make(name, data, add, random_state=4), data, tmp_path / name, progress=False)
     assert fills.counts() == add
     assert fills.images.dtype == torch.uint8 and fills.images.shape[1:] == data.images.shape[1:]
     assert data.concat(fills).counts() == [10, 10, 10]
@@ -42,16 +51,16 @@ def test_fill_reaches_target_with_labels_dtype_shape(tmp_path, name, channels):
 @pytest.mark.parametrize("name", CLASSIC)
 def test_same_seed_same_images_at_any_batch_size(tmp_path, name):
     data = tiny_set()
-    a = fill(build_rebalancer(name, {"random_state": 1, "batch_size": 1}), data, [0, 5, 7], tmp_path / "a", progress=False)
-    b = fill(build_rebalancer(name, {"random_state": 1, "batch_size": 4}), data, [0, 5, 7], tmp_path / "b", progress=False)
-    c = fill(build_rebalancer(name, {"random_state": 2}), data, [0, 5, 7], tmp_path / "c", progress=False)
+    a = fill(make(name, data, [0, 5, 7], random_state=1, batch_size=1), data, tmp_path / "a", progress=False)
+    b = fill(make(name, data, [0, 5, 7], random_state=1, batch_size=4), data, tmp_path / "b", progress=False)
+    c = fill(make(name, data, [0, 5, 7], random_state=2), data, tmp_path / "c", progress=False)
     assert torch.equal(a.images, b.images)
     assert not torch.equal(a.images, c.images)
 
 
 def test_mixup_images_are_convex_mixes_of_two_class_images(tmp_path):
     data = tiny_set()
-    fill(build_rebalancer("mixup", {}), data, [0, 0, 4], tmp_path, progress=False)
+    fill(make("mixup", data, [0, 0, 4]), data, tmp_path, progress=False)
     fills = load_fill(tmp_path, data.class_names)
     for img, r in zip(fills.images, read_manifest(tmp_path)):
         a, b = r["source_indices"]
@@ -62,7 +71,7 @@ def test_mixup_images_are_convex_mixes_of_two_class_images(tmp_path):
 
 def test_cutmix_pastes_a_box_from_the_partner(tmp_path):
     data = tiny_set()
-    fill(build_rebalancer("cutmix", {}), data, [0, 0, 6], tmp_path, progress=False)
+    fill(make("cutmix", data, [0, 0, 6]), data, tmp_path, progress=False)
     fills = load_fill(tmp_path, data.class_names)
     for img, r in zip(fills.images, read_manifest(tmp_path)):
         a, b = r["source_indices"]
@@ -75,9 +84,9 @@ def test_cutmix_pastes_a_box_from_the_partner(tmp_path):
 def test_resume_after_interruption_makes_exactly_the_missing_images(tmp_path):
     data = tiny_set()
     add = [0, 5, 7]
-    full = fill(build_rebalancer("mixup", {"random_state": 9, "batch_size": 2}), data, add, tmp_path / "full", progress=False)
+    full = fill(make("mixup", data, add, random_state=9, batch_size=2), data, tmp_path / "full", progress=False)
 
-    reb = build_rebalancer("mixup", {"random_state": 9, "batch_size": 2})
+    reb = make("mixup", data, add, random_state=9, batch_size=2)
     original = type(reb).generate
     calls = {"n": 0}
 
@@ -90,11 +99,11 @@ def test_resume_after_interruption_makes_exactly_the_missing_images(tmp_path):
     type(reb).generate = flaky
     try:
         with pytest.raises(KeyboardInterrupt):
-            fill(reb, data, add, tmp_path / "resumed", progress=False)
+            fill(reb, data, tmp_path / "resumed", progress=False)
     finally:
         type(reb).generate = original
     assert len(read_manifest(tmp_path / "resumed")) == 4  # two finished batches of 2
-    resumed = fill(build_rebalancer("mixup", {"random_state": 9, "batch_size": 2}), data, add, tmp_path / "resumed", progress=False)
+    resumed = fill(make("mixup", data, add, random_state=9, batch_size=2), data, tmp_path / "resumed", progress=False)
     records = read_manifest(tmp_path / "resumed")
     keys = [(r["class_index"], r["index"]) for r in records]
     assert len(keys) == len(set(keys)) == 12  # none lost, none twice
@@ -103,14 +112,14 @@ def test_resume_after_interruption_makes_exactly_the_missing_images(tmp_path):
 
 def test_fill_folder_with_other_settings_is_refused(tmp_path):
     data = tiny_set()
-    fill(build_rebalancer("mixup", {"random_state": 1}), data, [0, 1, 1], tmp_path, progress=False)
+    fill(make("mixup", data, [0, 1, 1], random_state=1), data, tmp_path, progress=False)
     with pytest.raises(DiffbalanceError, match="other settings"):
-        fill(build_rebalancer("mixup", {"random_state": 2}), data, [0, 1, 1], tmp_path, progress=False)
+        fill(make("mixup", data, [0, 1, 1], random_state=2), data, tmp_path, progress=False)
 
 
 def test_manifest_is_json_lines_with_files_that_exist(tmp_path):
     data = tiny_set()
-    fill(build_rebalancer("oversample", {}), data, [0, 2, 2], tmp_path, progress=False)
+    fill(make("oversample", data, [0, 2, 2]), data, tmp_path, progress=False)
     for r in read_manifest(tmp_path):
         assert (tmp_path / r["file"]).is_file()
         assert r["file"].startswith(data.class_names[r["class_index"]] + "/")

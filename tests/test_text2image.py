@@ -22,9 +22,10 @@ from tiny_sd import IMAGE_SIZE, save_tiny_sd  # noqa: E402
 
 from diffbalance.data.imageset import ImageSet  # noqa: E402
 from diffbalance.errors import DiffbalanceError  # noqa: E402
+from diffbalance.generate.schedulers import make_scheduler  # noqa: E402
 from diffbalance.generate.text2image.postprocess import canvas_size, to_dataset_images, to_pipeline_images  # noqa: E402
 from diffbalance.generate.text2image.prompts import class_prompt  # noqa: E402
-from diffbalance.rebalance.base import build_rebalancer, rebalancer_class  # noqa: E402
+from diffbalance.rebalance.registry import build_rebalancer, rebalancer_class  # noqa: E402
 from diffbalance.rebalance.store import fill, read_manifest  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -47,9 +48,13 @@ def tiny_train(channels: int = 3, size: int = 8) -> ImageSet:
 
 
 def make(name: str, model: str, train: ImageSet | None = None, **params):
-    reb = build_rebalancer(name, {"model": model, "num_inference_steps": 2, "batch_size": 3, **params})
-    reb.prepare(train or tiny_train(), CPU)
-    return reb
+    reb = build_rebalancer(name, {"model": model, "num_inference_steps": 2, "batch_size": 3, "device": "cpu", **params})
+    return reb.fit(train or tiny_train())
+
+
+def strategy(data, add):
+    """The sampling_strategy that adds `add[c]` images to class c (a {class: images after filling} mapping)."""
+    return {c: n + a for c, (n, a) in enumerate(zip(data.counts(), add)) if a}
 
 
 def test_registry_names_the_classes():
@@ -68,6 +73,8 @@ def test_shapes_dtype_and_records(tiny_model):
     assert len(records) == 3 and records[0]["seed"] == 1
     assert {"prompt", "negative_prompt", "seed", "model", "guidance_scale", "steps", "scheduler"} <= set(records[0])
     assert records[0]["guidance_scale"] == 7.5 and records[0]["steps"] == 2 and records[0]["scheduler"] == "dpmpp"
+    assert records[0]["guidance_w"] == 6.5 and records[0]["guidance_convention"] == "ho"
+    assert records[0]["guidance_w_ho"] == 6.5
     json.dumps(records)  # JSON-able
 
 
@@ -119,7 +126,8 @@ def test_upscale_for_img2img_makes_three_channels():
 
 def test_resume_after_interruption_makes_exactly_the_missing_images(tiny_model, tmp_path):
     train, add = tiny_train(), [5, 2, 0]
-    reb = build_rebalancer("ldm", {"model": tiny_model, "num_inference_steps": 2, "batch_size": 2})
+    reb = build_rebalancer("ldm", {"model": tiny_model, "num_inference_steps": 2, "batch_size": 2,
+                                   "sampling_strategy": strategy(train, add)})
     calls = {"n": 0}
     real_generate = reb.generate
 
@@ -131,14 +139,15 @@ def test_resume_after_interruption_makes_exactly_the_missing_images(tiny_model, 
 
     reb.generate = flaky_generate
     with pytest.raises(KeyboardInterrupt):
-        fill(reb, train, add, tmp_path / "fill", progress=False)
+        fill(reb, train, tmp_path / "fill", progress=False)
     assert len(read_manifest(tmp_path / "fill")) == 2
     reb.generate = real_generate
-    resumed = fill(reb, train, add, tmp_path / "fill", progress=False)
+    resumed = fill(reb, train, tmp_path / "fill", progress=False)
     keys = [(r["class_index"], r["index"]) for r in read_manifest(tmp_path / "fill")]
     assert sorted(keys) == [(0, i) for i in range(5)] + [(1, 0), (1, 1)] and len(set(keys)) == len(keys)
-    straight = fill(build_rebalancer("ldm", {"model": tiny_model, "num_inference_steps": 2, "batch_size": 7}),
-                    train, add, tmp_path / "straight", progress=False)
+    straight = fill(build_rebalancer("ldm", {"model": tiny_model, "num_inference_steps": 2, "batch_size": 7,
+                                             "sampling_strategy": strategy(train, add)}),
+                    train, tmp_path / "straight", progress=False)
     assert (resumed.images.int() - straight.images.int()).abs().max() <= 1  # same seeds → same images
 
 
@@ -160,7 +169,7 @@ def test_other_schedulers_and_sd_pipeline(tiny_model):
         images, records = make("ldm", tiny_model, scheduler=scheduler).generate(0, [1])
         assert images.shape == (1, 3, 8, 8)
     assert records[0]["scheduler"] == "DDIMScheduler"  # default: the model's own, named
-    reb = make("ldm", tiny_model, pipeline="sd", guidance_scale=0.0, height=16, width=16)
+    reb = make("ldm", tiny_model, pipeline="sd", guidance_w=0.0, height=16, width=16)  # w = 0: no guidance
     assert type(reb.pipe_).__name__ == "StableDiffusionPipeline" and reb.size_ == (16, 16)
     assert reb.generate(0, [1])[0].shape == (1, 3, 8, 8)
 
@@ -200,7 +209,7 @@ def test_safety_checker_kept_by_default_and_dropped_with_one_warning(tiny_model_
     with caplog.at_level(logging.WARNING):
         dropped = make("ldm", tiny_model_with_checker, safety_checker=False)
         dropped.generate(0, [1, 2])
-        dropped.prepare(tiny_train(), CPU)  # same spec: no reload, no second warning
+        dropped.fit(tiny_train())  # same spec: no reload, no second warning
     assert dropped.pipe_.safety_checker is None
     assert caplog.text.count("safety checker disabled by option") == 1
     caplog.clear()
@@ -217,12 +226,17 @@ def test_safety_checker_kept_by_default_and_dropped_with_one_warning(tiny_model_
         ({"prompt_template": "a photo"}, "class"),
         ({"height": 30}, "multiple of 8"),
         ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"guidance_w": -1.0}, "guidance_w"),
+        ({"guidance_w": 0.5, "guidance_convention": "sd"}, "guidance_w"),
+        ({"guidance_convention": "cfg"}, "guidance_convention"),
+        ({"dtype": "int8"}, "dtype"),
         ({"no_such_option": 1}, "no parameter"),
     ],
 )
 def test_bad_options_are_one_line_errors(params, match):
-    with pytest.raises(DiffbalanceError, match=match):
+    with pytest.raises(DiffbalanceError, match=match) as err:
         build_rebalancer("ldm", params)
+    assert "\n" not in str(err.value)
 
 
 def test_bad_img2img_options_and_unknown_class_prompt(tiny_model):
@@ -232,3 +246,45 @@ def test_bad_img2img_options_and_unknown_class_prompt(tiny_model):
         build_rebalancer("ldm-img2img", {"strength": 0.2, "num_inference_steps": 2})
     with pytest.raises(DiffbalanceError, match="unknown classes"):
         make("ldm", tiny_model, class_prompts={"horse": "a horse"})
+
+
+class Recorder:
+    """Stands in for a loaded pipeline: records the keyword arguments of each call and delegates."""
+
+    def __init__(self, pipe):
+        self.pipe, self.calls = pipe, []
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def __call__(self, **kwargs):
+        self.calls.append(kwargs)
+        return self.pipe(**kwargs)
+
+
+def test_guidance_w_is_resolved_once_into_diffusers_guidance_scale(tiny_model):
+    ho = make("ldm", tiny_model)  # default w = 6.5 ("ho") = diffusers' guidance_scale 7.5, the paper's setting
+    sd = make("ldm", tiny_model, guidance_w=7.5, guidance_convention="sd")
+    for reb in (ho, sd):
+        reb.pipe_ = Recorder(reb.pipe_)
+    (a, rec_a), (b, rec_b) = ho.generate(0, [3, 4]), sd.generate(0, [3, 4])
+    assert ho.pipe_.calls[0]["guidance_scale"] == sd.pipe_.calls[0]["guidance_scale"] == 7.5
+    assert torch.equal(a, b) and rec_a[0]["guidance_w_ho"] == rec_b[0]["guidance_w_ho"] == 6.5
+    assert rec_b[0]["guidance_w"] == 7.5 and rec_b[0]["guidance_convention"] == "sd"
+
+
+def _settings(scheduler) -> dict:
+    """A scheduler's config without diffusers' bookkeeping of which values were defaults."""
+    return {k: v for k, v in scheduler.config.items() if k != "_use_default_values"}
+
+
+def test_schedulers_come_from_the_models_own_config(tiny_model):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler
+
+    saved = make("ldm", tiny_model, scheduler="default").pipe_.scheduler.config  # the model's DDIM config
+    for name, cls in (("dpmpp", DPMSolverMultistepScheduler), ("ddim", DDIMScheduler),
+                      ("euler_a", EulerAncestralDiscreteScheduler), ("default", DDIMScheduler)):
+        got, want = make_scheduler(name, saved), cls.from_config(saved)
+        assert type(got) is cls
+        assert _settings(got) == _settings(want), name
+    assert make("ldm", tiny_model).pipe_.scheduler.config.steps_offset == 1  # SD's offset carried over

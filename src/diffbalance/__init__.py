@@ -2,9 +2,12 @@
 
 Library API, stage by stage (the CLI is a thin shell over these):
 
-    from diffbalance import load_train_test, DataConfig, profile_counts, make_imbalanced, generation_counts
-    from diffbalance import build_rebalancer, fill, train_classifier, TrainConfig, classification_metrics
+    from diffbalance import DataConfig, load_train_test, ImbalanceConfig, apply_profile
+    from diffbalance import CFGRebalancer, MixupFill, build_rebalancer, fill          # or any rebalancer class
+    from diffbalance import TrainConfig, train_classifier, classification_metrics
     from diffbalance import load_config, run_experiment
+
+Every function that takes a device accepts "auto", "cpu", "cuda", "cuda:1" or a torch.device.
 """
 
 __version__ = "0.1.0"
@@ -15,9 +18,19 @@ _EXPORTS = {
     "load_train_test": "diffbalance.data.sources",
     "profile_counts": "diffbalance.imbalance.profiles",
     "make_imbalanced": "diffbalance.imbalance.subset",
+    "ImbalanceConfig": "diffbalance.imbalance.subset",
+    "apply_profile": "diffbalance.imbalance.subset",
     "generation_counts": "diffbalance.imbalance.targets",
-    "build_rebalancer": "diffbalance.rebalance.base",
-    "available_rebalancers": "diffbalance.rebalance.base",
+    "Rebalancer": "diffbalance.rebalance.base",
+    "NoRebalance": "diffbalance.rebalance.oversample",
+    "RandomOversample": "diffbalance.rebalance.oversample",
+    "MixupFill": "diffbalance.rebalance.mixing",
+    "CutMixFill": "diffbalance.rebalance.mixing",
+    "CFGRebalancer": "diffbalance.generate.cfg.rebalancer",
+    "TextToImageRebalancer": "diffbalance.generate.text2image.rebalancer",
+    "ImageToImageRebalancer": "diffbalance.generate.text2image.rebalancer",
+    "build_rebalancer": "diffbalance.rebalance.registry",
+    "available_rebalancers": "diffbalance.rebalance.registry",
     "fill": "diffbalance.rebalance.store",
     "load_fill": "diffbalance.rebalance.store",
     "TrainConfig": "diffbalance.classify.config",
@@ -27,6 +40,7 @@ _EXPORTS = {
     "load_config": "diffbalance.experiment.config",
     "run_experiment": "diffbalance.experiment.runner",
     "DiffbalanceError": "diffbalance.errors",
+    "resolve_device": "diffbalance.device",
 }
 
 

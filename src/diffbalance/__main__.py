@@ -1,3 +1,3 @@
-from diffbalance.cli.app import main
+from diffbalance.cli.main import main
 
 main()

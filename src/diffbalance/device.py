@@ -1,4 +1,5 @@
-"""The device is passed in; `auto` picks CUDA when present. GPU-only speedups hang off `fast_gpu_path`."""
+"""The device is resolved once, at the entry (CLI, runner, or the first library call), and passed down as a
+`torch.device`. `auto` picks CUDA when present. GPU-only speedups hang off `fast_gpu_path`."""
 
 from __future__ import annotations
 
@@ -6,17 +7,31 @@ import torch
 
 from diffbalance.errors import DiffbalanceError
 
+DeviceLike = str | torch.device  # what every public function accepts: "auto", "cpu", "cuda", "cuda:1" or a device
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
+
+def resolve_device(device: DeviceLike | None = "auto") -> torch.device:
+    """`auto` (or None) → cuda if available else cpu; "cpu", "cuda", "cuda:N" or a torch.device → checked device."""
+    if isinstance(device, torch.device):
+        spec = device
+    elif device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DiffbalanceError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DiffbalanceError(f"device {name} requested but CUDA is not available", "use --device cpu or auto")
-    return device
+    elif isinstance(device, str):
+        try:
+            spec = torch.device(device)
+        except RuntimeError:
+            raise DiffbalanceError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N") from None
+    else:
+        raise DiffbalanceError(f"device {device!r} is not a device name", "use auto, cpu, cuda or cuda:N")
+    if spec.type not in ("cpu", "cuda"):
+        raise DiffbalanceError(f"device {spec} is not supported", "use auto, cpu, cuda or cuda:N")
+    if spec.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DiffbalanceError(f"device {spec} requested but CUDA is not available", "use --device cpu or auto")
+        if spec.index is not None and spec.index >= torch.cuda.device_count():
+            raise DiffbalanceError(f"device {spec} does not exist ({torch.cuda.device_count()} GPUs)",
+                                   f"use cuda:0 … cuda:{torch.cuda.device_count() - 1}")
+    return spec
 
 
 def fast_gpu_path(device: torch.device) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -19,3 +21,23 @@ def derive_seed(*parts: int | str) -> int:
 
 def generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per image (diffusers' `generator=[...]` lists): image k depends on seeds[k] alone,
+    and CPU generators give the same numbers whatever device the model runs on."""
+    return [generator(s) for s in seeds]
+
+
+@contextlib.contextmanager
+def forked_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Run code that draws from torch's *global* RNG (module initialisers, dropout, torchvision's MixUp) with
+    that RNG forked and seeded with `seed`; the caller's RNG state is restored afterwards. On a CUDA `device`
+    its generator is forked and seeded too (dropout on the GPU draws from it)."""
+    cuda = device is not None and device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        torch.default_generator.manual_seed(int(seed))
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(int(seed))
+        yield

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from diffbalance.seeding import forked_rng
+
 
 def channel_mean_std(images: torch.Tensor, chunk_size: int = 8192) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images (N, C, H, W) in [0, 1] units, accumulated in float64 by chunks."""
@@ -93,7 +95,6 @@ def mix_batch(
     torchvision draws λ, the box and the MixUp/CutMix choice from the global CPU RNG; we fork it and seed
     the fork with `seed` (derived from (run seed, step)), so the run is reproducible and the caller's RNG untouched.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(int(seed))  # CPU only: CUDA's global RNG is not touched
+    with forked_rng(seed):  # the CPU RNG only (torchvision draws λ and the box there); CUDA's is not touched
         mixed, soft = transform(images, labels)
     return mixed, soft

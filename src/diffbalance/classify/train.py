@@ -25,23 +25,17 @@ import torch
 from torch import nn
 
 from diffbalance.atomic import ensure_writable_dir
+from diffbalance.checkpoint import load_training_state, save_training_state
 from diffbalance.classify.augment import augment_batch, build_batch_mix, channel_mean_std, mix_batch, normalize
-from diffbalance.classify.checkpoint import (
-    RESUME_FOLDER,
-    load_classifier_files,
-    load_train_state,
-    restore_train_state,
-    save_classifier,
-    save_train_state,
-)
+from diffbalance.classify.checkpoint import RESUME_FOLDER, load_classifier_files, save_classifier
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.losses import LossFn, build_loss
 from diffbalance.classify.models import build_classifier
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import fast_gpu_path
+from diffbalance.device import DeviceLike, fast_gpu_path, resolve_device
 from diffbalance.errors import DiffbalanceError
 from diffbalance.progress import progress_bar
-from diffbalance.seeding import derive_seed, generator
+from diffbalance.seeding import derive_seed, forked_rng, generator
 
 LOG_EVERY_STEPS = 10  # how often the progress bar reads the loss back (a GPU sync)
 # every random draw of a run, so (seed, epoch) in a checkpoint is its whole RNG state
@@ -107,7 +101,9 @@ class TrainedClassifier:
         save_classifier(Path(folder), self.model, meta)
 
     @classmethod
-    def load(cls, folder: Path, device: torch.device) -> TrainedClassifier:
+    def load(cls, folder: Path, device: DeviceLike = "auto") -> TrainedClassifier:
+        """A classifier saved by `save`, on `device` ("auto", "cpu", "cuda", "cuda:N" or a torch.device)."""
+        device = resolve_device(device)
         tensors, meta = load_classifier_files(Path(folder))
         config = TrainConfig.from_dict(meta["config"])
         model = build_classifier(config.model, len(meta["class_names"]), len(meta["mean"]))
@@ -165,12 +161,14 @@ def train_classifier(
     train: ImageSet,
     config: TrainConfig,
     *,
-    device: torch.device,
+    device: DeviceLike = "auto",
     seed: int,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
 ) -> TrainedClassifier:
-    """Train `config.model` on `train`; resumes from `checkpoint_dir/resume` when it holds this run's checkpoint."""
+    """Train `config.model` on `train` on `device` ("auto", "cpu", "cuda", "cuda:N" or a torch.device); resumes
+    from `checkpoint_dir/resume` when it holds this run's checkpoint."""
+    device = resolve_device(device)
     if len(train) < 2:
         raise DiffbalanceError(f"cannot train a classifier on {len(train)} image(s)", "pass a larger training set")
     run = _build_run(train, config, device, seed)
@@ -187,15 +185,14 @@ def train_classifier(
             every = config.checkpoint_every_epochs
             if folder is not None and every > 0 and (done % every == 0 or done == config.epochs):
                 state = {**meta, "epoch": done, "train_seconds": seconds_before + time.perf_counter() - started}
-                save_train_state(folder, run.model, run.optimizer, run.scheduler, state)
+                save_training_state(folder, {"model": run.model}, run.optimizer, run.scheduler, state)
     seconds = seconds_before + time.perf_counter() - started
     return TrainedClassifier(run.model.eval(), config, train.class_names, run.mean, run.std, seconds, device)
 
 
 def _build_run(train: ImageSet, config: TrainConfig, device: torch.device, seed: int) -> _Run:
     mean, std = channel_mean_std(train.images)
-    with torch.random.fork_rng(devices=[]):  # same seed → same initial weights, caller's RNG untouched
-        torch.default_generator.manual_seed(derive_seed(seed, "init"))
+    with forked_rng(derive_seed(seed, "init")):  # same seed → same initial weights, caller's RNG untouched
         model = build_classifier(config.model, train.num_classes, train.channels)
     fast = fast_gpu_path(device)
     model = model.to(device)
@@ -277,10 +274,10 @@ def _train_one_epoch(run: _Run, epoch: int, advance, since: float) -> None:
 
 def _resume(folder: Path | None, meta: dict, run: _Run) -> tuple[int, float]:
     """(epochs already done, seconds already spent); loads the checkpoint into `run` when there is one."""
-    loaded = None if folder is None else load_train_state(folder)
+    loaded = None if folder is None else load_training_state(folder)
     if loaded is None:
         return 0, 0.0
-    tensors, saved = loaded
+    saved = loaded.meta
     ignore = ("eval_batch_size", "checkpoint_every_epochs")  # do not change the weights
     same_config = {k: v for k, v in saved["config"].items() if k not in ignore} == {
         k: v for k, v in meta["config"].items() if k not in ignore
@@ -290,7 +287,7 @@ def _resume(folder: Path | None, meta: dict, run: _Run) -> tuple[int, float]:
             f"the checkpoint in {folder} comes from another run (different config, seed or training images)",
             f"delete {folder} to start afresh, or pass another checkpoint folder",
         )
-    restore_train_state(tensors, saved, run.model, run.optimizer, run.scheduler)
+    loaded.restore({"model": run.model}, run.optimizer, run.scheduler)
     return int(saved["epoch"]), float(saved["train_seconds"])
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -26,9 +25,9 @@ def run(
 
     cfg = load_config(config or "demo")
     if device is not None:
-        cfg = dataclasses.replace(cfg, device=device)
+        cfg = cfg.replace(device=device)
     if data_root is not None:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=data_root))
+        cfg = cfg.replace(data=cfg.data.replace(root=data_root))
     results = run_experiment(cfg, out, progress=not quiet)
     methods = [m.name for m in cfg.methods]
     typer.echo("\nTest accuracy (%), mean ± std over seeds:\n")

@@ -1,6 +1,7 @@
 """Decoded image sets cached on disk, so a large folder of JPEGs/PNGs is decoded once.
 
-A cache entry is a folder `<cache dir>/sets/<key>/` holding `sets.safetensors` (images_i, labels_i per set) and
+A cache entry is a folder `cache_dir("sets", <key>)` (`diffbalance.paths`: $DIFFBALANCE_CACHE/sets/<key>, default
+~/.cache/diffbalance/sets/<key>) holding `sets.safetensors` (images_i, labels_i per set) and
 `sets.json` (class names, source, meta per set). The key is a sha256 of the loader name, the resolved input
 paths, every input file with its size and mtime, and the loader options: change any of them and the entry is
 rebuilt. Entries are written atomically; one that fails to load is ignored and rebuilt.
@@ -20,15 +21,9 @@ from safetensors.torch import load_file, save_file
 
 from diffbalance.atomic import atomic_path
 from diffbalance.data.imageset import ImageSet
+from diffbalance.paths import CACHE_ENV, cache_dir
 
-CACHE_ENV = "DIFFBALANCE_CACHE"
 CACHE_FORMAT = 1  # bump when the stored layout changes
-
-
-def cache_dir() -> Path:
-    """`$DIFFBALANCE_CACHE`, else `~/.cache/diffbalance`."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "diffbalance"
 
 
 def file_listing(root: Path) -> list[tuple[str, int, int]]:
@@ -97,7 +92,7 @@ def cached_sets(
     """
     if not enabled:
         return build()
-    folder = (root or cache_dir()) / "sets" / key
+    folder = Path(root) / "sets" / key if root is not None else cache_dir("sets", key)
     if folder.is_dir():
         try:
             sets = load_sets(folder, key)

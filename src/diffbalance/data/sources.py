@@ -2,74 +2,41 @@
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-from diffbalance.data.cache import cache_dir, cache_key, cached_sets
+from diffbalance.data.cache import cache_key, cached_sets
 from diffbalance.data.cifar10 import load_cifar10
 from diffbalance.data.fashion_mnist import load_fashion_mnist, resolve_fashion_mnist
-from diffbalance.data.image_folder import ON_CORRUPT, load_image_folder, stratified_split
+from diffbalance.data.image_folder import load_image_folder, stratified_split
 from diffbalance.data.imageset import ImageSet
-from diffbalance.configs import checked_fields
+from diffbalance.configs import Config
 from diffbalance.errors import DiffbalanceError
+from diffbalance.paths import cache_dir
 
 DATASETS = ("cifar10", "fashion-mnist", "folder")
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    name: str = "fashion-mnist"  # "cifar10" | "fashion-mnist" | "folder"
+class DataConfig(Config):
+    name: Literal["cifar10", "fashion-mnist", "folder"] = field(default="fashion-mnist", metadata={"what": "dataset"})
     root: str | None = None  # folder holding the files; None = env var / default search / download
     test_root: str | None = None  # folder datasets: separate test folder (else a stratified split)
     image_size: int = 32  # folder datasets: images are resized to image_size × image_size
-    channels: int = 3  # folder datasets: 3 = RGB, 1 = grayscale
+    channels: Literal[1, 3] = 3  # folder datasets: 3 = RGB, 1 = grayscale
     test_fraction: float = 0.2  # folder datasets without test_root
     split_seed: int = 0  # folder datasets without test_root: seed of the stratified split
-    on_corrupt: str = "skip"  # "skip" | "error": what an unreadable image does
+    on_corrupt: Literal["skip", "error"] = "skip"  # what an unreadable image does
     download: bool = True  # allow torchvision downloads when files are not found locally
     cache: bool = True  # keep decoded folders in the cache ($DIFFBALANCE_CACHE, default ~/.cache/diffbalance)
 
-    def __post_init__(self):
-        if self.name not in DATASETS:
-            raise DiffbalanceError(f"unknown dataset {self.name!r}", f"use one of {', '.join(DATASETS)}")
+    def validate(self) -> None:
         if self.name == "folder" and self.root is None:
             raise DiffbalanceError("dataset 'folder' needs a root", "pass the folder holding <class>/<image> files")
-        if self.image_size < 1:
-            raise DiffbalanceError(f"image_size {self.image_size} is not positive", "use a size such as 32 or 64")
-        if self.channels not in (1, 3):
-            raise DiffbalanceError(f"channels {self.channels} is not 1 or 3", "use 3 for RGB or 1 for grayscale")
-        if not 0 < self.test_fraction < 1:
-            raise DiffbalanceError(f"test_fraction {self.test_fraction} is outside (0, 1)", "use e.g. 0.2")
-        if self.on_corrupt not in ON_CORRUPT:
-            raise DiffbalanceError(f"on_corrupt {self.on_corrupt!r} is unknown", f"use one of {', '.join(ON_CORRUPT)}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DataConfig:
-        """Build from a plain dict (a YAML/JSON section); unknown keys are an error, not silently dropped."""
-        d = checked_fields(cls, d, "data option")
-        for key, value in d.items():
-            _check_type(key, value, _FIELD_TYPES[key])
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-_FIELD_TYPES = {
-    "name": (str,), "root": (str, type(None)), "test_root": (str, type(None)), "image_size": (int,),
-    "channels": (int,), "test_fraction": (float, int), "split_seed": (int,), "on_corrupt": (str,),
-    "download": (bool,), "cache": (bool,),
-}
-
-
-def _check_type(key: str, value: Any, types: tuple[type, ...]) -> None:
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)  # True is not an int here
-    if not ok:
-        wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-        raise DiffbalanceError(f"data option {key} = {value!r} is not {wanted}", f"give {key} a {wanted} value")
+        self.require(self.image_size >= 1, "image_size", "positive, e.g. 32 or 64")
+        self.require(0 < self.test_fraction < 1, "test_fraction", "in (0, 1), e.g. 0.2")
 
 
 def load_train_test(config: DataConfig) -> tuple[ImageSet, ImageSet]:

@@ -1,13 +1,16 @@
-"""The experiment config: typed, frozen, one object per stage, validated on load and saved before work starts.
+"""The experiment config: one typed tree of frozen sections, validated on load and saved before work starts.
 
-A config file is YAML (or JSON) with the sections below; unknown keys are an error, so a typo never silently
-falls back to a default. Presets (`demo`, `paper-cifar10`) are such files shipped in `diffbalance/presets/`.
+A config file is YAML (or JSON) with the sections below; unknown keys, wrong types and bad values are one-line
+errors naming the key path (`methods[3].params.guidance_w`), so a typo never silently falls back to a default.
+Presets (`demo`, `paper-cifar10`) are such files shipped in `diffbalance/presets/`.
+
+Classifier recipes are resolved when the file is read: `train` is the full recipe, and each method's `train` (and
+`reference_train`) is that recipe with the method's own overrides applied, so the saved config says exactly what
+every run used, and reading a saved config back gives the same tree.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -16,80 +19,114 @@ from typing import Any
 
 import yaml
 
+from diffbalance.classify.config import ModelName, TrainConfig
+from diffbalance.configs import Config, build, join, parse_fields
 from diffbalance.data.sources import DataConfig
-from diffbalance.configs import checked_fields
 from diffbalance.errors import DiffbalanceError
+from diffbalance.evaluate.fid.protocol import FidConfig
 from diffbalance.imbalance.subset import ImbalanceConfig
+from diffbalance.imbalance.targets import STRATEGIES
+from diffbalance.rebalance.registry import build_rebalancer
 
 PRESETS = ("demo", "paper-cifar10")
-
-
-def strict_fields(cls, d: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Check that config section `where` only has keys that are fields of dataclass `cls`."""
-    return checked_fields(cls, d, f"{where} key")
+# set once for the whole experiment (top-level keys), never per method
+EXPERIMENT_LEVEL_PARAMS = {"sampling_strategy": "target", "random_state": "fill_seed", "device": "device"}
 
 
 @dataclass(frozen=True)
-class MethodConfig:
+class MethodConfig(Config):
     name: str  # label in tables and folder names, e.g. "cfg-w7.5"
-    rebalancer: str = "none"  # a registered rebalancer: none, oversample, mixup, cutmix, cfg, ldm, ldm-img2img
-    params: dict = field(default_factory=dict)  # the rebalancer's parameters
-    train: dict = field(default_factory=dict)  # classifier-recipe overrides for this method (loss, batch_mix)
+    rebalancer: str = ""  # a registered rebalancer (none, oversample, mixup, cutmix, cfg, ldm, ldm-img2img); "" = name
+    params: dict[str, Any] = field(default_factory=dict)  # the rebalancer's parameters (checked against it)
+    train: TrainConfig = field(default_factory=TrainConfig)  # the classifier recipe of this method's runs
+
+    def validate(self) -> None:
+        if not self.rebalancer:
+            object.__setattr__(self, "rebalancer", self.name)
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
+class ExperimentConfig(Config):
     name: str = "experiment"  # shown in the report title
     data: DataConfig = field(default_factory=DataConfig)  # which dataset and where it is
     imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)  # how the training set is cut
-    target: Any = "auto"  # images per class after filling: auto | not majority | minority | ratio | {class: n}
+    target: str | float | dict[int | str, int] = "auto"  # every method's sampling_strategy: auto | not majority |
+    # not minority | minority | a ratio in (0, 1] | {class: n}
     methods: tuple[MethodConfig, ...] = ()  # the rebalancing methods compared
-    classifiers: tuple[str, ...] = ("small_cnn",)  # classifier names (small_cnn, resnet18, resnet50)
-    train: dict = field(default_factory=dict)  # the classifier recipe (TrainConfig fields) shared by all runs
+    classifiers: tuple[ModelName, ...] = field(default=("small_cnn",), metadata={"what": "classifier"})  # small_cnn,
+    # resnet18, resnet50
+    train: TrainConfig = field(default_factory=TrainConfig)  # the classifier recipe shared by all runs
     seeds: tuple[int, ...] = (0,)  # classifier seeds; every method × classifier is trained once per seed
     fill_seed: int = 0  # base seed of the fill images (one fill per method, shared by all classifier seeds)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     consistency: bool = True  # label generated images with a reference classifier trained on balanced real data
-    reference_train: dict = field(default_factory=dict)  # recipe overrides for that reference classifier
+    reference_train: TrainConfig = field(default_factory=TrainConfig)  # that reference classifier's recipe
     reference_images_per_class: int | None = None  # balanced real images per class for it (None = all)
-    fid: dict | None = None  # generation-quality section (FidConfig fields); None = skip
+    fid: FidConfig | None = None  # generation-quality section; None = skip
     grid_images_per_class: int = 8  # fill images per class in the report's sample grids
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ExperimentConfig:
-        d = strict_fields(cls, d, "top level")
-        if "data" in d:
-            d["data"] = DataConfig.from_dict(d["data"])
-        if "imbalance" in d:
-            imb = strict_fields(ImbalanceConfig, d["imbalance"], "imbalance")
-            if imb.get("order") is not None:
-                imb["order"] = tuple(int(c) if str(c).isdigit() else str(c) for c in imb["order"])
-            d["imbalance"] = ImbalanceConfig(**imb)
-        methods = []
-        for i, m in enumerate(d.get("methods", ())):
-            m = {"name": m} if isinstance(m, str) else m
-            m = strict_fields(MethodConfig, m, f"methods[{i}]")
-            m.setdefault("rebalancer", m["name"] if "name" in m else "none")
-            if "name" not in m:
-                raise DiffbalanceError(f"methods[{i}] has no name", "give every method a name")
-            methods.append(MethodConfig(**m))
-        names = [m.name for m in methods]
+    def validate(self) -> None:
+        self.require(len(self.methods) > 0, "methods", "a list of at least one method")
+        names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise DiffbalanceError(f"method names repeat: {names}", "give every method a distinct name")
-        d["methods"] = tuple(methods)
-        for key in ("classifiers", "seeds"):
-            if key in d:
-                d[key] = tuple(d[key])
-        for key in ("train", "reference_train"):
-            if key in d and not isinstance(d[key], Mapping):
-                raise DiffbalanceError(f"config section {key} must be a mapping", "fix the config file")
-        try:
-            return cls(**d)
-        except TypeError as err:
-            raise DiffbalanceError(f"malformed config: {err}", "compare with `diffbalance presets`") from None
+        self.require(len(self.classifiers) > 0, "classifiers", "a list of at least one classifier")
+        if isinstance(self.target, str):
+            self.require(self.target in STRATEGIES, "target", f"one of {', '.join(STRATEGIES)}, a ratio or a mapping")
+        elif isinstance(self.target, float):
+            self.require(0 < self.target <= 1, "target", "a ratio n_class / n_majority in (0, 1]")
+        self.require(len(self.seeds) > 0, "seeds", "a list of at least one seed")
+        self.require(self.grid_images_per_class >= 0, "grid_images_per_class", "0 or more")
+        self.require(self.reference_images_per_class is None or self.reference_images_per_class >= 1,
+                     "reference_images_per_class", "a positive count or null")
 
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+    @classmethod
+    def from_dict(cls, d: Any, path: str = "") -> ExperimentConfig:
+        """From a YAML/JSON mapping. Recipes are resolved here: each method's `train` and `reference_train`
+        start from the top-level `train`; the reference classifier's model defaults to the first classifier."""
+        if isinstance(d, cls):
+            return d
+        d = _mapping(d, path or "the config")
+        resolved_here = ("methods", "train", "reference_train")
+        raw = parse_fields(cls, {k: v for k, v in d.items() if k not in resolved_here}, path)
+        base = _mapping(d.get("train", {}), join(path, "train"))
+        raw["train"] = TrainConfig.from_dict(base, join(path, "train"))
+        methods = d.get("methods", ())
+        if not isinstance(methods, (list, tuple)):
+            raise DiffbalanceError(f"{join(path, 'methods')} must be a list", "write methods: [{name: none}, …]")
+        raw["methods"] = tuple(_method(m, base, join(path, f"methods[{i}]")) for i, m in enumerate(methods))
+        classifiers = raw.get("classifiers", cls.classifiers)
+        reference = {"model": classifiers[0] if classifiers else "small_cnn", **base,
+                     **_mapping(d.get("reference_train", {}), join(path, "reference_train"))}
+        raw["reference_train"] = TrainConfig.from_dict(reference, join(path, "reference_train"))
+        config = build(cls, raw, path)
+        for i, m in enumerate(config.methods):  # every method's parameters, checked now rather than after hours
+            check_method_params(m, join(path, f"methods[{i}]"))
+        return config
+
+
+def check_method_params(m: MethodConfig, path: str) -> None:
+    """The rebalancer exists and takes these parameters (types, choices, ranges)."""
+    for key, top in EXPERIMENT_LEVEL_PARAMS.items():
+        if key in m.params:
+            raise DiffbalanceError(f"{path}.params.{key} is set per method", f"set {top}: at the top level instead")
+    build_rebalancer(m.rebalancer, m.params, path=f"{path}.params")
+
+
+def _mapping(value: Any, path: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise DiffbalanceError(f"{path} must be a mapping, got {type(value).__name__}", "write it as key: value pairs")
+    return value
+
+
+def _method(m: Any, base_train: Mapping, path: str) -> MethodConfig:
+    if isinstance(m, str):
+        m = {"name": m}
+    m = _mapping(m, path)
+    if "name" not in m:
+        raise DiffbalanceError(f"{path} has no name", "give every method a name")
+    train = {**base_train, **_mapping(m.get("train", {}), join(path, "train"))}
+    return MethodConfig.from_dict({**m, "train": train}, path)
 
 
 def load_config(path_or_preset: str | Path) -> ExperimentConfig:
@@ -115,7 +152,11 @@ def preset_text(name: str) -> str:
 def _read(path_or_preset: str | Path) -> str:
     path = Path(path_or_preset)
     if path.is_file():
-        return path.read_text()
+        try:
+            return path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DiffbalanceError(f"config {path} cannot be read as text ({err.__class__.__name__})",
+                                   "give a YAML or JSON file") from None
     if str(path_or_preset) in PRESETS:
         return preset_text(str(path_or_preset))
     raise DiffbalanceError(f"config {path_or_preset} not found", f"give a YAML file or a preset ({', '.join(PRESETS)})")

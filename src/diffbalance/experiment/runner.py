@@ -28,14 +28,18 @@ from diffbalance.classify.train import TrainedClassifier, train_classifier
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.sources import load_train_test
 from diffbalance.device import describe, resolve_device
+from diffbalance.evaluate.consistency import class_consistency
+from diffbalance.evaluate.fid.protocol import quality_report
 from diffbalance.evaluate.metrics import classification_metrics
 from diffbalance.experiment.config import ExperimentConfig, MethodConfig
 from diffbalance.errors import DiffbalanceError
 from diffbalance.imbalance.subset import apply_profile, make_imbalanced
 from diffbalance.imbalance.targets import generation_counts
 from diffbalance.progress import console
-from diffbalance.rebalance.base import build_rebalancer
-from diffbalance.rebalance.store import fill
+from diffbalance.rebalance.base import Rebalancer
+from diffbalance.rebalance.registry import build_rebalancer
+from diffbalance.rebalance.store import fill, load_fill
+from diffbalance.report.write import write_report
 
 
 @dataclass
@@ -48,24 +52,28 @@ class Stage:
     train_full: ImageSet  # the original (balanced) training set
     test: ImageSet
     imbalanced: ImageSet
-    add: list[int]  # images to generate per class
+    add: list[int]  # images the target asks for per class (methods that generate add these)
     progress: bool
     reference: TrainedClassifier | None = None  # trained on first use, shared by consistency and domain FID
 
 
 def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True) -> Stage:
-    """Validate everything cheap first (methods, recipe, paths), write the resolved config, load the data."""
-    out_dir = ensure_writable_dir(Path(out_dir))
-    for m in config.methods:
-        build_rebalancer(m.rebalancer, _fill_params(config, m))
-        _train_config(config, m, config.classifiers[0] if config.classifiers else "small_cnn")
-    if not config.methods:
-        raise DiffbalanceError("the config lists no methods", "add at least one entry under methods:")
+    """Resolve the device (once for the whole run), write the resolved config, load the data. The config's
+    sections and every method's parameters were checked when it was read."""
     device = resolve_device(config.device)
+    out_dir = ensure_writable_dir(Path(out_dir))
     write_json(out_dir / "config.resolved.json", config.to_dict())
     train, test, imbalanced = load_imbalanced(config)
     add = generation_counts(imbalanced.counts(), config.target, imbalanced.class_names)
     return Stage(config, out_dir, device, train, test, imbalanced, add, progress)
+
+
+def method_rebalancer(config: ExperimentConfig, m: MethodConfig, device: torch.device | str = "auto") -> Rebalancer:
+    """The method's rebalancer. The one place where the experiment's `target` becomes its `sampling_strategy`
+    (and `fill_seed` its `random_state`)."""
+    index = [x.name for x in config.methods].index(m.name)
+    params = {**m.params, "sampling_strategy": config.target, "random_state": config.fill_seed, "device": device}
+    return build_rebalancer(m.rebalancer, params, path=f"methods[{index}].params")
 
 
 def load_imbalanced(config: ExperimentConfig) -> tuple[ImageSet, ImageSet, ImageSet]:
@@ -76,8 +84,6 @@ def load_imbalanced(config: ExperimentConfig) -> tuple[ImageSet, ImageSet, Image
 
 def load_rebalanced(run_dir: Path, method: str) -> ImageSet:
     """A finished run's rebalanced training set for one method: its imbalanced real images + that method's fills."""
-    from diffbalance.rebalance.store import load_fill
-
     run_dir = Path(run_dir)
     path = run_dir / "config.resolved.json"
     if not path.is_file():
@@ -88,15 +94,13 @@ def load_rebalanced(run_dir: Path, method: str) -> ImageSet:
         raise DiffbalanceError(f"run {run_dir} has no method {method!r}", f"use one of {', '.join(names)}")
     _, _, imbalanced = load_imbalanced(config)
     fill_dir = run_dir / "fills" / method
-    if not fill_dir.is_dir():  # a method that adds no images (none, balanced-softmax)
+    if not fill_dir.is_dir():  # runs made before identity methods wrote an (empty) fill folder
         return imbalanced
     return imbalanced.concat(load_fill(fill_dir, imbalanced.class_names), source=f"{run_dir} {method} rebalanced")
 
 
 def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = True) -> dict:
     """The whole pipeline; returns the results dict also written to `out_dir/results.json`."""
-    from diffbalance.report.write import write_report
-
     st = prepare_stage(config, out_dir, progress)
     results = _load_previous(st)
     fills = {m.name: method_fill(st, m) for m in config.methods}
@@ -106,28 +110,28 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
                 if _find_run(results, m.name, clf, seed) is None:
                     results["runs"].append(train_and_evaluate(st, m, clf, seed, fills[m.name]))
                     write_json(st.out_dir / "results.json", results)
-    generated = {m.name: fills[m.name] for m in config.methods if fills[m.name] is not None}
+    generated = {m.name: fills[m.name] for m in config.methods if len(fills[m.name])}
     if generated and config.consistency:
         results["consistency"] = consistency_table(st, config, generated)
     if generated and config.fid is not None:
         results["quality"] = quality_table(st, generated)
     write_json(st.out_dir / "results.json", results)
-    write_report(st.out_dir, results, st.imbalanced, generated, config)
+    write_report(st.out_dir, results, st.imbalanced, generated, config.to_dict(), train_defaults=TrainConfig().to_dict())
     return results
 
 
-def method_fill(st: Stage, m: MethodConfig) -> ImageSet | None:
-    """The method's fill images (None when it adds nothing); resumes a partial fill folder."""
-    if m.rebalancer == "none" or sum(st.add) == 0:
-        return None
-    reb = build_rebalancer(m.rebalancer, _fill_params(st.config, m))
-    console.print(f"[bold]fill[/] {m.name}: {sum(st.add)} images ({m.rebalancer})")
-    return fill(reb, st.imbalanced, st.add, st.out_dir / "fills" / m.name, _workdir(st, m), st.progress)
+def method_fill(st: Stage, m: MethodConfig) -> ImageSet:
+    """The method's fill images (none for an identity method); resumes a partial fill folder."""
+    reb = method_rebalancer(st.config, m, st.device)
+    n = sum(reb.plan(st.imbalanced).values())
+    if n:
+        console.print(f"[bold]fill[/] {m.name}: {n} images ({m.rebalancer})")
+    return fill(reb, st.imbalanced, st.out_dir / "fills" / m.name, _workdir(st, m), st.progress)
 
 
-def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, fills: ImageSet | None) -> dict:
-    train = st.imbalanced if fills is None else st.imbalanced.concat(fills, source=f"{m.name} rebalanced")
-    cfg = _train_config(st.config, m, classifier)
+def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, fills: ImageSet) -> dict:
+    train = st.imbalanced.concat(fills, source=f"{m.name} rebalanced") if len(fills) else st.imbalanced
+    cfg = m.train.replace(model=classifier)
     run_id = f"{m.name}--{classifier}--seed{seed}"
     console.print(f"[bold]train[/] {run_id} on {len(train)} images")
     clf = train_classifier(
@@ -153,8 +157,7 @@ def reference_classifier(st: Stage, config: ExperimentConfig) -> TrainedClassifi
     n = config.reference_images_per_class
     if n is not None:
         ref = make_imbalanced(ref, [min(n, c) for c in ref.counts()], "first", 0, "balanced reference")
-    base = {**config.train, **config.reference_train}
-    cfg = TrainConfig.from_dict({**base, "model": base.get("model", config.classifiers[0])})
+    cfg = config.reference_train
     console.print(f"[bold]train[/] reference classifier on {len(ref)} balanced real images")
     st.reference = train_classifier(
         ref, cfg, device=st.device, seed=0, checkpoint_dir=st.out_dir / "checkpoints" / "reference", progress=st.progress
@@ -164,8 +167,6 @@ def reference_classifier(st: Stage, config: ExperimentConfig) -> TrainedClassifi
 
 
 def consistency_table(st: Stage, config: ExperimentConfig, generated: dict[str, ImageSet]) -> dict:
-    from diffbalance.evaluate.consistency import class_consistency
-
     ref = reference_classifier(st, config)
     real = class_consistency(ref.predict, st.test)  # the reference's own accuracy per class: the ceiling
     table = {"reference": {"images": len(st.train_full) if config.reference_images_per_class is None
@@ -177,12 +178,11 @@ def consistency_table(st: Stage, config: ExperimentConfig, generated: dict[str, 
 
 def quality_table(st: Stage, generated: dict[str, ImageSet]) -> dict:
     """The paper's Table 2 (FID of the rebalanced set vs the original balanced train set) and what it hides."""
-    from diffbalance.evaluate.fid.protocol import FidConfig, quality_report
-
-    cfg = FidConfig.from_dict({"device": st.config.device, **(st.config.fid or {})})
+    cfg = st.config.fid
     domain = reference_classifier(st, st.config) if cfg.features == "domain" else None
     return {
-        name: quality_report(balanced_original(st), st.imbalanced.concat(fills), fills, cfg, domain_model=domain)
+        name: quality_report(balanced_original(st), st.imbalanced.concat(fills), fills, cfg, device=st.device,
+                             domain_model=domain)
         for name, fills in generated.items()
     }
 
@@ -196,14 +196,6 @@ def balanced_original(st: Stage) -> ImageSet:
 
 
 # --- helpers --------------------------------------------------------------------------------------
-def _fill_params(config: ExperimentConfig, m: MethodConfig) -> dict:
-    return {"random_state": config.fill_seed, "device": config.device, **m.params}
-
-
-def _train_config(config: ExperimentConfig, m: MethodConfig, classifier: str) -> TrainConfig:
-    return TrainConfig.from_dict({**config.train, **m.train, "model": classifier})
-
-
 def _workdir(st: Stage, m: MethodConfig) -> Path:
     """Generators trained on the fly live under a hash of their training settings, so methods that differ only
     in how they sample (e.g. cfg w = 0.1 and w = 7.5) share one trained model."""
@@ -232,9 +224,17 @@ def _load_previous(st: Stage) -> dict:
             old = json.loads(path.read_text())
         except json.JSONDecodeError:
             return fresh
-        if old.get("config") == fresh["config"] and old.get("dataset") == fresh["dataset"]:
+        if _same_config(old.get("config"), st.config) and old.get("dataset") == fresh["dataset"]:
             fresh["runs"] = old.get("runs", [])
     return fresh
+
+
+def _same_config(saved: dict | None, config: ExperimentConfig) -> bool:
+    """A saved config (possibly written by an older version, in a shorter form) that resolves to `config`."""
+    try:
+        return ExperimentConfig.from_dict(saved or {}) == config
+    except DiffbalanceError:
+        return False
 
 
 def _find_run(results: dict, method: str, classifier: str, seed: int) -> dict | None:

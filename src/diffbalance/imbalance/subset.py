@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from diffbalance.configs import Config, current_path
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
 from diffbalance.imbalance.profiles import profile_counts
@@ -40,15 +42,29 @@ def make_imbalanced(
 
 
 @dataclass(frozen=True)
-class ImbalanceConfig:
-    profile: str = "linear"  # linear (paper eq. 10) | exponential | step | none
-    n_min: int | None = None  # linear: images kept by the smallest class (rank i keeps n_min·(i+1))
-    n_max: int | None = None  # exponential/step: images kept by the largest class
+class ImbalanceConfig(Config):
+    """How the training set is cut (the `imbalance:` section of a run, and `make-lt`'s options)."""
+
+    profile: Literal["linear", "exponential", "step", "none"] = "linear"  # linear = paper eq. 10
+    n_min: int | None = None  # linear: images kept by the smallest class (rank i keeps n_min·(i+1)); None = auto
+    n_max: int | None = None  # exponential/step: images kept by the largest class; None = smallest class available
     ratio: float = 10.0  # exponential/step: largest / smallest class
     minority_fraction: float = 0.5  # step: fraction of classes that are minority
-    selection: str = "first"  # first n in original order (CIFAR-10-LT convention) | random
+    selection: Literal["first", "random"] = "first"  # first n in original order (CIFAR-10-LT convention) | random
     order: tuple[int | str, ...] | None = None  # classes (indices or names) from fewest to most images; None = index order
     seed: int = 0  # seed of the random selection
+
+    def validate(self) -> None:
+        if self.profile == "linear" and (self.n_max is not None or self.ratio != 10.0):
+            raise DiffbalanceError(f"{current_path('profile')}: n_max/ratio do not apply to profile linear",
+                                   "use n_min, or another profile")
+        if self.profile in ("exponential", "step") and self.n_min is not None:
+            raise DiffbalanceError(f"{current_path('n_min')}: n_min does not apply to profile {self.profile}",
+                                   "use n_max and ratio")
+        for name in ("n_min", "n_max"):
+            self.require(getattr(self, name) is None or getattr(self, name) >= 1, name, "a positive image count")
+        self.require(self.ratio >= 1, "ratio", "≥ 1 (largest / smallest class); a ratio below 1 is impossible")
+        self.require(0 < self.minority_fraction < 1, "minority_fraction", "in (0, 1), e.g. 0.5")
 
 
 def apply_profile(data: ImageSet, cfg: ImbalanceConfig) -> ImageSet:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from diffbalance.errors import DiffbalanceError
 
-STRATEGIES = ("auto", "not majority", "minority", "all")
+STRATEGIES = ("auto", "not majority", "not minority", "minority", "all")
 
 
 def resolve_class(key, class_names: Sequence[str]) -> int:
@@ -25,7 +25,8 @@ def generation_counts(
 ) -> list[int]:
     """Images to add per class (indexed by class).
 
-    "auto" / "not majority": fill every class up to the largest count.
+    "auto" / "not majority" / "all": fill every class up to the largest count (the majority gets nothing).
+    "not minority": fill every class except the smallest up to the largest (imbalanced-learn's meaning).
     "minority": fill only the smallest class up to the largest.
     float r in (0, 1]: fill each class up to r·max(counts) (imbalanced-learn's ratio n_minority / n_majority).
     {class: n}: fill that class up to n images; a value below the current count is an error.
@@ -50,9 +51,12 @@ def generation_counts(
         return [max(0, want - n) for n in counts]
     if strategy in ("auto", "not majority", "all"):
         return [n_max - n for n in counts]
+    if strategy == "not minority":
+        c = min(range(len(counts)), key=lambda i: counts[i])
+        return [0 if i == c else n_max - n for i, n in enumerate(counts)]
     if strategy == "minority":
         c = min(range(len(counts)), key=lambda i: counts[i])
         return [n_max - n if i == c else 0 for i, n in enumerate(counts)]
     raise DiffbalanceError(
-        f"unknown target {strategy!r}", "use auto, not majority, minority, a ratio in (0, 1] or a {class: count} mapping"
+        f"unknown target {strategy!r}", "use auto, not majority, not minority, minority, a ratio in (0, 1] or a {class: count} mapping"
     )

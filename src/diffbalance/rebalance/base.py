@@ -1,45 +1,61 @@
-"""One interface for every rebalancer (none, oversampling, Mixup, CutMix, CFG, text-to-image).
+"""One interface for every rebalancer (none, oversampling, Mixup, CutMix, CFG, text-to-image), in imbalanced-learn's
+shape: `__init__` stores parameters only (sklearn's `get_params`/`set_params`, so `sklearn.base.clone` works),
+`sampling_strategy` is the one answer to "how many images to make", and the base runs the per-class loop.
 
-A rebalancer makes `generate(class_index, seeds)` images of one class, one per seed. Everything else —
-which images are missing, batching, per-image seeds, writing PNGs and a manifest, resuming — lives in
-`rebalance.store.fill`, so the experiment runner never needs to know which kind it drives.
+    reb = MixupFill(alpha=1.0, random_state=0)
+    X_res, y_res = reb.fit_resample(X, y)        # X: N×H×W×C, N×C×H×W or N×H×W; numpy or torch
+    reb.sampling_strategy_                         # {class index: images added}
 
-For notebook users every rebalancer is also an imbalanced-learn-style sampler:
-
-    X_res, y_res = MixupFill(alpha=1.0, random_state=0).fit_resample(X, y)   # X: N×H×W×C or N×C×H×W
+A subclass implements `generate(class_index, seeds)` (image k from seeds[k] alone) and, when it needs more than
+the real images, `prepare(train, device, workdir)`. Writing to disk and resuming is `rebalance.store.fill`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 
+from diffbalance.configs import coerce_fields, require, to_plain
 from diffbalance.data.imageset import ImageSet
 from diffbalance.device import resolve_device
-from diffbalance.errors import DiffbalanceError
+from diffbalance.imbalance.targets import generation_counts
+from diffbalance.paths import cache_dir
+from diffbalance.seeding import derive_seed
+
+# image i of class c, its seed and the method's record
+Batch = tuple[int, list[int], torch.Tensor, list[dict[str, Any]]]
 
 
-@dataclasses.dataclass(kw_only=True)
-class Rebalancer(ABC):
-    """Base of all rebalancers. Subclasses are dataclasses whose fields are their parameters only
-    (imbalanced-learn's rule: `__init__` stores parameters, `prepare` does the work)."""
+@dataclasses.dataclass(kw_only=True, repr=False, eq=False)
+class Rebalancer(BaseEstimator, ABC):
+    """Base of all rebalancers. Subclasses are dataclasses whose fields are their parameters, checked from their
+    annotations (`Literal[...]` for choices) and by `validate()`; fitted state ends in `_` (`train_`, `device_`)."""
 
     name: ClassVar[str]
     generative: ClassVar[bool] = False  # True for methods that synthesise images with a learned model
 
-    sampling_strategy: str | float | dict = "auto"  # how many to add per class (imbalance.targets)
+    sampling_strategy: str | float | dict = "auto"  # images per class after filling (imbalance.targets)
     random_state: int = 0  # base seed; image i of class c uses derive_seed(random_state, c, i)
     batch_size: int = 256  # images generated per call of `generate`
-    device: str = "auto"  # where the work runs
+    device: str | torch.device = "auto"  # where the work runs: auto | cpu | cuda | cuda:N | a torch.device
 
-    # --- the two methods a rebalancer implements -------------------------------------------------
-    def prepare(self, train: ImageSet, device: torch.device, workdir: Path | None = None) -> None:
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Range checks of the parameters (types and choices are checked from the annotations)."""
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "at least 1")
+
+    # --- what a rebalancer implements ------------------------------------------------------------
+    def prepare(self, train: ImageSet, device: torch.device, workdir: Path) -> None:
         """Fit whatever the method needs on the (imbalanced) training set. Default: keep the real images."""
         self.train_ = train
         self.device_ = device
@@ -49,81 +65,72 @@ class Rebalancer(ABC):
         """Return uint8 images (len(seeds), C, H, W) of class `class_index` on the CPU — image k made from
         seeds[k] alone — and one JSON-able record per image (e.g. the source indices, λ, the prompt)."""
 
-    # --- shared --------------------------------------------------------------------------------
-    def params(self) -> dict[str, Any]:
-        """Parameters as given (for the manifest and the resolved config)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    # --- imbalanced-learn's contract ---------------------------------------------------------------
+    def plan(self, data: ImageSet) -> dict[int, int]:
+        """`sampling_strategy_`: images to add per class index (only classes that get some). Pure: no fitting."""
+        add = self.images_to_add(data.counts(), data.class_names)
+        self.sampling_strategy_ = {c: n for c, n in enumerate(add) if n > 0}
+        return self.sampling_strategy_
 
-    def fit_resample(self, X, y):
-        """imbalanced-learn's API on image arrays: returns (X_res, y_res), the inputs followed by the new images,
-        in the layout and label values of the inputs (numpy in → numpy out, torch in → torch out)."""
-        from diffbalance.imbalance.targets import generation_counts
-        from diffbalance.rebalance.store import generate_in_memory
+    def images_to_add(self, counts: Sequence[int], class_names: Sequence[str]) -> list[int]:
+        """Per class, how many images `sampling_strategy` asks for; the one place that decides it."""
+        return generation_counts(counts, self.sampling_strategy, class_names)
 
+    def fit(self, data: ImageSet, workdir: Path | str | None = None) -> Rebalancer:
+        """Plan the counts and prepare the method on `data`. `workdir` holds what the method trains (a generator);
+        None uses the cache folder, so fitting again on the same data reuses it."""
+        self.plan(data)
+        self.device_ = resolve_device(self.device)
+        self.prepare(data, self.device_, Path(workdir) if workdir is not None else cache_dir("work", self.name))
+        return self
+
+    def iter_batches(self, todo: Mapping[int, Sequence[int]]) -> Iterator[Batch]:
+        """Make image i of class c for every (c, [i, ...]) in `todo`, `batch_size` images per call, one class per
+        batch; image i of class c always comes from seed derive_seed(random_state, c, i). Needs `fit` first."""
+        for c, indices in todo.items():
+            indices = list(indices)
+            for k in range(0, len(indices), self.batch_size):
+                chunk = indices[k : k + self.batch_size]
+                seeds = [derive_seed(self.random_state, c, i) for i in chunk]
+                images, records = self.generate(c, seeds)
+                if images.dtype != torch.uint8 or len(images) != len(chunk) or len(records) != len(chunk):
+                    raise RuntimeError(f"{self.name}.generate returned {images.dtype} {tuple(images.shape)} "
+                                       f"for {len(chunk)} seeds")
+                yield c, chunk, images.cpu(), [{"class_index": c, "index": i, "seed": s, **r}
+                                               for i, s, r in zip(chunk, seeds, records)]
+
+    def fit_resample(self, X, y, workdir: Path | str | None = None):
+        """imbalanced-learn's API on image arrays: (X_res, y_res) = the inputs, unchanged and in their own dtype,
+        followed by the new images in the inputs' layout, dtype and label values (numpy in → numpy out, torch in →
+        torch out). Float inputs are taken as [0, 1]; new images are returned in that range."""
         data, layout = ImageSet.from_arrays(X, y)
-        add = generation_counts(data.counts(), self.sampling_strategy, data.class_names)
-        self.prepare(data, resolve_device(self.device))
-        out = data.concat(generate_in_memory(self, data, add, progress=False))
-        images = out.to_layout(layout)
-        values = np.asarray(data.meta["label_values"])[out.labels.numpy()]
-        x_in = X if isinstance(X, torch.Tensor) else np.asarray(X)
-        if (x_in.dtype.is_floating_point if isinstance(x_in, torch.Tensor) else np.issubdtype(x_in.dtype, np.floating)):
-            images = images.float() / 255
+        self.fit(data, workdir)
+        todo = {c: range(n) for c, n in self.sampling_strategy_.items()}
+        batches = list(self.iter_batches(todo))
+        if not batches:
+            return X, y
+        images = torch.cat([b[2] for b in batches])
+        labels = torch.tensor([c for c, idx, _, _ in batches for _ in idx])
+        new = ImageSet(images, labels, data.class_names).to_layout(layout)  # uint8 in the input's layout
+        values = np.asarray(data.meta["label_values"])[labels.numpy()]
         if isinstance(X, torch.Tensor):
-            return images.to(X.dtype), torch.as_tensor(values)
-        return images.numpy().astype(x_in.dtype), values
+            new = new.float().div(255).to(X.dtype) if X.dtype.is_floating_point else new.to(X.dtype)
+            return torch.cat([X, new.to(X.device)]), torch.cat([torch.as_tensor(y), torch.as_tensor(values)])
+        x_in = np.asarray(X)
+        new_np = new.numpy()
+        new_np = (new_np / 255).astype(x_in.dtype) if np.issubdtype(x_in.dtype, np.floating) else new_np.astype(x_in.dtype)
+        return np.concatenate([x_in, new_np]), np.concatenate([np.asarray(y), values.astype(np.asarray(y).dtype)])
+
+    # --- records ------------------------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        """Parameters as plain JSON-able data (nested config sections as dicts), for fill.json and the reports."""
+        return to_plain(self.get_params(deep=False))
 
 
-# --- registry --------------------------------------------------------------------------------------
-_REGISTRY: dict[str, type[Rebalancer]] = {}
-# generative methods import heavy libraries (diffusers); their modules are imported on first use
-_LAZY_MODULES = {
-    "cfg": "diffbalance.generate.cfg.rebalancer",
-    "ldm": "diffbalance.generate.text2image.rebalancer",
-    "ldm-img2img": "diffbalance.generate.text2image.rebalancer",
-}
-_BUILTIN_MODULES = ("diffbalance.rebalance.oversample", "diffbalance.rebalance.mixing")
+# --- registry: filled by @register in each method's module; looked up through rebalance.registry --------------
+REGISTRY: dict[str, type[Rebalancer]] = {}
 
 
 def register(cls: type[Rebalancer]) -> type[Rebalancer]:
-    _REGISTRY[cls.name] = cls
+    REGISTRY[cls.name] = cls
     return cls
-
-
-def _import_builtins() -> None:
-    import importlib
-
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
-def available_rebalancers() -> list[str]:
-    _import_builtins()
-    return sorted(set(_REGISTRY) | set(_LAZY_MODULES))
-
-
-def rebalancer_class(name: str) -> type[Rebalancer]:
-    import importlib
-
-    _import_builtins()
-    if name not in _REGISTRY and name in _LAZY_MODULES:
-        importlib.import_module(_LAZY_MODULES[name])
-    if name not in _REGISTRY:
-        raise DiffbalanceError(f"unknown rebalancer {name!r}", f"use one of {', '.join(available_rebalancers())}")
-    return _REGISTRY[name]
-
-
-def build_rebalancer(name: str, params: Mapping[str, Any] | None = None) -> Rebalancer:
-    """Instantiate a registered rebalancer; unknown parameters are a one-line error."""
-    cls = rebalancer_class(name)
-    params = dict(params or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise DiffbalanceError(
-            f"rebalancer {name} has no parameter {', '.join(unknown)}", f"use only {', '.join(sorted(known))}"
-        )
-    try:
-        return cls(**params)
-    except (TypeError, ValueError) as err:
-        raise DiffbalanceError(f"bad parameters for rebalancer {name}: {err}", "check the method's options") from None

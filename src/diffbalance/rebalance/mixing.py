@@ -18,7 +18,8 @@ import torch
 from torchvision.transforms import v2
 
 from diffbalance.rebalance.base import Rebalancer, register
-from diffbalance.seeding import generator
+from diffbalance.configs import require
+from diffbalance.seeding import forked_rng, generator
 
 
 def _pick_pair(pool: torch.Tensor, seed: int) -> tuple[int, int]:
@@ -33,15 +34,18 @@ def mix_pair(transform: v2.Transform, x_a: torch.Tensor, x_b: torch.Tensor, seed
     """Mix two uint8 images (C, H, W) with a torchvision batch transform; returns (uint8 image, λ of x_a)."""
     batch = torch.stack([x_a, x_b]).float()  # (2, C, H, W); v2 pairs sample k with sample k−1: row 0 takes x_b
     labels = torch.tensor([0, 1])
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)  # CPU only: CUDA's global RNG is not touched
+    with forked_rng(seed):  # torchvision draws λ and the box from the global RNG
         mixed, soft = transform(batch, labels)
     return mixed[0].round().clamp(0, 255).to(torch.uint8), float(soft[0, 0])
 
 
-@dataclasses.dataclass(kw_only=True)
+@dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class _MixFill(Rebalancer):
     alpha: float = 1.0  # Beta(α, α) parameter of λ
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.alpha > 0, "alpha", self.alpha, "positive (Beta(α, α) needs α > 0)")
 
     def _transform(self) -> v2.Transform:
         raise NotImplementedError
@@ -59,7 +63,7 @@ class _MixFill(Rebalancer):
 
 
 @register
-@dataclasses.dataclass(kw_only=True)
+@dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class MixupFill(_MixFill):
     """x̃ = λ·x_a + (1 − λ)·x_b (paper eq. 1) with x_a, x_b of the class being filled."""
 
@@ -71,7 +75,7 @@ class MixupFill(_MixFill):
 
 
 @register
-@dataclasses.dataclass(kw_only=True)
+@dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class CutMixFill(_MixFill):
     """x̃ = M ⊙ x_a + (1 − M) ⊙ x_b (paper eq. 2), a random box M, x_a, x_b of the class being filled."""
 

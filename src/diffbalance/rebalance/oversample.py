@@ -12,18 +12,21 @@ from diffbalance.seeding import generator
 
 
 @register
-@dataclasses.dataclass(kw_only=True)
+@dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class NoRebalance(Rebalancer):
-    """Train on the imbalanced set as it is (adds nothing, whatever the target)."""
+    """The identity sampler: adds nothing, whatever `sampling_strategy` says (`fit_resample` returns the input)."""
 
     name = "none"
 
+    def images_to_add(self, counts: Sequence[int], class_names: Sequence[str]) -> list[int]:
+        return [0] * len(counts)
+
     def generate(self, class_index: int, seeds: Sequence[int]):
-        raise RuntimeError("the 'none' rebalancer generates no images")
+        raise RuntimeError("the 'none' rebalancer generates no images")  # never called: it plans no image
 
 
 @register
-@dataclasses.dataclass(kw_only=True)
+@dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class RandomOversample(Rebalancer):
     """Fill a class with exact copies of its own images, each drawn uniformly with its own seed."""
 

@@ -23,7 +23,8 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def per_class_f1_bars(runs: list[dict], methods: list[str], classifier: str, class_names: list[str], path: Path) -> None:
+def per_class_f1_bars(runs: list[dict], methods: list[str], classifier: str, class_names: list[str],
+                      path: Path) -> None:
     """Grouped bars: per class, one bar per method (mean over seeds), error bars = std over seeds."""
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(class_names) * max(1, len(methods)) / 3), 3.6))
     width = 0.8 / max(1, len(methods))

@@ -36,7 +36,8 @@ def metric_table(runs: list[dict], methods: list[str], classifiers: list[str], k
     return markdown_table(["classifier"] + methods, rows)
 
 
-def per_class_f1_table(runs: list[dict], methods: list[str], classifier: str, class_names: list[str], counts: list[int]) -> str:
+def per_class_f1_table(runs: list[dict], methods: list[str], classifier: str, class_names: list[str],
+                       counts: list[int]) -> str:
     """Rows = class (with its training count), columns = method (the paper's Table 4 layout), for one classifier."""
     g = grouped(runs, "per_class_f1")
     rows = []

@@ -1,34 +1,48 @@
-"""report.md: one page that says whether the rebalanced data trains a better classifier, and how it was measured."""
+"""report.md: one page that says whether the rebalanced data trains a better classifier, and how it was measured.
+
+The report takes plain data — the results dict, the image sets for the figures, and the resolved config as a dict
+(`ExperimentConfig.to_dict()`) — and imports nothing from the stages that make them (experiment, cli, rebalance,
+generate, classify), so data flows one way into it.
+"""
 
 from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from diffbalance.atomic import write_text
 from diffbalance.data.imageset import ImageSet
-from diffbalance.experiment.config import ExperimentConfig
 from diffbalance.report import figures, tables
 
 
-def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: dict[str, ImageSet], config: ExperimentConfig) -> Path:
+def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: dict[str, ImageSet], config: dict,
+                 train_defaults: Mapping[str, Any] | None = None) -> Path:
+    """Write `out_dir/report.md` and `out_dir/figures/`.
+
+    config: the resolved config as plain data (keys name, imbalance, methods, classifiers, train, seeds, fill_seed,
+    grid_images_per_class, ...). train_defaults: the classifier recipe's defaults (`TrainConfig().to_dict()`), so
+    the report names only the recipe fields a run changed; None lists the whole recipe.
+    """
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
     ds = results["dataset"]
     runs = results["runs"]
-    methods = [m.name for m in config.methods]
-    classifiers = list(config.classifiers)
+    methods = [m["name"] for m in config["methods"]]
+    classifiers = list(config["classifiers"])
     names = ds["class_names"]
-    parts = [f"# diffbalance report — {config.name}", _provenance(results, config)]
+    parts = [f"# diffbalance report — {config['name']}", _provenance(results, config)]
 
-    parts += ["## Test accuracy (%)", "Mean ± std over seeds " + ", ".join(map(str, config.seeds)) +
+    parts += ["## Test accuracy (%)", "Mean ± std over seeds " + ", ".join(map(str, config["seeds"])) +
               f"; test set: {ds['test_count']} images. Rows = classifier, columns = method (the paper's Table 3).",
               tables.metric_table(runs, methods, classifiers, "accuracy")]
     parts += ["## Balanced accuracy (%)", tables.metric_table(runs, methods, classifiers, "balanced_accuracy")]
     parts += ["## Macro-F1 (%)", tables.metric_table(runs, methods, classifiers, "macro_f1")]
     for clf in classifiers:
-        parts += [f"## Per-class F1 — {clf}", "The paper's Table 4 layout; the training count of each class in brackets.",
+        parts += [f"## Per-class F1 — {clf}",
+                  "The paper's Table 4 layout; the training count of each class in brackets.",
                   tables.per_class_f1_table(runs, methods, clf, names, ds["train_counts"]),
                   f"![per-class F1](figures/per_class_f1_{clf}.png)",
                   f"### Many / medium / few-shot accuracy — {clf}",
@@ -47,7 +61,7 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
     if generated:
         parts.append("## Fill images (first images of each filled class)")
         for m, fills in generated.items():
-            figures.fill_grid(fills, config.grid_images_per_class, f"{m}: fill images", fig_dir / f"fills_{m}.png")
+            figures.fill_grid(fills, config["grid_images_per_class"], f"{m}: fill images", fig_dir / f"fills_{m}.png")
             parts.append(f"### {m}\n![fills {m}](figures/fills_{m}.png)")
     if "consistency" in results:
         parts += ["## Class consistency (%)",
@@ -56,13 +70,13 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
                   tables.consistency_table(results["consistency"], names)]
     if "quality" in results:
         parts += _quality_section(results["quality"])
-    parts += [_choices_section(config), _runs_section(runs)]
+    parts += [_choices_section(config, train_defaults), _runs_section(runs)]
     path = out_dir / "report.md"
     write_text(path, "\n\n".join(parts) + "\n")
     return path
 
 
-def _provenance(results: dict, config: ExperimentConfig) -> str:
+def _provenance(results: dict, config: dict) -> str:
     ds = results["dataset"]
     v = results["versions"]
     command = " ".join(shlex.quote(a) for a in ["diffbalance", *sys.argv[1:]]) if sys.argv else "library call"
@@ -70,7 +84,8 @@ def _provenance(results: dict, config: ExperimentConfig) -> str:
         f"- **Dataset**: {ds['name']} ({'×'.join(map(str, ds['image_shape']))}), profile `{ds['profile']}`, "
         f"training counts per class {ds['train_counts']} ({sum(ds['train_counts'])} images), "
         f"fill images per class {ds['fill_counts']} ({sum(ds['fill_counts'])} images), test {ds['test_count']} images.",
-        f"- **Device**: {results['device']}; classifier seeds {list(config.seeds)}; fill seed {config.fill_seed}.",
+        f"- **Device**: {results['device']}; classifier seeds {list(config['seeds'])}; "
+        f"fill seed {config['fill_seed']}.",
         f"- **Command**: `{command}`; full config in `config.resolved.json`, every number in `results.json`.",
         "- **Versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
     ]
@@ -86,7 +101,8 @@ def _quality_section(quality: dict) -> list[str]:
         p, g = q["protocol_fid"], q["generated_fid"]
         pr, kid = q["precision_recall"], q["kid"]
         rows.append([m, f"{p['fid']:.3f}", f"{p['n_a']} vs {p['n_b']}"])
-        hidden.append([m, f"{g['fid']:.3f}", f"{g['n_a']} vs {g['n_b']}", _fmt(pr.get("precision")), _fmt(pr.get("recall")),
+        hidden.append([m, f"{g['fid']:.3f}", f"{g['n_a']} vs {g['n_b']}",
+                       _fmt(pr.get("precision")), _fmt(pr.get("recall")),
                        f"{_fmt(kid.get('kid_mean'), 4)} ± {_fmt(kid.get('kid_std'), 4)}"])
     per_class = [[m] + [_fmt(v["fid"]) for v in q["per_class_fid"].values()] for m, q in quality.items()]
     meta = (f"Features: {features}; resize {first['resize']}; weights sha256 {str(first['weights_sha256'])[:16]}…; "
@@ -97,7 +113,8 @@ def _quality_section(quality: dict) -> list[str]:
             tables.markdown_table(["method", label, "images"], rows),
             "### What it hides: the fill images alone",
             f"{label} of the fill images alone against the real images of the classes they fill, improved precision / "
-            "recall (k = 3) and KID. A rebalanced set is mostly real images, so its FID stays low even when the fills are poor.",
+            "recall (k = 3) and KID. A rebalanced set is mostly real images, so its FID stays low even when the fills "
+            "are poor.",
             tables.markdown_table(["method", f"{label} (fills only)", "images", "precision", "recall", "KID"], hidden),
             f"### Per-class {label} (fills of a class vs real images of that class)",
             tables.markdown_table(["method"] + list(first["per_class_fid"].keys()), per_class)]
@@ -107,21 +124,40 @@ def _fmt(v, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def _choices_section(config: ExperimentConfig) -> str:
+def _choices_section(config: dict, train_defaults: Mapping[str, Any] | None) -> str:
+    recipe = config["train"] if train_defaults is None else changed(config["train"], train_defaults)
     lines = ["## Choices where the paper is silent",
-             f"- Which images are kept: `{config.imbalance.selection}` (first n in original order is the CIFAR-10-LT convention).",
+             f"- Which images are kept: `{config['imbalance']['selection']}` "
+             "(first n in original order is the CIFAR-10-LT convention).",
              "- Mixup/CutMix fill: each fill image mixes two real images *of the class being filled* (torchvision v2 "
              "MixUp/CutMix, per-image seed), so its label is that class exactly.",
              "- Fill images are made once per method (fill seed) and shared by all classifier seeds.",
-             "- Classifier recipe: " + ", ".join(f"{k}={v}" for k, v in config.train.items())]
-    for m in config.methods:
-        if m.params or m.train:
-            lines.append(f"- `{m.name}`: rebalancer `{m.rebalancer}` with {m.params or {}}; recipe overrides {m.train or {}}")
+             "- Classifier recipe: " + (", ".join(f"{k}={v}" for k, v in recipe.items()) or "the defaults")]
+    for m in config["methods"]:
+        overrides = changed(m.get("train") or {}, config["train"])
+        if m.get("params") or overrides:
+            lines.append(f"- `{m['name']}`: rebalancer `{m['rebalancer']}` with {m.get('params') or {}}; "
+                         f"recipe overrides {overrides}")
     return "\n".join(lines)
 
 
+def changed(recipe: Mapping[str, Any], base: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The entries of `recipe` that differ from `base`, nested mappings flattened to dotted keys
+    ({"lr": 0.05, "aug": {"flip": False}} vs {"lr": 0.1, "aug": {"flip": True}} → {"lr": 0.05, "aug.flip": False})."""
+    out: dict[str, Any] = {}
+    for key, value in recipe.items():
+        old = base.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            out.update(changed(value, old, f"{prefix}{key}."))
+        elif key not in base or value != old:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _runs_section(runs: list[dict]) -> str:
-    rows = [[r["method"], r["classifier"], r["seed"], f"{100 * r['accuracy']:.2f}", f"{100 * r['balanced_accuracy']:.2f}",
+    rows = [[r["method"], r["classifier"], r["seed"], f"{100 * r['accuracy']:.2f}",
+             f"{100 * r['balanced_accuracy']:.2f}",
              f"{100 * r['macro_f1']:.2f}", r["train_images"], f"{r['train_seconds']:.0f}", r["device"]] for r in runs]
     return "## Every run\n\n" + tables.markdown_table(
-        ["method", "classifier", "seed", "acc %", "bal. acc %", "macro-F1 %", "train images", "train s", "device"], rows)
+        ["method", "classifier", "seed", "acc %", "bal. acc %", "macro-F1 %", "train images", "train s", "device"],
+        rows)

@@ -3,13 +3,13 @@ once across runs.
 
 Key = sha256(image bytes and shape) + extractor checksum + resize mode. An entry holds μ, Σ (float64), n and,
 when P/R or KID asked for them, the features (float32). Writes are atomic; an unreadable or inconsistent entry is
-ignored and recomputed. Folder: $DIFFBALANCE_CACHE/fid, default ~/.cache/diffbalance/fid (beside the data cache).
+ignored and recomputed. Folder: `diffbalance.paths.cache_dir("fid")` ($DIFFBALANCE_CACHE/fid, default
+~/.cache/diffbalance/fid, beside the data cache's sets/).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +20,7 @@ from safetensors.torch import load_file, save_file
 from diffbalance.atomic import atomic_path
 from diffbalance.evaluate.fid.features import FeatureExtractor
 from diffbalance.evaluate.fid.frechet import GaussianStats, gaussian_stats
-
-CACHE_ENV = "DIFFBALANCE_CACHE"
+from diffbalance.paths import cache_dir
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,10 +28,6 @@ class Embedding:
     stats: GaussianStats
     features: torch.Tensor | None  # (N, D) float32, kept only when asked for
     cache_hit: bool = False
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "diffbalance") / "fid"
 
 
 def images_sha256(images: torch.Tensor) -> str:
@@ -53,7 +48,7 @@ def _key(images_hash: str, extractor: FeatureExtractor) -> str:
 
 class FeatureCache:
     def __init__(self, root: Path | str | None = None):
-        self.root = Path(root) if root is not None else default_cache_dir()
+        self.root = Path(root) if root is not None else cache_dir("fid")
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.safetensors"

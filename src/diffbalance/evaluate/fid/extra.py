@@ -14,14 +14,14 @@ from __future__ import annotations
 import torch
 
 from diffbalance.evaluate.fid.frechet import frechet_distance, gaussian_stats
+from diffbalance.seeding import generator
 
 
 def seeded_subset(features: torch.Tensor, max_count: int, seed: int) -> torch.Tensor:
     """At most `max_count` rows, chosen without replacement by `seed` (all rows, in order, if there are fewer)."""
     if len(features) <= max_count:
         return features
-    g = torch.Generator().manual_seed(seed)
-    return features[torch.randperm(len(features), generator=g)[:max_count]]
+    return features[torch.randperm(len(features), generator=generator(seed))[:max_count]]
 
 
 def _kth_neighbour_radii(x: torch.Tensor, k: int, batch_rows: int) -> torch.Tensor:

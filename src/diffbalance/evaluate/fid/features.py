@@ -16,13 +16,14 @@ import hashlib
 import os
 import zipfile
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from diffbalance.errors import DiffbalanceError
+from diffbalance.seeding import forked_rng, generator
 
 KNOWN_TORCHSCRIPT = "fid_inception_2015-12-05_pool3_torchscript.pt"
 KNOWN_TORCHSCRIPT_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -32,7 +33,8 @@ SHARED_ENV = "DIFFBALANCE_SHARED"
 INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 )
-RESIZE_MODES = ("bilinear-torch", "bilinear-tf1x")
+ResizeMode = Literal["bilinear-torch", "bilinear-tf1x"]  # 32→299: pytorch-fid's F.interpolate | TF1's resize
+RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
 INCEPTION_SIZE = 299
 
 
@@ -129,7 +131,8 @@ def _load_state_dict_net(path: Path) -> nn.Module:
             "pass the FID TorchScript file or a pytorch-fid / torch-fidelity .pth state dict",
         ) from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    net = _Pool3Net()
+    with forked_rng(0):  # default init (then overwritten by `state`) must not advance the caller's global RNG
+        net = _Pool3Net()
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the 1008-way head is not used by FID
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -241,12 +244,13 @@ class RandomConvFeatures:
     resize = "none"
 
     def __init__(self, dim: int = 32, seed: int = 0, device: torch.device | str = "cpu", batch_size: int = 256):
-        g = torch.Generator().manual_seed(seed)
-        self.net = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Tanh(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.Tanh(),
-            nn.Conv2d(16, dim, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )
+        g = generator(seed)
+        with forked_rng(seed):  # the layers' default init draws from the global RNG; the caller's stream is kept
+            self.net = nn.Sequential(
+                nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Tanh(),
+                nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.Tanh(),
+                nn.Conv2d(16, dim, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            )
         with torch.no_grad():
             for p in self.net.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * (1.0 / max(1, p[0].numel()) ** 0.5))

@@ -1,39 +1,43 @@
 """The paper's FID protocol (eq. 11: original balanced train vs rebalanced set) and what it hides.
 
-`fid(a, b, cfg)` is one number with its provenance; `quality_report(original, rebalanced, generated, cfg)` adds
-FID/precision/recall/KID of the generated images alone against the real images of the same classes, and per-class
-FID. Every result records sample counts, resize mode, weights checksum and feature dtype.
+`fid(a, b, cfg, device)` is one number with its provenance; `quality_report(original, rebalanced, generated, cfg,
+device)` adds FID/precision/recall/KID of the generated images alone against the real images of the same classes,
+and per-class FID. Every result records sample counts, resize mode, weights checksum, feature dtype and device.
+The device ("auto", "cpu", "cuda:N" or a torch.device) is an argument, resolved once per call, not a config field.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from diffbalance.configs import Config
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import describe, resolve_device
-from diffbalance.configs import checked_fields
+from diffbalance.device import DeviceLike, describe, resolve_device
 from diffbalance.errors import DiffbalanceError
 from diffbalance.evaluate.fid.cache import Embedding, FeatureCache, embed
 from diffbalance.evaluate.fid.extra import kid, per_class_fid, precision_recall
 from diffbalance.evaluate.fid.features import (
-    RESIZE_MODES, DomainFeatures, FeatureExtractor, RandomConvFeatures, load_inception,
+    DomainFeatures, FeatureExtractor, RandomConvFeatures, ResizeMode, load_inception,
 )
 from diffbalance.evaluate.fid.frechet import frechet_distance, gaussian_stats
 
-FEATURES = ("inception", "domain", "random")
+FeatureKind = Literal["inception", "domain", "random"]
+POSITIVE = ("batch_size", "max_images_pr", "pr_k", "kid_subsets", "kid_subset_size")
 
 
-@dataclass(frozen=True)
-class FidConfig:
-    features: str = "inception"  # "inception" (the paper's), "domain" (classifier features), "random" (tests only)
+@dataclasses.dataclass(frozen=True)
+class FidConfig(Config):
+    """How generation quality is measured (the `fid:` section of a run, and `diffbalance fid`'s options).
+    The device is not part of it: it is passed to `fid` / `quality_report` / `build_extractor`."""
+
+    features: FeatureKind = "inception"  # "inception" (the paper's), "domain" (classifier features), "random" (tests)
     weights_path: str | None = None  # Inception weights (TorchScript or .pth); None → env, ../shared, download
-    resize: str = "bilinear-torch"  # 32→299: "bilinear-torch" (F.interpolate, pytorch-fid) or "bilinear-tf1x"
+    resize: ResizeMode = "bilinear-torch"  # 32→299: "bilinear-torch" (F.interpolate, pytorch-fid) or "bilinear-tf1x"
     batch_size: int = 64  # images per forward pass
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     max_images_pr: int = 10_000  # precision/recall: seeded subset of at most this many images per side
     pr_k: int = 3  # precision/recall: k-th nearest neighbour radius
     kid_subsets: int = 100  # KID: number of seeded subsets
@@ -42,26 +46,14 @@ class FidConfig:
     cache: bool = True  # feature statistics cached in $DIFFBALANCE_CACHE/fid (~/.cache/diffbalance/fid)
     allow_download: bool = True  # fetch torch-fidelity's Inception weights if none are found locally
 
-    def __post_init__(self):
-        if self.features not in FEATURES:
-            raise DiffbalanceError(f"unknown FID features {self.features!r}", f"use one of {', '.join(FEATURES)}")
-        if self.resize not in RESIZE_MODES:
-            raise DiffbalanceError(f"unknown resize mode {self.resize!r}", f"use one of {', '.join(RESIZE_MODES)}")
-        for name in ("batch_size", "max_images_pr", "pr_k", "kid_subsets", "kid_subset_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                value = getattr(self, name)
-                raise DiffbalanceError(f"FID option {name} must be a positive integer", f"got {value!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FidConfig:
-        return cls(**checked_fields(cls, d, "FID option"))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def validate(self) -> None:
+        for name in POSITIVE:
+            self.require(getattr(self, name) >= 1, name, "a positive integer")
 
 
-def build_extractor(cfg: FidConfig, domain_model=None) -> FeatureExtractor:
-    device = resolve_device(cfg.device)
+def build_extractor(cfg: FidConfig, device: DeviceLike = "auto", domain_model=None) -> FeatureExtractor:
+    """The feature network `cfg.features` names, on `device` (domain features run where the classifier is)."""
+    device = resolve_device(device)
     if cfg.features == "inception":
         return load_inception(cfg.weights_path, device, cfg.batch_size, cfg.resize, cfg.allow_download)
     if cfg.features == "random":
@@ -86,7 +78,9 @@ class _Embedder:
         return hit
 
 
-def _provenance(extractor: FeatureExtractor, device: str) -> dict:
+def _provenance(extractor: FeatureExtractor, device: torch.device) -> dict:
+    """What every score states: features, preprocessing, weights, dtypes and the device the features ran on."""
+    device = torch.device(getattr(extractor, "device", None) or device)
     name = extractor.name
     return {
         "features": name,
@@ -94,7 +88,7 @@ def _provenance(extractor: FeatureExtractor, device: str) -> dict:
         "weights_sha256": extractor.checksum,
         "feature_dtype": getattr(extractor, "feature_dtype", "float32"),
         "statistics_dtype": "float64",
-        "device": device,
+        "device": describe(device),
         **({"note": "domain-FID (not Inception FID)"} if name.startswith("domain") else {}),
     }
 
@@ -106,32 +100,34 @@ def _check_sizes(*sets: tuple[str, ImageSet]) -> None:
                                    "pass larger image sets")
 
 
-def fid(a: ImageSet, b: ImageSet, cfg: FidConfig = FidConfig(), domain_model=None,
+def fid(a: ImageSet, b: ImageSet, cfg: FidConfig = FidConfig(), device: DeviceLike = "auto", domain_model=None,
         extractor: FeatureExtractor | None = None) -> dict:
     """FID(a, b) (eq. 11) with how it was measured."""
     _check_sizes(("A", a), ("B", b))
     start = time.perf_counter()
-    extractor = extractor or build_extractor(cfg, domain_model)
+    device = resolve_device(device)
+    extractor = extractor or build_extractor(cfg, device, domain_model)
     emb = _Embedder(extractor, cfg)
     ea, eb = emb(a.images), emb(b.images)
     return {
         "fid": frechet_distance(ea.stats, eb.stats),
         "n_a": len(a), "n_b": len(b),
-        **_provenance(extractor, _device_name(extractor, cfg)),
+        **_provenance(extractor, device),
         "cache_hits": int(ea.cache_hit) + int(eb.cache_hit),
         "seconds": round(time.perf_counter() - start, 3),
     }
 
 
 def quality_report(original_train: ImageSet, rebalanced: ImageSet, generated: ImageSet, cfg: FidConfig = FidConfig(),
-                   domain_model=None, extractor: FeatureExtractor | None = None) -> dict:
+                   device: DeviceLike = "auto", domain_model=None, extractor: FeatureExtractor | None = None) -> dict:
     """The paper's FID(original balanced train, rebalanced) plus what it hides about the generated images."""
     _check_sizes(("the original training set", original_train), ("the rebalanced set", rebalanced),
                  ("the generated set", generated))
     if generated.class_names != original_train.class_names:
         raise DiffbalanceError("generated and original images have different classes", "use the same class list")
     start = time.perf_counter()
-    extractor = extractor or build_extractor(cfg, domain_model)
+    device = resolve_device(device)
+    extractor = extractor or build_extractor(cfg, device, domain_model)
     emb = _Embedder(extractor, cfg)
     orig = emb(original_train.images, need_features=True)  # embedded once; per-class real features are its rows
     gen = emb(generated.images, need_features=True)
@@ -151,12 +147,8 @@ def quality_report(original_train: ImageSet, rebalanced: ImageSet, generated: Im
                                        original_train.class_names),
         "precision_recall": precision_recall(real_feats, gen.features, cfg.pr_k, cfg.max_images_pr, cfg.seed),
         "kid": kid(real_feats, gen.features, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed),
-        **_provenance(extractor, _device_name(extractor, cfg)),
+        **_provenance(extractor, device),
         "config": cfg.to_dict(),
         "seconds": round(time.perf_counter() - start, 3),
     }
 
-
-def _device_name(extractor: FeatureExtractor, cfg: FidConfig) -> str:
-    device = getattr(extractor, "device", None) or resolve_device(cfg.device)
-    return describe(torch.device(device))

@@ -1,49 +1,34 @@
-"""Classifier-free guidance, written once (paper eq. 8; Ho & Salimans 2022):
+"""The guided ε of a class-conditional UNet (paper eq. 8, `generate.guidance.guide`), built once per sampler:
 
-    ε̃(x_t, c) = (1 + w)·ε_θ(x_t, c) − w·ε_θ(x_t, ∅)
+    ε̃(x_t, c) = (1 + w)·ε_θ(x_t, c) − w·ε_θ(x_t, ∅)        ∅ = the null class (the UNet's last class embedding)
 
-`w` is Ho & Salimans' guidance weight (w = 0: plain conditional model). Stable Diffusion writes the same
-thing as ε_u + s·(ε_c − ε_u) with s = 1 + w; `guidance_convention="sd"` takes s and converts it here, so
-the paper's "7.5" can be read either way and every image records which one was used.
+w is already Ho & Salimans' (the convention was resolved when the sampler was built). The conditional and null
+halves go through the network in ONE forward of 2B images; w = 0 skips the null half.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from diffusers import UNet2DModel
 
-from diffbalance.errors import DiffbalanceError
-
-CONVENTIONS = ("ho", "sd")
-
-
-def ho_weight(scale: float, convention: str = "ho") -> float:
-    """Ho & Salimans' w from a guidance scale given in `convention` ("ho": w itself; "sd": s = 1 + w)."""
-    if convention == "ho":
-        return float(scale)
-    if convention == "sd":
-        return float(scale) - 1.0
-    raise DiffbalanceError(f"guidance convention {convention!r} is unknown", "use 'ho' (w) or 'sd' (s = 1 + w)")
+from diffbalance.generate.guidance import guide
 
 
-def guide(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float, convention: str = "ho") -> torch.Tensor:
-    """Paper eq. 8: (1 + w)·ε(x, c) − w·ε(x)."""
-    w = ho_weight(scale, convention)
-    return (1 + w) * eps_cond - w * eps_uncond
+@dataclass(frozen=True, eq=False)
+class GuidedEpsilon:
+    """Callable ε̃(x_t, t, class_labels) → (B, C, H, W)."""
 
+    unet: UNet2DModel  # ε_θ(x_t, t, c), eval mode
+    null_class: int  # index of ∅
+    w: float  # Ho & Salimans' guidance weight, ≥ 0
 
-def guided_epsilon(
-    unet: torch.nn.Module,
-    x_t: torch.Tensor,  # (B, C, H, W) noisy images
-    t: torch.Tensor,  # scalar timestep shared by the batch
-    class_labels: torch.Tensor,  # (B,) int64
-    null_class: int,
-    scale: float,
-    convention: str = "ho",
-) -> torch.Tensor:
-    """ε̃ for a batch: the conditional and null halves go through the network in ONE forward of 2B images."""
-    if ho_weight(scale, convention) == 0:  # eq. 8 reduces to ε(x, c): skip the null half
-        return unet(x_t, t, class_labels=class_labels).sample
-    null = torch.full_like(class_labels, null_class)
-    eps = unet(torch.cat([x_t, x_t]), t, class_labels=torch.cat([class_labels, null])).sample  # (2B, C, H, W)
-    eps_cond, eps_uncond = eps.chunk(2)
-    return guide(eps_cond, eps_uncond, scale, convention)
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
+        # x_t: (B, C, H, W) noisy images; t: scalar timestep shared by the batch; class_labels: (B,) int64
+        if self.w == 0:  # eq. 8 reduces to ε(x, c)
+            return self.unet(x_t, t, class_labels=class_labels).sample
+        null = torch.full_like(class_labels, self.null_class)
+        eps = self.unet(torch.cat([x_t, x_t]), t, class_labels=torch.cat([class_labels, null])).sample  # (2B, C, H, W)
+        eps_cond, eps_uncond = eps.chunk(2)
+        return guide(eps_cond, eps_uncond, self.w)

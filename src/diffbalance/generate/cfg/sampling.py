@@ -1,93 +1,128 @@
-"""Samplers as one pure function: a trained ε-network in, uint8 images out.
+"""Sampling the class-conditional model: `sample` is a pure function (EDM's `edm_sampler` shape), `CFGSampler` the
+setup resolved once (scheduler kind, steps, guided ε with w in Ho's convention) that turns seeds into images.
 
-A diffusers scheduler is built fresh on every call from the training noise schedule (no state carried over):
-    ddpm   DDPMScheduler, ancestral, all T steps (paper-faithful; Ho et al. 2020 Alg. 2)
-    ddim   DDIMScheduler, η = 0, deterministic (Song et al. 2021)
-    dpmpp  DPMSolverMultistepScheduler, DPM-Solver++(2M) (Lu et al. 2022), an ODE solver, ~20 steps
-    dpmpp-sde  the same scheduler's SDE-DPM-Solver++(2M): stochastic like DDPM, ~20 steps. At the paper's strong
-           guidance (w = 7.5) the deterministic solvers (ddim, dpmpp) lose class consistency that ancestral DDPM
-           keeps; the stochastic variant keeps it (benchmarks/sampling.py), so it is the cfg rebalancer's default.
-Image k's initial noise and every per-step noise draw come from its own torch.Generator seeded with seeds[k],
-so image k is the same at any batch size (EDM's per-image seeds).
+Samplers, all built by `generate.schedulers.make_scheduler` over the training forward process only:
+    ddpm   ancestral, all T steps (paper-faithful; Ho et al. 2020 Alg. 2), x̂_0 clipped
+    ddim   η = 0, deterministic (Song et al. 2021), trailing timesteps, ε re-derived from the clipped x̂_0
+    dpmpp  DPM-Solver++(2M) (Lu et al. 2022), an ODE solver, ~20 steps
+    dpmpp-sde  its SDE variant: stochastic like DDPM, ~20 steps. At the paper's strong guidance (w = 7.5) the
+           deterministic solvers (ddim, dpmpp) lose class consistency that ancestral DDPM keeps; the stochastic
+           variant keeps it (benchmarks/sampling.py), so it is the cfg rebalancer's default.
+Image k's initial noise and every per-step noise draw come from its own CPU torch.Generator seeded with seeds[k],
+so image k is the same at any batch size and on any device (EDM's per-image seeds).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import UNet2DModel
 
 from diffbalance.errors import DiffbalanceError
-from diffbalance.generate.cfg.guidance import guided_epsilon
-from diffbalance.generate.cfg.unet import crop_images, unet_sample_size
-from diffbalance.seeding import generator
+from diffbalance.generate.cfg.guidance import GuidedEpsilon
+from diffbalance.generate.cfg.unet import crop_images, null_class, unet_sample_size
+from diffbalance.generate.schedulers import forward_process, make_scheduler
+from diffbalance.seeding import generators
 
+Sampler = Literal["ddpm", "ddim", "dpmpp", "dpmpp-sde"]
 SAMPLERS = ("ddpm", "ddim", "dpmpp", "dpmpp-sde")
 STOCHASTIC = ("ddpm", "dpmpp-sde")  # samplers that draw fresh noise at every step
+# x̂_0 is clipped to [-1, 1] by every sampler (for DPM-Solver: dynamic thresholding with max 1): near t = T of the
+# cosine schedule ᾱ_t ≈ 0 and the unclipped x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t explodes into speckle
+SCHEDULER_OPTIONS: dict[str, dict[str, Any]] = {
+    "ddpm": {"clip_sample": True},
+    "ddim": {"clip_sample": True, "timestep_spacing": "trailing"},
+    "dpmpp": {"solver_order": 2, "thresholding": True, "sample_max_value": 1.0},
+    "dpmpp-sde": {"solver_order": 2, "thresholding": True, "sample_max_value": 1.0},
+}
+# DDIM re-derives ε from the clipped x̂_0 (as GLIDE): a strongly guided ε̃ otherwise saturates
+STEP_OPTIONS: dict[str, dict[str, Any]] = {"ddim": {"eta": 0.0, "use_clipped_model_output": True}}
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # ε̃(x_t, t, class_labels)
 
 
-def make_scheduler(sampler: str, noise_schedule: dict[str, Any]):
-    """A new scheduler for `sampler` over the training forward process `noise_schedule`."""
-    if sampler == "ddpm":
-        return DDPMScheduler(**noise_schedule, clip_sample=True)
-    if sampler == "ddim":
-        return DDIMScheduler(**noise_schedule, clip_sample=True, timestep_spacing="trailing")
-    if sampler in ("dpmpp", "dpmpp-sde"):
-        # x̂_0 is clipped to [-1, 1] (dynamic thresholding with max 1), as ddpm/ddim clip it: near t = T of the
-        # cosine schedule ᾱ_t ≈ 0 and the unclipped x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t explodes into speckle
-        algorithm = "dpmsolver++" if sampler == "dpmpp" else "sde-dpmsolver++"
-        return DPMSolverMultistepScheduler(**noise_schedule, algorithm_type=algorithm, solver_order=2,
-                                           thresholding=True, sample_max_value=1.0)
-    raise DiffbalanceError(f"sampler {sampler!r} is unknown", f"use one of {', '.join(SAMPLERS)}")
+def make_cfg_scheduler(sampler: Sampler, noise_schedule: Mapping[str, Any]):
+    """A new scheduler for `sampler` over the forward process of `noise_schedule` (any scheduler config)."""
+    return make_scheduler(sampler, forward_process(noise_schedule), **SCHEDULER_OPTIONS[sampler])
 
 
-def sampling_steps(sampler: str, num_inference_steps: int | None, noise_schedule: dict[str, Any]) -> int:
+def sampling_steps(sampler: Sampler, num_inference_steps: int | None, num_train_timesteps: int) -> int:
     """Denoising steps actually run: ddpm always runs all T (paper-faithful), the others `num_inference_steps`."""
     if sampler == "ddpm" or num_inference_steps is None:
-        return int(noise_schedule["num_train_timesteps"])
-    if not 1 <= num_inference_steps <= noise_schedule["num_train_timesteps"]:
-        raise DiffbalanceError(f"num_inference_steps {num_inference_steps} is out of range", "use 1..T, e.g. 20")
+        return int(num_train_timesteps)
+    if not 1 <= num_inference_steps <= num_train_timesteps:
+        raise DiffbalanceError(f"num_inference_steps={num_inference_steps} is out of range for a generator with "
+                               f"T = {num_train_timesteps}", f"use 1..{num_train_timesteps}, e.g. 20")
     return int(num_inference_steps)
+
+
+def initial_latents(gens: Sequence[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
+    """x_T ~ N(0, I), image k from gens[k] alone: (B, *shape) on the CPU."""
+    return torch.stack([torch.randn(shape, generator=g) for g in gens])
 
 
 @torch.no_grad()
 def sample(
-    unet: UNet2DModel,
-    sampler: str,
-    class_labels: Sequence[int] | torch.Tensor,
-    seeds: Sequence[int],
-    guidance_w: float,
-    num_inference_steps: int | None,
-    null_class: int,
-    *,
-    noise_schedule: dict[str, Any],
-    guidance_convention: str = "ho",
-    image_size: tuple[int, int] | None = None,
+    eps: EpsFn,
+    latents: torch.Tensor,  # (B, C, H, W) x_T ~ N(0, I), on the model's device
+    class_labels: torch.Tensor,  # (B,) int64
+    scheduler,  # a fresh diffusers scheduler with its timesteps set
+    gens: Sequence[torch.Generator] | None = None,  # per-image generators, for stochastic samplers
+    **step_options: Any,  # extra arguments of scheduler.step (e.g. DDIM's eta)
 ) -> torch.Tensor:
-    """uint8 images (B, C, H, W) on the CPU, image k of class class_labels[k] made from seeds[k] alone.
-
-    image_size: crop the UNet's (padded) sample size back to this; None keeps the full sample size.
-    """
-    device = next(unet.parameters()).device
-    labels = torch.as_tensor(class_labels, dtype=torch.long, device=device)
-    if len(labels) != len(seeds):
-        raise ValueError(f"{len(labels)} labels for {len(seeds)} seeds")
-    scheduler = make_scheduler(sampler, noise_schedule)
-    scheduler.set_timesteps(sampling_steps(sampler, num_inference_steps, noise_schedule), device=device)
-    gens = [generator(s) for s in seeds]  # CPU generators: the same numbers on every device
-    shape = (unet.config.in_channels, *unet_sample_size(unet))
-    x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)  # (B, C, H, W) x_T ~ N(0, I)
-    x = x * scheduler.init_noise_sigma
+    """x_0 (B, C, H, W) in the model's range [-1, 1], by the scheduler's reverse process driven by ε̃."""
+    if gens is not None:
+        step_options["generator"] = list(gens)  # per-step noise drawn image by image (randn_tensor with a list)
+    x = latents * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         x_in = scheduler.scale_model_input(x, t)
-        eps = guided_epsilon(unet, x_in, t, labels, null_class, guidance_w, guidance_convention)  # eq. 8
-        # stochastic samplers draw per-step noise image by image from `gens` (randn_tensor with a generator list)
-        step_kwargs = {"generator": gens} if sampler in STOCHASTIC else {}
-        if sampler == "ddim":  # re-derive ε from the clipped x̂_0 (as GLIDE): a strongly guided ε̃ otherwise saturates
-            step_kwargs = {"eta": 0.0, "use_clipped_model_output": True}
-        x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
-    if image_size is not None:
-        x = crop_images(x, image_size)
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()  # [-1, 1] → {0..255}
+        x = scheduler.step(eps(x_in, t, class_labels), t, x, **step_options).prev_sample
+    return x
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] → {0..255}, on the CPU."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+@dataclass(frozen=True, eq=False)
+class CFGSampler:
+    """Everything about sampling decided once: call it with class labels and seeds to get uint8 images."""
+
+    eps: GuidedEpsilon  # ε̃ with w in Ho's convention
+    noise_schedule: dict[str, Any]  # the training forward process
+    sampler: Sampler
+    steps: int  # denoising steps actually run
+    image_size: tuple[int, int] | None = None  # crop the UNet's (padded) size back to this; None keeps it
+
+    def __call__(self, class_labels: Sequence[int], seeds: Sequence[int]) -> torch.Tensor:
+        """uint8 images (B, C, H, W) on the CPU, image k of class class_labels[k] from seeds[k] alone."""
+        unet = self.eps.unet
+        device = next(unet.parameters()).device
+        labels = torch.as_tensor(class_labels, dtype=torch.long, device=device)
+        if len(labels) != len(seeds):
+            raise ValueError(f"{len(labels)} labels for {len(seeds)} seeds")
+        scheduler = make_cfg_scheduler(self.sampler, self.noise_schedule)  # new per batch: no state carried over
+        scheduler.set_timesteps(self.steps, device=device)
+        gens = generators(seeds)  # CPU generators: the same numbers on every device
+        latents = initial_latents(gens, (unet.config.in_channels, *unet_sample_size(unet))).to(device)
+        x = sample(self.eps, latents, labels, scheduler, gens if self.sampler in STOCHASTIC else None,
+                   **STEP_OPTIONS.get(self.sampler, {}))
+        return to_uint8(x if self.image_size is None else crop_images(x, self.image_size))
+
+
+def build_sampler(
+    unet: UNet2DModel,
+    noise_schedule: Mapping[str, Any],
+    sampler: Sampler,
+    num_inference_steps: int | None,
+    w: float,
+    image_size: tuple[int, int] | None = None,
+) -> CFGSampler:
+    """A CFGSampler for `unet` (eval mode, on its device) with Ho's guidance weight `w`."""
+    steps = sampling_steps(sampler, num_inference_steps, int(noise_schedule["num_train_timesteps"]))
+    return CFGSampler(GuidedEpsilon(unet, null_class(unet), float(w)), dict(noise_schedule), sampler, steps,
+                      None if image_size is None else tuple(image_size))

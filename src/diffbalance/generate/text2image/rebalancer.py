@@ -2,8 +2,9 @@
 
 Paper, Method 2 (Section 3.2): Stable Diffusion (an LDM, eq. 9) prompted with the class name, guidance 7.5,
 512×512 output downscaled to the dataset's 32×32. The paper names no model version, sampler or step count;
-diffbalance's defaults: SD 1.5, DPM-Solver++ (multistep), 25 steps. `guidance_scale` is diffusers' s in
-ε = ε_uncond + s·(ε_cond − ε_uncond), i.e. s = 1 + w for the CFG rebalancer's w.
+diffbalance's defaults: SD 1.5, DPM-Solver++ (multistep), 25 steps. Guidance is the one knob of every diffusion
+rebalancer (generate.guidance): `guidance_w` read in `guidance_convention`; the default w = 6.5 ("ho") is diffusers'
+guidance_scale s = 1 + w = 7.5, the paper's setting read as Stable Diffusion's s.
 
 `ldm-img2img` (SDEdit; DA-Fusion's real-guided augmentation) noises a real image of the class to
 `strength` and denoises it with the class prompt, so the fill stays close to the dataset's own look.
@@ -21,18 +22,20 @@ from typing import Any, ClassVar
 
 import torch
 
+from diffbalance.configs import require
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
-from diffbalance.generate.text2image.config import DEFAULT_MODEL, LoadSpec, check_options, resolve_dtype
+from diffbalance.generate.guidance import GUIDANCE_EXPECTED, Convention, guidance_record, ho_weight, sd_scale
+from diffbalance.generate.text2image.config import DEFAULT_MODEL, DType, LoadSpec, Pipeline, Scheduler, resolve_dtype
 from diffbalance.generate.text2image.pipeline import default_size, load_pipeline, size_multiple
 from diffbalance.generate.text2image.postprocess import canvas_size, to_dataset_images, to_pipeline_images
 from diffbalance.generate.text2image.prompts import check_overrides, class_prompt
 from diffbalance.rebalance.base import Rebalancer, register
-from diffbalance.seeding import derive_seed, generator
+from diffbalance.seeding import derive_seed, generator, generators
 
 
 @register
-@dataclasses.dataclass(kw_only=True)
+@dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class TextToImageRebalancer(Rebalancer):
     """Fill images from a pretrained text-to-image diffusion model prompted with the class name."""
 
@@ -42,27 +45,37 @@ class TextToImageRebalancer(Rebalancer):
 
     batch_size: int = 8  # images per pipeline call (SD 1.5 at 512² in fp16: ~8 fit in 12 GB)
     model: str = DEFAULT_MODEL  # Hugging Face id or local diffusers folder (safetensors weights only)
-    pipeline: str = "auto"  # auto: AutoPipeline (SD, SDXL, SD-Turbo, SDXL-Turbo) | sd: StableDiffusion*Pipeline
+    pipeline: Pipeline = "auto"  # auto: AutoPipeline (SD, SDXL, SD-Turbo, SDXL-Turbo) | sd: StableDiffusion*Pipeline
     prompt_template: str = "{class}"  # the paper's bare class name; e.g. "a photo of a {class}"
     class_prompts: dict[str, str] = dataclasses.field(default_factory=dict)  # class name → its own prompt
     negative_prompt: str = ""  # empty: none
-    guidance_scale: float = 7.5  # diffusers' s (paper: 7.5); 0 for *-Turbo models
+    guidance_w: float = 6.5  # guidance (paper eq. 8) in `guidance_convention`; 6.5 "ho" = s 7.5 (paper); 0 for *-Turbo
+    guidance_convention: Convention = "ho"  # "ho": the number is Ho's w | "sd": it is Stable Diffusion's s = 1 + w
     num_inference_steps: int = 25  # sampler steps (1–4 for *-Turbo)
-    scheduler: str = "dpmpp"  # dpmpp (DPM-Solver++ multistep) | ddim | euler_a | default (the model's own)
-    dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU | float32 | float16 | bfloat16
+    scheduler: Scheduler = "dpmpp"  # dpmpp (DPM-Solver++ multistep) | ddim | euler_a | default (the model's own)
+    dtype: DType = "auto"  # auto: float16 on CUDA, float32 on CPU | float32 | float16 | bfloat16
     height: int | None = None  # generated size in pixels; None: the model's own (512 for SD 1.5)
     width: int | None = None
     clean_class_names: bool = True  # "pickup_truck" → "pickup truck" in prompts
     safety_checker: bool = True  # False drops the model's NSFW checker (flagged images come out black)
 
-    def __post_init__(self):
-        check_options(pipeline=self.pipeline, scheduler=self.scheduler, dtype=self.dtype,
-                      num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
-                      height=self.height, width=self.width, prompt_template=self.prompt_template)
+    def validate(self) -> None:
+        super().validate()
+        require(self.num_inference_steps >= 1, "num_inference_steps", self.num_inference_steps,
+                "≥ 1, e.g. 25 (1–4 for *-Turbo models)")
+        require(ho_weight(self.guidance_w, self.guidance_convention) >= 0, "guidance_w", self.guidance_w,
+                GUIDANCE_EXPECTED)
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            require(value is None or (value >= 8 and value % 8 == 0), name, value,
+                    "a multiple of 8 (leave it unset to use the model's own size)")
+        require("{class}" in self.prompt_template, "prompt_template", self.prompt_template,
+                "a text with {class}, e.g. 'a photo of a {class}'")
 
     # --- prepare -------------------------------------------------------------------------------------
-    def prepare(self, train: ImageSet, device: torch.device, workdir: Path | None = None) -> None:
+    def prepare(self, train: ImageSet, device: torch.device, workdir: Path) -> None:
         super().prepare(train, device, workdir)
+        self.guidance_scale_ = sd_scale(self.guidance_w, self.guidance_convention)  # diffusers' s, resolved once
         check_overrides(self.class_prompts, train.class_names)
         self.prompts_ = [
             class_prompt(c, self.prompt_template, self.class_prompts, self.clean_class_names) for c in train.class_names
@@ -98,9 +111,9 @@ class TextToImageRebalancer(Rebalancer):
         out = self.pipe_(
             prompt=[self.prompts_[class_index]] * n,
             negative_prompt=[self.negative_prompt] * n if self.negative_prompt else None,
-            generator=[generator(s) for s in seeds],  # one per image: image k depends on seeds[k] only
+            generator=generators(seeds),  # one per image: image k depends on seeds[k] only
             num_inference_steps=self.num_inference_steps,
-            guidance_scale=self.guidance_scale,
+            guidance_scale=self.guidance_scale_,  # s = 1 + w; s ≤ 1 runs the conditional model alone
             output_type="pt",
             **task_kwargs,
         )
@@ -114,7 +127,8 @@ class TextToImageRebalancer(Rebalancer):
             "negative_prompt": self.negative_prompt,
             "seed": seed,
             "model": self.model,
-            "guidance_scale": self.guidance_scale,
+            **guidance_record(self.guidance_w, self.guidance_convention),
+            "guidance_scale": self.guidance_scale_,  # what diffusers was given
             "steps": self.num_inference_steps,
             "scheduler": type(self.pipe_.scheduler).__name__ if self.scheduler == "default" else self.scheduler,
             "generated_size": list(self.size_),
@@ -122,7 +136,7 @@ class TextToImageRebalancer(Rebalancer):
 
 
 @register
-@dataclasses.dataclass(kw_only=True)
+@dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class ImageToImageRebalancer(TextToImageRebalancer):
     """Real-guided fill (SDEdit / DA-Fusion): a real image of the class, upscaled to the pipeline's size,
     noised to `strength` and denoised with the class prompt. The source is drawn with the image's own seed."""
@@ -132,15 +146,12 @@ class ImageToImageRebalancer(TextToImageRebalancer):
 
     strength: float = 0.5  # fraction of the noise schedule applied to the real image (0: copy, 1: ignore it)
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0 < self.strength <= 1:
-            raise DiffbalanceError(f"strength={self.strength} must be in (0, 1]", "use e.g. 0.5")
-        if int(self.num_inference_steps * self.strength) < 1:
-            raise DiffbalanceError(
-                f"num_inference_steps × strength = {self.num_inference_steps} × {self.strength} runs no step",
-                "raise num_inference_steps or strength",
-            )
+    def validate(self) -> None:
+        super().validate()
+        require(0 < self.strength <= 1, "strength", self.strength, "in (0, 1], e.g. 0.5")
+        require(int(self.num_inference_steps * self.strength) >= 1, "strength", self.strength,
+                f"large enough that num_inference_steps × strength ≥ 1 (now {self.num_inference_steps} × "
+                f"{self.strength} runs no step; raise either)")
 
     def _pipeline_size(self, train: ImageSet) -> tuple[int, int]:
         if self.height or self.width:

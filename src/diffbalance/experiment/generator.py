@@ -1,0 +1,33 @@
+"""`train_generator_for`: Method 1's generator trained on a dataset cut by a profile (the `train-generator` command)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from diffbalance.atomic import ensure_writable_dir, write_json
+from diffbalance.data.sources import DataConfig, load_train_test
+from diffbalance.device import DeviceLike, resolve_device
+from diffbalance.generate.cfg.config import CFGTrainConfig
+from diffbalance.generate.cfg.train import train_generator
+from diffbalance.imbalance.subset import ImbalanceConfig, apply_profile
+
+
+def train_generator_for(
+    data: DataConfig,
+    imbalance: ImbalanceConfig,
+    config: CFGTrainConfig,
+    out: Path | str,
+    device: DeviceLike = "auto",
+    resume: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Load and cut the training set, record the resolved options in OUT/command.json, train (or resume) the
+    generator into OUT; returns the generator folder."""
+    dev = resolve_device(device)
+    train, _ = load_train_test(data)
+    imbalanced = apply_profile(train, imbalance)
+    out = ensure_writable_dir(Path(out))
+    write_json(out / "command.json", {"data": data.to_dict(), "imbalance": imbalance.to_dict(),
+                                      "train": config.to_dict(), "resume": resume, "device": str(dev),
+                                      "train_counts": imbalanced.counts()})
+    return train_generator(imbalanced, config, out, dev, progress=progress, resume=resume)

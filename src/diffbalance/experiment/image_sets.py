@@ -1,0 +1,96 @@
+"""Image sets named by a string — what `diffbalance fid` compares — and that comparison as one library call.
+
+A spec is one of:
+- an image folder (<class>/<images>): every image as it is (`load_image_folder` without resizing);
+- a fill folder of a run (holds fill.json): the generated images alone;
+- RUN_DIR@METHOD: a finished run's rebalanced training set (imbalanced real + that method's fills);
+- NAME:SPLIT[:PROFILE=N]: a named dataset, optionally cut by a profile (linear=n_min, exponential=ratio,
+  step=ratio), e.g. cifar10:train, cifar10:train:linear=500.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from diffbalance.data.image_folder import load_image_folder
+from diffbalance.data.imageset import ImageSet
+from diffbalance.data.sources import DataConfig, load_train_test
+from diffbalance.device import DeviceLike, resolve_device
+from diffbalance.errors import DiffbalanceError
+from diffbalance.evaluate.fid.protocol import FidConfig, fid
+from diffbalance.imbalance.subset import ImbalanceConfig, apply_profile
+from diffbalance.rebalance.store import load_fill
+
+SPLITS = ("train", "test")
+
+
+def load_image_set(spec: str) -> ImageSet:
+    """The ImageSet a spec names (see the module docstring); a one-line error for anything else."""
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / "fill.json").is_file():
+        return load_fill(path, json.loads((path / "fill.json").read_text())["class_names"])
+    if path.is_dir():
+        return load_image_folder(path)  # not data.sources' folder loader: FID needs every image as it is
+    if "@" in spec and Path(spec.rsplit("@", 1)[0]).is_dir():
+        from diffbalance.experiment.runner import load_rebalanced  # the runner's imports are heavy
+
+        run_dir, method = spec.rsplit("@", 1)
+        return load_rebalanced(Path(run_dir), method)
+    if ":" in spec and not path.exists():
+        return named_dataset(spec)
+    raise DiffbalanceError(
+        f"{spec} is neither an image folder, RUN_DIR@METHOD nor NAME:SPLIT",
+        "pass a folder with one subfolder per class, a fill folder, runs/x@cfg, or e.g. cifar10:test",
+    )
+
+
+def parse_dataset_spec(spec: str) -> tuple[str, str, ImbalanceConfig | None]:
+    """"NAME:SPLIT[:PROFILE=N]" → (name, split, the profile's ImbalanceConfig or None).
+
+    linear=N keeps N images in the smallest class (linear alone: the automatic n_min); exponential=R and step=R
+    set the ratio largest / smallest class (alone: 10)."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or parts[1] not in SPLITS:
+        raise DiffbalanceError(f"cannot read dataset spec {spec!r}",
+                               "use NAME:SPLIT or NAME:SPLIT:PROFILE=N, e.g. cifar10:train:linear=500")
+    name, split, *profile = parts
+    if not profile:
+        return name, split, None
+    kind, _, value = profile[0].partition("=")
+    try:
+        number = float(value) if value else None
+    except ValueError:
+        raise DiffbalanceError(f"profile value {value!r} in {spec!r} is not a number",
+                               "write e.g. linear=500") from None
+    if kind == "linear":
+        return name, split, ImbalanceConfig(profile="linear", n_min=int(number) if number else None)
+    return name, split, ImbalanceConfig(profile=kind, ratio=number or 10.0)
+
+
+def named_dataset(spec: str) -> ImageSet:
+    """A split of a named dataset (found the usual way: env vars, ../shared, download), cut by the spec's profile."""
+    name, split, profile = parse_dataset_spec(spec)
+    train, test = load_train_test(DataConfig(name=name))
+    data = train if split == "train" else test
+    return data if profile is None else apply_profile(data, profile)
+
+
+def compare_image_sets(a_spec: str, b_spec: str, cfg: FidConfig = FidConfig(), device: DeviceLike = "auto",
+                       domain_classifier: Path | None = None) -> dict:
+    """FID (eq. 11) between the sets two specs name, with how it was measured and the config (`diffbalance fid`).
+
+    Domain features (`cfg.features == "domain"`) come from a classifier saved by `diffbalance run`
+    (RUN/reference-classifier), loaded onto `device`."""
+    device = resolve_device(device)
+    domain_model = None
+    if cfg.features == "domain":
+        if domain_classifier is None:
+            raise DiffbalanceError("--features domain needs the classifier whose features it uses",
+                                   "pass --domain-classifier RUN/reference-classifier (saved by `diffbalance run`)")
+        from diffbalance.classify.train import TrainedClassifier
+
+        domain_model = TrainedClassifier.load(Path(domain_classifier), device)
+    set_a, set_b = load_image_set(a_spec), load_image_set(b_spec)
+    return {"a": a_spec, "b": b_spec, **fid(set_a, set_b, cfg, device, domain_model=domain_model),
+            "config": cfg.to_dict()}

@@ -1,0 +1,74 @@
+"""The package's shape: no import cycle anywhere (function-level imports included), data flowing one way."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "diffbalance"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("diffbalance"):
+                for alias in node.names:  # `from pkg import module` imports that module
+                    sub = f"{node.module}.{alias.name}"
+                    targets.add(sub if sub in modules else node.module)
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name.startswith("diffbalance")}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+
+    def visit(node: str, stack: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt, stack + [nxt])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start, [start])):
+            return cycle
+    return None
+
+
+def test_no_import_cycle_in_the_package():
+    graph = import_graph()
+    assert len(graph) > 40
+    assert find_cycle(graph) is None, " → ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+STAGES = ["data", "imbalance", "rebalance", "generate", "classify", "evaluate", "report", "experiment", "cli"]
+
+
+def test_stages_import_nothing_above_them():
+    """data → imbalance → rebalance (generate) → classify → evaluate → report; experiment runs them, cli wraps it."""
+    rank = {s: i for i, s in enumerate(STAGES)}
+    rank["generate"] = rank["rebalance"]  # generate/ holds the generative rebalancers
+    wrong = []
+    for module, targets in import_graph().items():
+        stage = module.split(".")[1] if module.count(".") else ""
+        for target in targets:
+            other = target.split(".")[1] if "." in target else ""
+            if stage in rank and other in rank and rank[other] > rank[stage]:
+                wrong.append(f"{module} → {target}")
+    assert wrong == []
