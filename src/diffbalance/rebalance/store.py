@@ -21,12 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from diffbalance.atomic import write_json
-from diffbalance.data.image_folder import class_folders, write_class_listing, write_png
+from diffbalance.data.image_folder import class_folders, read_image, write_class_listing, write_png
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
 from diffbalance.progress import progress_bar
@@ -99,7 +97,7 @@ def load_fill(out_dir: Path | str, class_names: Sequence[str], add: Sequence[int
         shape = json.loads((out_dir / "fill.json").read_text())["image_shape"]
         return ImageSet(torch.zeros((0, *shape), dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
                         tuple(class_names), f"fill {out_dir}")
-    images = [_read_png(out_dir / done[k]) for k in keys]
+    images = [read_image(out_dir / done[k]) for k in keys]
     return ImageSet(torch.stack(images), torch.tensor([c for c, _ in keys]), tuple(class_names), f"fill {out_dir}")
 
 
@@ -128,13 +126,6 @@ def _finished_images(out_dir: Path) -> dict[tuple[int, int], str]:
         if (out_dir / r.get("file", "")).is_file():
             done[(r["class_index"], r["index"])] = r["file"]
     return done
-
-
-def _read_png(path: Path) -> torch.Tensor:
-    with Image.open(path) as im:
-        array = np.asarray(im)
-    array = array[..., None] if array.ndim == 2 else array  # (H, W, C)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 def _check_or_write_header(out_dir: Path, header: dict) -> None:
