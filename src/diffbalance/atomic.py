@@ -1,8 +1,12 @@
-"""Nothing half-written: outputs go to a temporary sibling and are renamed into place when complete."""
+"""Nothing half-written: outputs go to a temporary sibling and are renamed into place when complete; one process
+at a time writes an output folder (`output_lock`), and what a killed process left half-written is removed when
+the folder is next opened (`remove_stale_temps`)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -19,7 +23,7 @@ def ensure_writable_dir(path: Path) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-", delete=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe.tmp-", delete=True)
         probe.close()
     except OSError as err:
         raise DiffbalanceError(
@@ -63,3 +67,45 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+LOCK_FILE = ".diffbalance.lock"
+TEMP_MARK = ".tmp"  # every temporary name holds it: ".<name>.tmp-<pid>", ".<name>.png.tmp"
+
+
+@contextlib.contextmanager
+def output_lock(folder: Path) -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (created if missing) while writing it. A second process is refused at once
+    with a one-line error; the lock is the kernel's (flock), so a process killed with SIGKILL never leaves it stuck."""
+    folder = ensure_writable_dir(Path(folder))
+    handle = open(folder / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        handle.close()
+        if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise DiffbalanceError(f"another diffbalance process is writing to {folder}",
+                                   "wait for it to finish, or use another output folder") from None
+        raise
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield folder
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete temporary files and folders (names starting with "." and holding ".tmp") anywhere under `folder`:
+    what a killed process was writing. Call it only while holding `output_lock(folder)`. Returns how many."""
+    removed = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in list(dirnames) + filenames:
+            if name.startswith(".") and TEMP_MARK in name:
+                _remove(Path(dirpath) / name)
+                removed += 1
+        dirnames[:] = [d for d in dirnames if not (d.startswith(".") and TEMP_MARK in d)]
+    return removed
