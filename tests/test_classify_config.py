@@ -35,7 +35,7 @@ def test_from_dict_overrides_and_stores_floats():
         {"momentum": 0.0, "nesterov": True},
         {"nesterov": 1},
         {"weight_decay": -1e-4},
-        {"warmup_epochs": 30},
+        {"warmup_epochs": 31},  # longer than the run (epochs 30)
         {"label_smoothing": 1.0},
         {"batch_mix_alpha": 0},
         {"random_crop_padding": -1},
@@ -47,6 +47,10 @@ def test_bad_config_is_a_one_line_error(bad):
     with pytest.raises(DiffbalanceError) as err:
         TrainConfig.from_dict(bad)
     assert "\n" not in str(err.value)
+
+
+def test_one_epoch_with_the_default_warmup_is_valid():
+    assert TrainConfig.from_dict({"epochs": 1}).warmup_epochs == 1.0
 
 
 def test_not_a_mapping():

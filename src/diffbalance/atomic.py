@@ -9,6 +9,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ def ensure_writable_dir(path: Path) -> Path:
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe.tmp-", delete=True)
         probe.close()
     except OSError as err:
+        if full_reason(err):
+            raise DiskFullError(path, full_reason(err)) from None
         raise DiffbalanceError(
             f"output folder {path} is not writable ({err.strerror or err})",
             "choose another folder with --out or fix its permissions",
@@ -33,24 +36,52 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
+def check_writable(path: Path) -> Path:
+    """Check, without creating anything, that folder `path` exists and is writable or could be created."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise DiffbalanceError(f"output folder {path} is not writable ({probe} is a file)",
+                               "choose another folder with --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DiffbalanceError(f"output folder {path} is not writable (no permission on {probe})",
+                               "choose another folder with --out or fix its permissions")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; on success rename it to `final`, on error remove it.
 
-    Works for a file or a folder written at the temporary path.
+    Works for a file or a folder written at the temporary path. A full disk (or quota, or a read-only file
+    system) while writing becomes one `DiskFullError` naming `final`, also when it happened in a nested write.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    _remove(tmp)
     try:
-        yield tmp
+        with one_line_when_full(final, rename_nested=True):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _remove(tmp)
+            yield tmp
+            _replace(tmp, final)
     except BaseException:
-        _remove(tmp)
+        _remove_quietly(tmp)
         raise
-    if final.is_dir() and tmp.is_dir():
-        shutil.rmtree(final)
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Rename `tmp` to `final`. An old folder `final` is first renamed to a temporary name (then deleted), so a
+    crash never leaves a half-deleted folder under the final name: only something `remove_stale_temps` removes."""
+    if not (final.is_dir() and tmp.is_dir()):
+        os.replace(tmp, final)
+        return
+    old = final.with_name(f".{final.name}.tmp-old-{os.getpid()}")
+    _remove(old)
+    os.replace(final, old)
     os.replace(tmp, final)
+    _remove_quietly(old)
 
 
 def write_text(final: Path, text: str) -> None:
@@ -69,6 +100,58 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _remove_quietly(path: Path) -> None:
+    """Best effort (used while another error is on its way up): what stays is a temporary name, removed later."""
+    try:
+        _remove(path)
+    except OSError:
+        pass
+
+
+# errno → what the one-line error calls it; any of them means "make room (or go elsewhere), then run it again"
+FULL = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk full (quota exceeded)", errno.EROFS: "read-only file system"}
+_RUST_OS_ERROR = re.compile(r"os error (\d+)")  # safetensors reports I/O errors as text: "... (os error 28)"
+
+
+class DiskFullError(DiffbalanceError):
+    """No room (ENOSPC, EDQUOT) or a read-only file system (EROFS) while writing `path`. Nothing half-written is
+    left under a final name, so the same command resumes once there is room."""
+
+    def __init__(self, path: Path, reason: str = FULL[errno.ENOSPC]):
+        self.path, self.reason = Path(path), reason
+        room = "make the file system writable" if reason == FULL[errno.EROFS] else "free space"
+        super().__init__(f"{reason} while writing {path}",
+                         f"{room} (or choose another --out), then run the same command again to resume")
+
+
+def full_reason(err: BaseException) -> str | None:
+    """What `err` says when it is a full disk / quota / read-only file system (an OSError, or a library error
+    that carries the OS error number in its text, as safetensors' do); None for any other error."""
+    if isinstance(err, OSError):
+        return FULL.get(err.errno)
+    if isinstance(err, DiffbalanceError):
+        return None
+    found = _RUST_OS_ERROR.search(str(err))
+    return FULL.get(int(found.group(1))) if found else None
+
+
+@contextlib.contextmanager
+def one_line_when_full(path: Path, rename_nested: bool = False) -> Iterator[None]:
+    """Turn a full-disk error raised inside into `DiskFullError(path)`; with `rename_nested`, a `DiskFullError`
+    from a nested write (a file inside the folder being written) is renamed to `path` too."""
+    try:
+        yield
+    except DiskFullError as err:
+        if not rename_nested:
+            raise
+        raise DiskFullError(path, err.reason) from None
+    except Exception as err:
+        reason = full_reason(err)
+        if reason is None:
+            raise
+        raise DiskFullError(path, reason) from None
+
+
 LOCK_FILE = ".diffbalance.lock"
 TEMP_MARK = ".tmp"  # every temporary name holds it: ".<name>.tmp-<pid>", ".<name>.png.tmp"
 
@@ -78,24 +161,33 @@ def output_lock(folder: Path) -> Iterator[Path]:
     """Hold an exclusive lock on `folder` (created if missing) while writing it. A second process is refused at once
     with a one-line error; the lock is the kernel's (flock), so a process killed with SIGKILL never leaves it stuck."""
     folder = ensure_writable_dir(Path(folder))
-    handle = open(folder / LOCK_FILE, "a+")
+    with one_line_when_full(folder / LOCK_FILE):
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
-        handle.close()
+        os.close(fd)
         if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             raise DiffbalanceError(f"another diffbalance process is writing to {folder}",
                                    "wait for it to finish, or use another output folder") from None
-        raise
+        raise DiffbalanceError(f"cannot lock {folder / LOCK_FILE} ({err.strerror or err})",
+                               "use an output folder on a local file system") from None
     try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        _note_pid(fd)
         yield folder
     finally:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        handle.close()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _note_pid(fd: int) -> None:
+    """Write the holder's pid into the lock file, for people; unbuffered and best effort (a full disk must not
+    stop the lock, nor leave a pending write that fails later)."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass
 
 
 def remove_stale_temps(folder: Path) -> int:

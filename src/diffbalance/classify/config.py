@@ -27,7 +27,7 @@ class TrainConfig(Config):
     nesterov: bool = True  # Nesterov momentum (needs momentum > 0)
     weight_decay: float = 5e-4  # L2 penalty on every parameter (SGD's coupled weight decay)
     schedule: Literal["cosine", "onecycle"] = "cosine"  # cosine: linear warmup then per-step cosine to 0 | OneCycleLR
-    warmup_epochs: float = 1.0  # epochs of linear warmup (for onecycle: the rising part; 0 → PyTorch's 30 %)
+    warmup_epochs: float = 1.0  # epochs of linear warmup, at most the whole run (onecycle: the rising part; 0 → 30 %)
     label_smoothing: float = 0.0  # ε of label smoothing, in [0, 1)
     loss: Literal["ce", "balanced_softmax"] = "ce"  # balanced_softmax: logits + log prior of the counts (Ren et al.)
     batch_mix: Literal["none", "mixup", "cutmix", "mixup_or_cutmix"] = "none"  # training-time batch mixing (50/50)
@@ -47,7 +47,7 @@ class TrainConfig(Config):
         self.require(0 <= self.momentum < 1, "momentum", "in [0, 1)")
         self.require(not self.nesterov or self.momentum > 0, "nesterov", "False when momentum is 0")
         self.require(self.weight_decay >= 0, "weight_decay", "0 or more")
-        self.require(0 <= self.warmup_epochs < self.epochs, "warmup_epochs", "in [0, epochs)")
+        self.require(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", "in [0, epochs]")
         self.require(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
         self.require(self.batch_mix_alpha > 0, "batch_mix_alpha", "positive")
         self.require(self.random_crop_padding >= 0, "random_crop_padding", "0 or more")

@@ -28,6 +28,9 @@ def fid_command(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
     batch_size: int = typer.Option(64, help="images per forward pass"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write $DIFFBALANCE_CACHE"),
+    on_corrupt: str = typer.Option(
+        "error", "--on-corrupt", help="skip | error: what an unreadable image in a folder does; error by default, "
+        "as FID over silently dropped images would mislead (skip names them on stderr and counts them)"),
     json_out: Path = typer.Option(None, "--json", help="also write the result here (JSON)"),
 ) -> None:
     """FID (paper eq. 11) between two image sets; prints it with sample counts, resize, weights checksum."""
@@ -36,11 +39,13 @@ def fid_command(
 
     cfg = FidConfig.from_dict({"features": features, "weights_path": str(weights) if weights else None,
                                "resize": resize, "batch_size": batch_size, "cache": not no_cache})
-    result = compare_image_sets(a, b, cfg, device, domain_classifier)
+    result = compare_image_sets(a, b, cfg, device, domain_classifier, on_corrupt=on_corrupt)
     label = "domain-FID (not Inception FID)" if features == "domain" else f"FID ({features} features)"
     typer.echo(f"{label}: {result['fid']:.4f}")
     for key in SHOWN:
         typer.echo(f"  {key}: {result[key]}")
+    if result["skipped_a"] or result["skipped_b"]:  # the score is over fewer images than the folders hold
+        typer.echo(f"  skipped unreadable: a {result['skipped_a']}, b {result['skipped_b']}")
     if json_out:
         write_json(json_out, result)
         typer.echo(f"  written: {json_out}")

@@ -1,34 +1,96 @@
-"""The `diffbalance` command: a thin Typer shell over the library.
+"""The `diffbalance` command: a thin Typer shell over the library, with one error path.
 
 Each subcommand lives in its own module under `diffbalance.cli` and registers itself on `cli.app.app`; it parses
-options, writes its resolved config and calls one library function. A `DiffbalanceError` becomes one line on
-stderr and exit code 2, never a traceback.
+options, writes its resolved config and calls one library function. Whatever goes wrong ends in ONE line on stderr:
+    error: <problem> — fix: <fix>                      exit 2: bad input, usage errors included
+    error: internal error (<type>: <text>) — fix: …    exit 1: a bug; the traceback goes to a log file
+`--debug` (anywhere on the command line) prints the traceback instead and shows library warnings.
 """
 
 from __future__ import annotations
 
+import datetime
+import logging
+import os
 import sys
+import traceback
+import warnings
 
 import typer
 
 from diffbalance.cli import fid, make_lt, rebalance, run, train_generator  # noqa: F401  (register the commands)
 from diffbalance.cli.app import app
 from diffbalance.errors import DiffbalanceError
+from diffbalance.paths import cache_dir
+
+DEBUG_FLAG = "--debug"
+try:  # Typer ≥ 0.20 carries its own copy of click; older ones use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
 
 
-def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise SystemExit(2)
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise SystemExit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in args
+    args = [a for a in args if a != DEBUG_FLAG]
+    _quiet_libraries(debug)
     try:
-        app(args=argv, standalone_mode=True)
-    except SystemExit as done:
-        if done.code not in (0, None):
-            raise
-    except DiffbalanceError as err:
-        fail(str(err))
-    except KeyboardInterrupt:
+        app(args=args, prog_name="diffbalance", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError:  # the help is already printed
+        raise SystemExit(2) from None
+    except click_errors.UsageError as err:
+        command = err.ctx.command_path if err.ctx else "diffbalance"
+        fail(f"{err.format_message()} — fix: see `{command} --help`")
+    except typer.Exit as done:
+        raise SystemExit(done.exit_code) from None
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted: outputs written so far are complete; run the same command again to resume", err=True)
-        sys.exit(130)
+        raise SystemExit(130) from None
+    except DiffbalanceError as err:
+        if debug:
+            traceback.print_exc()
+        fail(str(err))
+    except SystemExit:
+        raise
+    except Exception as err:  # noqa: BLE001 — anything else is a bug: one line, the traceback kept for the report
+        if debug:
+            traceback.print_exc()
+            fail(f"internal error ({type(err).__name__}: {err})", code=1)
+        log = _write_log(args)
+        fail(f"internal error ({type(err).__name__}: {str(err)[:200]}) — fix: this is a bug in diffbalance; the "
+             f"traceback is in {log} (rerun with {DEBUG_FLAG} to print it)", code=1)
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Library warnings and log chatter (deprecations, Hub retries) would break the one-line promise: they are shown
+    only with --debug."""
+    if debug:
+        return
+    warnings.simplefilter("ignore")
+    for name in ("huggingface_hub", "diffusers", "transformers", "torch", "PIL"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def _write_log(args: list[str]) -> str:
+    """The current exception's traceback in a log file under the cache folder; returns its path."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    text = f"diffbalance {' '.join(args)}\n\n{traceback.format_exc()}"
+    try:
+        folder = cache_dir("logs")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"error-{stamp}-{os.getpid()}.log"
+        path.write_text(text)
+        return str(path)
+    except OSError:  # no writable cache: fall back to the temp folder
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", prefix="diffbalance-error-", suffix=".log", delete=False) as f:
+            f.write(text)
+        return f.name

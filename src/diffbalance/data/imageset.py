@@ -97,9 +97,10 @@ class ImageSet:
         """Build from numpy/torch arrays N×H×W×C, N×C×H×W or N×H×W (grayscale).
 
         Returns the set and the layout ("NHWC", "NCHW" or "NHW") so results can be given back the same way.
-        Floats in [0, 1] are scaled to uint8.
+        Pixel values by dtype (`uint8_pixels`): uint8 as they are; other integers must lie in 0–255; bool is
+        0/255; floats must be finite and in [0, 1], scaled by 255 and rounded. Anything else is a one-line error.
         """
-        x = torch.as_tensor(np.asarray(X))
+        x = torch.from_numpy(uint8_pixels(_as_numpy(X)))
         if x.ndim == 3:
             layout, x = "NHW", x[:, None]
         elif x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
@@ -110,10 +111,6 @@ class ImageSet:
             raise DiffbalanceError(
                 f"X has shape {tuple(x.shape)}", "pass images as N×H×W×C, N×C×H×W or N×H×W with 1 or 3 channels"
             )
-        if x.is_floating_point():
-            if float(x.min()) < 0 or float(x.max()) > 1:
-                raise DiffbalanceError("float images must lie in [0, 1]", "scale them or pass uint8")
-            x = (x * 255).round()
         y_np = np.asarray(y)
         if y_np.ndim != 1 or len(y_np) != len(x):
             raise DiffbalanceError(f"y has shape {y_np.shape}, X has {len(x)} images", "pass one label per image")
@@ -121,9 +118,11 @@ class ImageSet:
         values, labels = np.unique(y_np, return_inverse=True)
         names = tuple(str(v) for v in values) if class_names is None else tuple(class_names)
         if len(names) != len(values):
-            raise DiffbalanceError(f"{len(names)} class names for {len(values)} distinct labels", "pass one name per class")
+            raise DiffbalanceError(
+                f"{len(names)} class names for {len(values)} distinct labels", "pass one name per class"
+            )
         meta = {"label_values": values.tolist()}
-        return cls(x.to(torch.uint8).contiguous(), torch.as_tensor(labels), names, source, meta), layout
+        return cls(x.contiguous(), torch.as_tensor(labels), names, source, meta), layout
 
     def to_layout(self, layout: str) -> torch.Tensor:
         if layout == "NHW":
@@ -131,3 +130,43 @@ class ImageSet:
         if layout == "NHWC":
             return self.images.permute(0, 2, 3, 1).contiguous()
         return self.images
+
+
+def _as_numpy(X) -> np.ndarray:
+    """A numpy view of X (numpy, torch on any device, nested lists); ragged input is a one-line error."""
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu()
+        X = X.float() if X.dtype in (torch.bfloat16, torch.float16) else X  # numpy has no bfloat16
+        return X.numpy()
+    try:
+        return np.asarray(X)
+    except ValueError:  # numpy refuses ragged lists
+        raise DiffbalanceError("X holds images of different shapes", "resize them to one size first") from None
+
+
+def uint8_pixels(x: np.ndarray) -> np.ndarray:
+    """Pixel values as uint8, checked per dtype: integers outside 0–255 would wrap and NaN would become 0, so both
+    are errors rather than silently mangled images."""
+    kind = x.dtype.kind
+    if kind == "b":
+        return x.astype(np.uint8) * np.uint8(255)  # a binary image: False black, True white (PIL mode "1")
+    if x.dtype == np.uint8:
+        return x
+    if kind in "iu":
+        if x.size and (int(x.min()) < 0 or int(x.max()) > 255):
+            raise DiffbalanceError(
+                f"integer images must lie in 0–255, X ({x.dtype}) spans {int(x.min())}–{int(x.max())}",
+                "scale them to 0–255 (16-bit: round(x / 257)) or pass floats in [0, 1]",
+            )
+        return x.astype(np.uint8)
+    if kind == "f":
+        if not np.isfinite(x).all():
+            raise DiffbalanceError(f"X holds {int((~np.isfinite(x)).sum())} NaN or infinite value(s)",
+                                   "replace or drop those images (e.g. np.nan_to_num) first")
+        if x.size and (float(x.min()) < 0 or float(x.max()) > 1):
+            raise DiffbalanceError(f"float images must lie in [0, 1], X spans {float(x.min()):g}–{float(x.max()):g}",
+                                   "scale them to [0, 1] or pass uint8")
+        return np.rint(x.astype(np.float64) * 255).astype(np.uint8)
+    raise DiffbalanceError(
+        f"X has dtype {x.dtype}, not a pixel type", "pass uint8, integers in 0–255 or floats in [0, 1]"
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -10,7 +9,7 @@ from typing import Literal
 from diffbalance.data.cache import cache_key, cached_sets
 from diffbalance.data.cifar10 import load_cifar10
 from diffbalance.data.fashion_mnist import load_fashion_mnist, resolve_fashion_mnist
-from diffbalance.data.image_folder import load_image_folder, stratified_split
+from diffbalance.data.image_folder import load_image_folder, note_skipped, stratified_split
 from diffbalance.data.imageset import ImageSet
 from diffbalance.configs import Config
 from diffbalance.errors import DiffbalanceError
@@ -83,10 +82,11 @@ def load_folder_train_test(config: DataConfig) -> tuple[ImageSet, ImageSet]:
 
 
 def _rewarn_unreadable(*sets: ImageSet) -> None:
-    """On a cache hit the decode did not run; repeat its warning about skipped files."""
+    """On a cache hit the decode did not run; repeat its one-line notice about skipped files (never a warning)."""
     reported = set()
     for data in sets:
         count, first = data.meta.get("unreadable_count", 0), ", ".join(data.meta.get("unreadable_first", []))
-        if count and first not in reported:  # a split shares its parent's report
-            reported.add(first)
-            warnings.warn(f"{count} unreadable image(s) were skipped (cached decode), first: {first}", stacklevel=3)
+        report = data.meta.get("unreadable_report") or f"{count} unreadable image(s), first: {first}"  # older caches
+        if count and report not in reported:  # a split shares its parent's report
+            reported.add(report)
+            note_skipped(f"{report} (cached decode)")

@@ -1,7 +1,8 @@
 """Image sets named by a string — what `diffbalance fid` compares — and that comparison as one library call.
 
 A spec is one of:
-- an image folder (<class>/<images>): every image as it is (`load_image_folder` without resizing);
+- an image folder (<class>/<images>): every image as it is (`load_image_folder` without resizing); an unreadable
+  file stops the comparison unless on_corrupt is "skip" (FID over silently dropped images would mislead);
 - a fill folder of a run (holds fill.json): the generated images alone;
 - RUN_DIR@METHOD: a finished run's rebalanced training set (imbalanced real + that method's fills);
 - NAME:SPLIT[:PROFILE=N]: a named dataset, optionally cut by a profile (linear=n_min, exponential=ratio,
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diffbalance.data.image_folder import load_image_folder
+from diffbalance.data.image_folder import ON_CORRUPT, load_image_folder
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.sources import DataConfig, load_train_test
 from diffbalance.device import DeviceLike, resolve_device
@@ -25,13 +26,15 @@ from diffbalance.rebalance.store import load_fill
 SPLITS = ("train", "test")
 
 
-def load_image_set(spec: str) -> ImageSet:
-    """The ImageSet a spec names (see the module docstring); a one-line error for anything else."""
+def load_image_set(spec: str, on_corrupt: str = "error") -> ImageSet:
+    """The ImageSet a spec names (see the module docstring); a one-line error for anything else.
+    on_corrupt ("error" or "skip") is what an unreadable file in an image folder does."""
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "fill.json").is_file():
         return load_fill(path, json.loads((path / "fill.json").read_text())["class_names"])
     if path.is_dir():
-        return load_image_folder(path)  # not data.sources' folder loader: FID needs every image as it is
+        # not data.sources' folder loader: FID needs every image as it is
+        return load_image_folder(path, on_corrupt=on_corrupt)
     if "@" in spec and Path(spec.rsplit("@", 1)[0]).is_dir():
         from diffbalance.experiment.runner import load_rebalanced  # the runner's imports are heavy
 
@@ -77,11 +80,14 @@ def named_dataset(spec: str) -> ImageSet:
 
 
 def compare_image_sets(a_spec: str, b_spec: str, cfg: FidConfig = FidConfig(), device: DeviceLike = "auto",
-                       domain_classifier: Path | None = None) -> dict:
+                       domain_classifier: Path | None = None, on_corrupt: str = "error") -> dict:
     """FID (eq. 11) between the sets two specs name, with how it was measured and the config (`diffbalance fid`).
 
     Domain features (`cfg.features == "domain"`) come from a classifier saved by `diffbalance run`
-    (RUN/reference-classifier), loaded onto `device`."""
+    (RUN/reference-classifier), loaded onto `device`. on_corrupt: what an unreadable file in a folder spec does,
+    "error" (the default: FID over silently dropped images would mislead) or "skip" (the result counts them)."""
+    if on_corrupt not in ON_CORRUPT:
+        raise DiffbalanceError(f"on_corrupt {on_corrupt!r} is unknown", f"use one of {', '.join(ON_CORRUPT)}")
     device = resolve_device(device)
     domain_model = None
     if cfg.features == "domain":
@@ -91,6 +97,7 @@ def compare_image_sets(a_spec: str, b_spec: str, cfg: FidConfig = FidConfig(), d
         from diffbalance.classify.train import TrainedClassifier
 
         domain_model = TrainedClassifier.load(Path(domain_classifier), device)
-    set_a, set_b = load_image_set(a_spec), load_image_set(b_spec)
+    set_a, set_b = load_image_set(a_spec, on_corrupt), load_image_set(b_spec, on_corrupt)
+    skipped = {"skipped_a": set_a.meta.get("unreadable_count", 0), "skipped_b": set_b.meta.get("unreadable_count", 0)}
     return {"a": a_spec, "b": b_spec, **fid(set_a, set_b, cfg, device, domain_model=domain_model),
-            "config": cfg.to_dict()}
+            "on_corrupt": on_corrupt, **skipped, "config": cfg.to_dict()}

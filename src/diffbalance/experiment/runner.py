@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from diffbalance.atomic import ensure_writable_dir, write_json
+from diffbalance.atomic import check_writable, output_lock, remove_stale_temps, write_json
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.train import TrainedClassifier, train_classifier
 from diffbalance.data.imageset import ImageSet
@@ -40,6 +40,7 @@ from diffbalance.rebalance.base import Rebalancer
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import fill, load_fill
 from diffbalance.report.write import write_report
+from diffbalance.resources import check_memory, image_bytes
 
 
 @dataclass
@@ -58,13 +59,19 @@ class Stage:
 
 
 def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True) -> Stage:
-    """Resolve the device (once for the whole run), write the resolved config, load the data. The config's
-    sections and every method's parameters were checked when it was read."""
+    """Everything checked before anything is written: the device (resolved once for the whole run), the output
+    folder, the data and profile, the target, every method's files and model ids, and the memory the run needs.
+    The config's sections and every method's parameters were checked when it was read."""
     device = resolve_device(config.device)
-    out_dir = ensure_writable_dir(Path(out_dir))
-    write_json(out_dir / "config.resolved.json", config.to_dict())
+    out_dir = check_writable(Path(out_dir))
     train, test, imbalanced = load_imbalanced(config)
     add = generation_counts(imbalanced.counts(), config.target, imbalanced.class_names)
+    for m in config.methods:
+        method_rebalancer(config, m, device).check()
+    c, h, w = imbalanced.images.shape[1:]
+    check_memory(image_bytes(len(train) + len(test) + len(imbalanced) + 2 * sum(add), c, h, w),
+                 f"this run ({sum(add)} fill images per method of {c}×{h}×{w})",
+                 "lower the target, or use smaller images")
     return Stage(config, out_dir, device, train, test, imbalanced, add, progress)
 
 
@@ -100,8 +107,17 @@ def load_rebalanced(run_dir: Path, method: str) -> ImageSet:
 
 
 def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = True) -> dict:
-    """The whole pipeline; returns the results dict also written to `out_dir/results.json`."""
+    """The whole pipeline; returns the results dict also written to `out_dir/results.json`. Nothing is written
+    before every input is checked; one process at a time writes a run folder; what a killed run left half-written
+    is removed before it resumes."""
     st = prepare_stage(config, out_dir, progress)
+    with output_lock(st.out_dir):
+        remove_stale_temps(st.out_dir)
+        write_json(st.out_dir / "config.resolved.json", config.to_dict())
+        return _run_stages(st, config)
+
+
+def _run_stages(st: Stage, config: ExperimentConfig) -> dict:
     results = _load_previous(st)
     fills = {m.name: method_fill(st, m) for m in config.methods}
     for m in config.methods:

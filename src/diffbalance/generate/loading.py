@@ -80,12 +80,38 @@ def _resolved(source: str | Path) -> str:
 
 
 def read_index(cls: type, source: str | Path, what: str) -> dict[str, Any]:
-    """`cls`'s index file (model_index.json / config.json) of a folder or Hub id; fails fast when offline."""
+    """`cls`'s index file (model_index.json / config.json) of a folder or Hub id. A Hub id is looked up in the local
+    Hugging Face cache first; the Hub is contacted only when it answers a 3-second probe, so an offline machine
+    gets one line at once instead of minutes of retries."""
     check_local_folder(cls, source, what)
+    model = _resolved(source)
+    if not Path(model).is_dir():
+        try:
+            return dict(cls.load_config(model, local_files_only=True))
+        except _hub_errors():
+            if not hub_reachable():
+                raise _not_loadable(what, str(source)) from None
     try:
-        return dict(cls.load_config(_resolved(source)))
+        return dict(cls.load_config(model))
     except _hub_errors() as err:
         raise _not_loadable(what, str(source)) from err
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint ($HF_ENDPOINT or the default) accepts a TCP connection; False offline."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def load_pretrained(cls: type, source: str | Path, what: str, **kwargs: Any):

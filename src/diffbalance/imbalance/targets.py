@@ -3,6 +3,7 @@ in imbalanced-learn's manner (`sampling_strategy`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from diffbalance.errors import DiffbalanceError
@@ -37,6 +38,9 @@ def generation_counts(
         add = [0] * len(counts)
         for key, want in strategy.items():
             c = resolve_class(key, names)
+            if isinstance(want, bool) or not isinstance(want, (int, float)) or not math.isfinite(want) or want != int(want):
+                raise DiffbalanceError(f"target {want!r} for class {names[c]} is not a whole number of images",
+                                       "give every class an image count, e.g. {\"cat\": 5000}")
             if int(want) < counts[c]:
                 raise DiffbalanceError(
                     f"target {want} for class {names[c]} is below its current {counts[c]} images",
@@ -45,7 +49,7 @@ def generation_counts(
             add[c] = int(want) - counts[c]
         return add
     if isinstance(strategy, (int, float)) and not isinstance(strategy, bool):
-        if not 0 < strategy <= 1:
+        if not 0 < strategy <= 1:  # NaN fails this too
             raise DiffbalanceError(f"target ratio {strategy} outside (0, 1]", "give n_class / n_majority in (0, 1]")
         want = int(round(strategy * n_max))
         return [max(0, want - n) for n in counts]

@@ -55,6 +55,10 @@ class Rebalancer(BaseEstimator, ABC):
         require(self.batch_size >= 1, "batch_size", self.batch_size, "at least 1")
 
     # --- what a rebalancer implements ------------------------------------------------------------
+    def check(self) -> None:
+        """Check, before anything is written, what can be checked without the training data: files, model ids,
+        step counts. Raises a one-line DiffbalanceError. Default: nothing beyond the parameters."""
+
     def prepare(self, train: ImageSet, device: torch.device, workdir: Path) -> None:
         """Fit whatever the method needs on the (imbalanced) training set. Default: keep the real images."""
         self.train_ = train

@@ -6,13 +6,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from diffbalance.atomic import ensure_writable_dir, write_json
-from diffbalance.data.image_folder import load_image_folder
+from diffbalance.atomic import check_writable, output_lock, remove_stale_temps, write_json
+from diffbalance.data.image_folder import load_image_folder, scan_image_folder
 from diffbalance.data.imageset import ImageSet
 from diffbalance.device import DeviceLike, resolve_device
 from diffbalance.errors import DiffbalanceError
+from diffbalance.progress import console
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import fill
+from diffbalance.resources import check_memory, image_bytes
 
 # options the command sets for the method; --params must not repeat them
 COMMAND_LEVEL = {"sampling_strategy": "--target", "random_state": "--seed", "device": "--device"}
@@ -32,17 +34,31 @@ def rebalance_folder(
     progress: bool = True,
 ) -> ImageSet:
     """Read `folder` (<class>/<images>), then make the images `target` asks for into `out` (resumable).
-    Checks the method, its parameters and the device before anything is written; OUT/command.json records it all."""
+
+    Everything is checked before anything is written: the method and its parameters, the device, the checkpoint
+    or model, the output folder, the images, the target and the memory it needs. A folder that needs no image
+    (already balanced for the target, or a single class) writes nothing. OUT/command.json records the options."""
     params = dict(params or {})
     for key, option in COMMAND_LEVEL.items():
         if key in params:
             raise DiffbalanceError(f"--params sets {key}", f"use {option} instead")
     dev = resolve_device(device)
     reb = build_rebalancer(method, params, path="--params", sampling_strategy=target, random_state=seed, device=dev)
+    reb.check()
+    out = check_writable(Path(out))
+    _, items = scan_image_folder(Path(folder))
+    check_memory(image_bytes(len(items), channels, image_size, image_size), f"reading {len(items)} images at "
+                 f"{image_size}×{image_size}", "lower --image-size")
     data = load_image_folder(folder, image_size=image_size, channels=channels)
-    reb.plan(data)  # an impossible target fails here, before OUT exists
-    out = ensure_writable_dir(Path(out))
-    write_json(out / "command.json", {"folder": str(folder), "method": method, "params": params, "target": target,
-                                      "image_size": image_size, "channels": channels, "seed": seed,
-                                      "device": str(dev)})
-    return fill(reb, data, out, workdir=out / ".work", progress=progress)
+    plan = reb.plan(data)  # an impossible target fails here, before OUT exists
+    check_memory(image_bytes(2 * sum(plan.values()), channels, image_size, image_size),
+                 f"{sum(plan.values())} fill images", "lower the target")
+    if not plan:
+        console.print(f"nothing to add: {folder} already meets target {target!r} (per class: {data.counts()})")
+        return ImageSet(data.images[:0], data.labels[:0], data.class_names, f"{method} fill (nothing to add)")
+    with output_lock(out):
+        remove_stale_temps(out)
+        write_json(out / "command.json", {"folder": str(folder), "method": method, "params": params,
+                                          "target": target, "image_size": image_size, "channels": channels,
+                                          "seed": seed, "device": str(dev)})
+        return fill(reb, data, out, workdir=out / ".work", progress=progress)

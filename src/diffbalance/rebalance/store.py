@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from diffbalance.atomic import write_json
+from diffbalance.atomic import one_line_when_full, write_json
 from diffbalance.data.image_folder import class_folders, read_image, write_class_listing, write_png
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
@@ -34,6 +34,7 @@ from diffbalance.rebalance.registry import build_rebalancer
 FILL_FORMAT = 2  # 1: fill.json without "format" (parameters as given, device and batch size included)
 # parameters that never change an image, so a fill may resume under other values
 NOT_IDENTITY = ("sampling_strategy", "device", "batch_size")
+MANIFEST = "manifest.jsonl"
 
 
 def fill(
@@ -68,21 +69,65 @@ def fill(
     if todo:
         write_class_listing(out_dir, train.class_names, folders)
         reb.fit(train, Path(workdir) if workdir is not None else out_dir / ".work")
-        with open(out_dir / "manifest.jsonl", "a") as manifest, progress_bar(
-            f"{reb.name} fill", sum(map(len, todo.values())), progress
-        ) as advance:
-            for c, indices, images, records in reb.iter_batches(todo):
-                for image, record in zip(images, records):
-                    record["file"] = f"{folders[c]}/{record['index']:05d}.png"
-                    write_png(image, out_dir / record["file"])
-                    manifest.write(json.dumps(record) + "\n")
-                manifest.flush()
-                os.fsync(manifest.fileno())
-                advance(len(indices))
+        _write_images(reb, todo, folders, out_dir, progress)
         done = _finished_images(out_dir)
     present = [sum(1 for (c, _) in done if c == k) for k in range(train.num_classes)]
     write_json(out_dir / "complete.json", {"present_per_class": present})
     return load_fill(out_dir, train.class_names, add)
+
+
+def _write_images(reb: Rebalancer, todo: dict[int, list[int]], folders: Sequence[str], out_dir: Path,
+                  progress: bool) -> None:
+    """Make and write the `todo` images. Each image's manifest line is appended right after its PNG is in place
+    (fsynced once per batch), so a crash or a full disk leaves every finished image recorded and no line without
+    its PNG; a PNG whose line could not be written is removed again."""
+    manifest = out_dir / MANIFEST
+    fd = _open_manifest(manifest)
+    try:
+        with progress_bar(f"{reb.name} fill", sum(map(len, todo.values())), progress) as advance:
+            for c, indices, images, records in reb.iter_batches(todo):
+                for image, record in zip(images, records):
+                    record["file"] = f"{folders[c]}/{record['index']:05d}.png"
+                    with one_line_when_full(out_dir / record["file"]):
+                        write_png(image, out_dir / record["file"])
+                    try:
+                        with one_line_when_full(manifest):
+                            _append_line(fd, json.dumps(record) + "\n")
+                    except BaseException:
+                        (out_dir / record["file"]).unlink(missing_ok=True)
+                        raise
+                with one_line_when_full(manifest):
+                    os.fsync(fd)
+                advance(len(indices))
+    finally:
+        os.close(fd)
+
+
+def _open_manifest(path: Path) -> int:
+    """A descriptor appending to manifest.jsonl (created if missing). A last line cut short by a crash is cut off
+    first: the next line would otherwise be glued to it, and both be lost."""
+    with one_line_when_full(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.ftruncate(fd, os.pread(fd, size, 0).rfind(b"\n") + 1)
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd
+
+
+def _append_line(fd: int, line: str) -> None:
+    """Append `line` whole, or not at all: on an error (a full disk) the file is cut back to where it was."""
+    data = memoryview(line.encode())
+    size = os.fstat(fd).st_size
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except BaseException:
+        os.ftruncate(fd, size)
+        raise
 
 
 def load_fill(out_dir: Path | str, class_names: Sequence[str], add: Sequence[int] | None = None) -> ImageSet:
@@ -102,7 +147,7 @@ def load_fill(out_dir: Path | str, class_names: Sequence[str], add: Sequence[int
 
 
 def read_manifest(out_dir: Path | str) -> list[dict]:
-    path = Path(out_dir) / "manifest.jsonl"
+    path = Path(out_dir) / MANIFEST
     if not path.exists():
         return []
     records = []

@@ -123,11 +123,20 @@ def load_generator(path: str | Path, device: DeviceLike = "auto") -> CFGGenerato
     if is_finished(folder):
         read_index(diffusers.DDPMPipeline, folder, WHAT)  # the pipeline folder holds safetensors weights
         unet = _load_unet(folder / "unet")
-        schedule = forward_process(DDPMScheduler.load_config(str(folder / "scheduler")))
-        info = json.loads((folder / GENERATOR_FILE).read_text())
+        try:
+            schedule = forward_process(DDPMScheduler.load_config(str(folder / "scheduler")))
+            info = json.loads((folder / GENERATOR_FILE).read_text())
+            _ = int(info["num_classes"]), list(info["image_size"]), int(info["channels"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DiffbalanceError(f"CFG generator {folder} has a damaged {GENERATOR_FILE} or scheduler/ "
+                                   f"({type(err).__name__})", "re-train it with `diffbalance train-generator`") from None
     else:
         unet = _load_unet(folder)
-        info, schedule = legacy.read_info(folder, unet)
+        try:
+            info, schedule = legacy.read_info(folder, unet)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DiffbalanceError(f"CFG generator {folder} has a damaged {GENERATOR_FILE} ({type(err).__name__})",
+                                   "re-train it with `diffbalance train-generator`") from None
     if unet.config.num_class_embeds is None:
         raise DiffbalanceError(f"{folder} is not a class-conditional UNet (no class embedding)",
                                "use a generator trained by diffbalance")
@@ -137,6 +146,6 @@ def load_generator(path: str | Path, device: DeviceLike = "auto") -> CFGGenerato
 def _load_unet(folder: Path) -> UNet2DModel:
     try:
         return load_pretrained(UNet2DModel, folder, WHAT, low_cpu_mem_usage=False)
-    except (ValueError, RuntimeError) as err:
+    except (ValueError, RuntimeError, KeyError, TypeError) as err:
         raise DiffbalanceError(f"cannot load CFG generator {folder}: {str(err).splitlines()[0]}",
                                "re-train or re-download it") from None

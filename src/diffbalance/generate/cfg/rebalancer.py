@@ -21,7 +21,7 @@ from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
 from diffbalance.generate.cfg.config import CFGTrainConfig
 from diffbalance.generate.cfg.generator import CFGGenerator, load_generator
-from diffbalance.generate.cfg.sampling import Sampler, build_sampler
+from diffbalance.generate.cfg.sampling import Sampler, build_sampler, sampling_steps
 from diffbalance.generate.cfg.train import train_generator
 from diffbalance.generate.guidance import GUIDANCE_EXPECTED, Convention, guidance_record, ho_weight
 from diffbalance.rebalance.base import Rebalancer, register
@@ -49,6 +49,14 @@ class CFGRebalancer(Rebalancer):
         require(self.num_inference_steps >= 1, "num_inference_steps", self.num_inference_steps, "≥ 1, e.g. 20")
         require(ho_weight(self.guidance_w, self.guidance_convention) >= 0, "guidance_w", self.guidance_w,
                 GUIDANCE_EXPECTED)
+
+    def check(self) -> None:
+        """The checkpoint loads as a class-conditional generator, and the step count fits its T."""
+        if self.checkpoint is None:
+            timesteps = self.train.num_train_timesteps
+        else:
+            timesteps = int(load_generator(self.checkpoint, "cpu").noise_schedule["num_train_timesteps"])
+        sampling_steps(self.sampler, self.num_inference_steps, timesteps)
 
     def prepare(self, train: ImageSet, device: torch.device, workdir: Path) -> None:
         self.train_, self.device_ = train, device

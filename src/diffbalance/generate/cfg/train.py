@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -134,7 +135,16 @@ def _save_checkpoint(out_dir, step, model, ema, opt, info, config: CFGTrainConfi
         save_training_state(tmp / TRAIN_STATE, {"model": model, "ema": ema}, opt,
                             meta={"step": step, "config": config.to_dict()})
     for _, old in _checkpoints(out_dir)[: -config.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
+        _delete_checkpoint(old)
+
+
+def _delete_checkpoint(folder: Path) -> None:
+    """Rename to a temporary name first, then delete: a crash midway leaves a name `remove_stale_temps` clears,
+    never a half-deleted checkpoint-<step> that looks complete."""
+    doomed = folder.with_name(f".{folder.name}.tmp-delete-{os.getpid()}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _checkpoints(out_dir: Path) -> list[tuple[int, Path]]:

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 WHAT = "text-to-image model"
 
 
-def _pipeline_class(pipeline: str, task: str):
+def pipeline_class(pipeline: str, task: str):
     import diffusers
 
     names = {
@@ -30,7 +30,7 @@ def _pipeline_class(pipeline: str, task: str):
 
 def load_pipeline(spec: LoadSpec, device: torch.device):
     """The pipeline of `spec` on `device`, its scheduler swapped and its progress bar off."""
-    cls = _pipeline_class(spec.pipeline, spec.task)
+    cls = pipeline_class(spec.pipeline, spec.task)
     index = read_index(cls, spec.model, WHAT)  # model_index.json only: fails fast when offline
     kwargs = {}
     has_checker = index.get("safety_checker") not in (None, [None, None])  # SDXL, Turbo: none to drop

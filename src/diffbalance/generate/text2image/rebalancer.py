@@ -27,7 +27,8 @@ from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
 from diffbalance.generate.guidance import GUIDANCE_EXPECTED, Convention, guidance_record, ho_weight, sd_scale
 from diffbalance.generate.text2image.config import DEFAULT_MODEL, DType, LoadSpec, Pipeline, Scheduler, resolve_dtype
-from diffbalance.generate.text2image.pipeline import default_size, load_pipeline, size_multiple
+from diffbalance.generate.loading import read_index
+from diffbalance.generate.text2image.pipeline import WHAT, default_size, load_pipeline, pipeline_class, size_multiple
 from diffbalance.generate.text2image.postprocess import canvas_size, to_dataset_images, to_pipeline_images
 from diffbalance.generate.text2image.prompts import check_overrides, class_prompt
 from diffbalance.rebalance.base import Rebalancer, register
@@ -73,6 +74,10 @@ class TextToImageRebalancer(Rebalancer):
                 "a text with {class}, e.g. 'a photo of a {class}'")
 
     # --- prepare -------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """The model is a local diffusers folder with safetensors weights, or a Hub id that can be reached."""
+        read_index(pipeline_class(self.pipeline, self.task), self.model, WHAT)
+
     def prepare(self, train: ImageSet, device: torch.device, workdir: Path) -> None:
         super().prepare(train, device, workdir)
         self.guidance_scale_ = sd_scale(self.guidance_w, self.guidance_convention)  # diffusers' s, resolved once

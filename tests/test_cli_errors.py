@@ -1,0 +1,51 @@
+"""The one error path: a bug is one line naming a log file that holds the traceback (exit 1); --debug prints it."""
+
+import re
+
+import pytest
+
+from diffbalance.cli.main import main
+
+
+@pytest.fixture
+def broken_presets(monkeypatch):
+    def boom(name):
+        raise RuntimeError("something inside broke")
+
+    monkeypatch.setattr("diffbalance.experiment.config.preset_text", boom)
+
+
+def test_an_internal_error_is_one_line_with_a_log_file(broken_presets, capfd, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFBALANCE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as done:
+        main(["presets", "demo"])
+    err = capfd.readouterr().err.strip()
+    assert done.value.code == 1 and "\n" not in err and "Traceback" not in err
+    assert err.startswith("error: internal error (RuntimeError: something inside broke)") and "--debug" in err
+    log = re.search(r"traceback is in (\S+)", err).group(1)
+    assert log.startswith(str(tmp_path / "cache" / "logs"))
+    text = open(log).read()
+    assert "Traceback" in text and "something inside broke" in text and "presets demo" in text
+
+
+def test_debug_prints_the_traceback(broken_presets, capfd):
+    with pytest.raises(SystemExit) as done:
+        main(["presets", "demo", "--debug"])
+    err = capfd.readouterr().err
+    assert done.value.code == 1 and "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_usage_errors_are_one_line_exit_2(capfd):
+    for argv in (["run", "--nope"], ["frobnicate"], ["fid", "a"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        err = capfd.readouterr().err.strip()
+        assert done.value.code == 2 and "\n" not in err and err.startswith("error: ") and "--help" in err
+
+
+def test_help_still_works(capfd):
+    try:
+        main(["run", "--help"])
+    except SystemExit as done:  # click may end --help with exit 0
+        assert done.code in (0, None)
+    assert "--out" in capfd.readouterr().out
