@@ -7,7 +7,7 @@ exit code 0, the same files, exact counts, manifest == PNGs on disk, every image
 classifier weights bit-identical, results.json identical but for timing, and no temporary name left anywhere.
 
 The kill moment is `fraction × window`, where the fraction comes from the seed and the window is how long the
-reference run took from first progress to its end; every assertion message carries the seed and the moment.
+reference run took from first progress to its last output; every assertion message carries the seed and the moment.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Command:
     name: str
     args: tuple[str, ...]
     progressed: Callable[[Path], bool]  # true once the output folder shows work worth interrupting
+    finished: Callable[[Path], bool]  # true once the command's last output is in place
     cwd: Path
 
     def argv(self, out: Path) -> list[str]:
@@ -54,7 +55,8 @@ class Command:
 
 @dataclass(frozen=True)
 class Reference:
-    """An uninterrupted run of a command: its folder and how long it worked after its first progress."""
+    """An uninterrupted run of a command: its folder, and how long it took from first progress to its last output
+    (the window a kill moment is drawn from)."""
 
     out: Path
     window_s: float
@@ -97,13 +99,13 @@ def log_tail(out: Path, lines: int = 15) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
 
 
-def wait_for_progress(proc: subprocess.Popen, cmd: Command, out: Path) -> float:
-    """Poll until `cmd.progressed(out)` or the process ends; returns the moment (time.monotonic)."""
+def wait_for(proc: subprocess.Popen, cmd: Command, out: Path, seen: Callable[[Path], bool]) -> float:
+    """Poll until `seen(out)` or the process ends; returns the moment (time.monotonic)."""
     deadline = time.monotonic() + COMMAND_TIMEOUT_S
-    while not cmd.progressed(out) and proc.poll() is None:
+    while not seen(out) and proc.poll() is None:
         if time.monotonic() > deadline:
             proc.kill()
-            raise AssertionError(f"{cmd.name} showed no progress in {COMMAND_TIMEOUT_S} s:\n{log_tail(out)}")
+            raise AssertionError(f"{cmd.name} made no progress in {COMMAND_TIMEOUT_S} s:\n{log_tail(out)}")
         time.sleep(POLL_S)
     return time.monotonic()
 
@@ -120,9 +122,10 @@ def finish(proc: subprocess.Popen, cmd: Command, out: Path, context: str = "") -
 def run_reference(cmd: Command, out: Path, env: dict[str, str]) -> Reference:
     """Run `cmd` to its end, uninterrupted; measures the window a kill may fall in."""
     proc = start(cmd, out, env)
-    progressed_at = wait_for_progress(proc, cmd, out)
+    progressed_at = wait_for(proc, cmd, out, cmd.progressed)
+    finished_at = wait_for(proc, cmd, out, cmd.finished)
     finish(proc, cmd, out, "reference")
-    return Reference(out, time.monotonic() - progressed_at)
+    return Reference(out, finished_at - progressed_at)
 
 
 def kill_at_random(cmd: Command, out: Path, env: dict[str, str], seed: int, window_s: float) -> Kill:
@@ -130,7 +133,7 @@ def kill_at_random(cmd: Command, out: Path, env: dict[str, str], seed: int, wind
     fraction = random.Random(seed).random()
     delay_s = fraction * window_s
     proc = start(cmd, out, env)
-    progressed_at = wait_for_progress(proc, cmd, out)
+    progressed_at = wait_for(proc, cmd, out, cmd.progressed)
     while proc.poll() is None and time.monotonic() < progressed_at + delay_s:
         time.sleep(min(POLL_S, max(0.0, progressed_at + delay_s - time.monotonic())))
     killed = proc.poll() is None
@@ -208,7 +211,7 @@ def assert_same_tensors(reference: Path, resumed: Path, context: str) -> None:
     want, got = load_file(str(reference)), load_file(str(resumed))
     assert sorted(got) == sorted(want), f"{context} {resumed}: other tensors than {reference}"
     differ = [k for k in want if not torch.equal(want[k], got[k])]
-    assert not differ, f"{context} {resumed}: {len(differ)} tensors differ bitwise from the reference, e.g. {differ[:3]}"
+    assert not differ, f"{context} {resumed}: {len(differ)} tensors differ bitwise from the reference: {differ[:3]}"
 
 
 def assert_clean_and_complete(reference: Path, resumed: Path, context: str) -> None:
@@ -270,7 +273,8 @@ def rebalance_command(root: Path, method: str, fill_per_class: int) -> Command:
     target = json.dumps({"b": fill_per_class, "c": fill_per_class})
     args = ("rebalance", str(images), "--method", method, "--out", "{out}", "--target", target, "--image-size", "16",
             "--seed", "7", "--device", "cpu")
-    return Command(f"rebalance {method}", args, manifest_has_lines(Path("manifest.jsonl")), root)
+    return Command(f"rebalance {method}", args, manifest_has_lines(Path("manifest.jsonl")),
+                   lambda out: (out / "complete.json").is_file(), root)
 
 
 def train_generator_command(root: Path, steps: int) -> Command:
@@ -282,7 +286,8 @@ def train_generator_command(root: Path, steps: int) -> Command:
                          "batch_size": 4, "num_train_timesteps": 50})
     args = ("train-generator", "--out", "{out}", "--dataset", "folder", "--root", str(images), "--profile", "none",
             "--config", config, "--steps", str(steps), "--device", "cpu")
-    return Command("train-generator", args, lambda out: any(out.glob("checkpoint-*")), root)
+    return Command("train-generator", args, lambda out: any(out.glob("checkpoint-*")),
+                   lambda out: (out / "model_index.json").is_file(), root)
 
 
 def run_config(root: Path, name: str, methods: list, seeds: list[int], epochs: int, per_class: int) -> Path:
@@ -307,7 +312,8 @@ def run_config(root: Path, name: str, methods: list, seeds: list[int], epochs: i
 
 
 def run_command(root: Path, name: str, config: Path, progressed: Callable[[Path], bool]) -> Command:
-    return Command(name, ("run", str(config), "--out", "{out}", "--quiet"), progressed, root)
+    return Command(name, ("run", str(config), "--out", "{out}", "--quiet"), progressed,
+                   lambda out: (out / "report.md").is_file(), root)
 
 
 def classifier_run_command(root: Path, epochs: int) -> Command:

@@ -91,6 +91,9 @@ def world(tmp_path_factory) -> dict[str, Path]:
     for f in (empty / "striped").iterdir():
         f.unlink()
     paths["with_empty"] = empty
+    broken = tiny_folder(tmp / "with-broken")
+    (broken / "dark" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    paths["with_broken"] = broken
     uncond = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), norm_num_groups=8,
                          down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2, layers_per_block=1)
     uncond.save_pretrained(tmp / "uncond")
@@ -122,6 +125,9 @@ def cases() -> list[tuple[str, list[str]]]:
         ("rebalance: a file as folder", ["rebalance", "{file}", "--method", "mixup", "--out", "{out}"]),
         ("rebalance: empty class folder", ["rebalance", "{with_empty}", "--method", "mixup", "--out", "{out}"]),
         ("rebalance: unknown method", [*r, "--method", "smote"]),
+        ("rebalance: corrupt image with --on-corrupt error", ["rebalance", "{with_broken}", "--method", "mixup",
+                                                              "--out", "{out}", "--on-corrupt", "error"]),
+        ("rebalance: unknown --on-corrupt", [*r, "--method", "mixup", "--on-corrupt", "ignore"]),
         ("rebalance: target value not a number", [*r, "--method", "mixup", "--target", '{"dark": "many"}']),
         ("rebalance: target unknown class", [*r, "--method", "mixup", "--target", '{"zebra": 9}']),
         ("rebalance: target below count", [*r, "--method", "mixup", "--target", '{"dark": 1}']),
@@ -198,6 +204,7 @@ def cases() -> list[tuple[str, list[str]]]:
         ("fid: json below a file", ["fid", "{images}", "{images}", "--features", "random", "--json", "{file}/r.json"]),
         ("fid: run without the method", ["fid", "{tmp}@cfg", "{images}", "--features", "random"]),
         ("fid: missing argument", ["fid", "{images}"]),
+        ("fid: corrupt image", ["fid", "{with_broken}", "{images}", "--features", "random"]),
         ("presets: unknown", ["presets", "nope"]),
         ("unknown command", ["frobnicate"]),
     ]

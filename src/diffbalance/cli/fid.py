@@ -10,8 +10,9 @@ from pathlib import Path
 
 import typer
 
-from diffbalance.atomic import write_json
+from diffbalance.atomic import check_writable, write_json
 from diffbalance.cli.app import app
+from diffbalance.errors import DiffbalanceError
 
 SHOWN = ("n_a", "n_b", "features", "resize", "weights_sha256", "feature_dtype", "device", "seconds")
 
@@ -37,6 +38,8 @@ def fid_command(
     from diffbalance.evaluate.fid import FidConfig
     from diffbalance.experiment.image_sets import compare_image_sets
 
+    if json_out is not None:
+        check_json_path(json_out)  # before minutes of feature extraction, not after
     cfg = FidConfig.from_dict({"features": features, "weights_path": str(weights) if weights else None,
                                "resize": resize, "batch_size": batch_size, "cache": not no_cache})
     result = compare_image_sets(a, b, cfg, device, domain_classifier, on_corrupt=on_corrupt)
@@ -49,3 +52,13 @@ def fid_command(
     if json_out:
         write_json(json_out, result)
         typer.echo(f"  written: {json_out}")
+
+
+def check_json_path(path: Path) -> None:
+    """A one-line error now if the result could not be written to `path` later (a folder there, or below a file)."""
+    if path.is_dir():
+        raise DiffbalanceError(f"--json {path} is a folder", "give a file path such as fid.json")
+    try:
+        check_writable(path.parent)
+    except DiffbalanceError as err:
+        raise DiffbalanceError(f"--json {path} cannot be written: {err.problem}", "choose another path") from None

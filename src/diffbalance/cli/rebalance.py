@@ -22,6 +22,7 @@ def rebalance(
     params: Annotated[str, typer.Option(help="the method's parameters as JSON")] = "{}",
     image_size: Annotated[int, typer.Option(help="images are resized to this size")] = 32,
     channels: Annotated[int, typer.Option(help="3 = RGB, 1 = grayscale")] = 3,
+    on_corrupt: Annotated[str, typer.Option(help="unreadable images: skip (with a one-line note) | error")] = "skip",
     seed: Annotated[int, typer.Option(help="base seed of the fill images")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
 ) -> None:
@@ -36,7 +37,7 @@ def rebalance(
     if not isinstance(method_params, dict):
         raise DiffbalanceError("--params must be a JSON object", "pass e.g. '{\"alpha\": 0.6}'")
     fills = rebalance_folder(folder, method, out, params=method_params, target=target_value, image_size=image_size,
-                             channels=channels, seed=seed, device=device)
+                             channels=channels, on_corrupt=on_corrupt, seed=seed, device=device)
     typer.echo(f"{len(fills)} images written to {out} (per class: {fills.counts()})")
 
 

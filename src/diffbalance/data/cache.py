@@ -23,7 +23,7 @@ from diffbalance.atomic import atomic_path
 from diffbalance.data.imageset import ImageSet
 from diffbalance.paths import CACHE_ENV, cache_dir
 
-CACHE_FORMAT = 1  # bump when the stored layout changes
+CACHE_FORMAT = 2  # bump when the stored layout or the decoding changes (2: 16-bit scaling, EXIF, alpha rule)
 
 
 def file_listing(root: Path) -> list[tuple[str, int, int]]:

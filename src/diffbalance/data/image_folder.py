@@ -40,7 +40,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
-from torchvision.io import ImageReadMode, decode_png
 from torchvision.transforms.v2 import functional as TF
 
 from diffbalance.atomic import atomic_path, write_json
@@ -57,6 +56,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SHOWN_UNREADABLE = 3  # unreadable files named in a report
 
 
+# --- reading ---------------------------------------------------------------------------------------
 class Unreadable(NamedTuple):
     """A file the reader could not decode, and why (a few words)."""
 
@@ -67,7 +67,6 @@ class Unreadable(NamedTuple):
         return f"{self.path} ({self.reason})"
 
 
-# --- reading ---------------------------------------------------------------------------------------
 def scan_image_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
     """Class names and (path, class index) for every image under `root`; one-line errors for missing/empty folders."""
     root = Path(root)
@@ -84,7 +83,8 @@ def scan_image_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int
     for index, folder in enumerate(folders):
         # every entry with an image suffix, a folder named x.png or a broken link included: those are reported
         # as unreadable rather than silently passed over
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        # hidden files are never images of the set: macOS `._x.png` metadata, temporaries of an interrupted write
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
         if not files:
             raise DiffbalanceError(
                 f"class folder {folder} has no images",
@@ -123,7 +123,8 @@ def read_image(path: Path, image_size: int | None = None, channels: int | None =
     if not data:
         raise ValueError("empty file")
     with Image.open(io.BytesIO(data)) as img:  # parses the header only; checks PIL's pixel limit
-        img = _png16(data) if _is_png16(data) else _eight_bit(ImageOps.exif_transpose(_loaded(img)))
+        wide = _png16(data) if _is_png16(data) else None
+        img = wide if wide is not None else _eight_bit(_upright(img))
     if channels is not None:
         img = img.convert("RGB" if channels == 3 else "L")  # grey repeated, or colour to luma
     x = torch.from_numpy(np.array(img, dtype=np.uint8))  # (H, W) or (H, W, 3)
@@ -134,8 +135,11 @@ def read_image(path: Path, image_size: int | None = None, channels: int | None =
     return x.contiguous()
 
 
-def _loaded(img: Image.Image) -> Image.Image:
-    img.load()  # decode every pixel now, so a truncated file fails here rather than somewhere later
+def _upright(img: Image.Image) -> Image.Image:
+    """Every pixel decoded now (a truncated file fails here, not somewhere later), then turned by its EXIF
+    orientation (in place: no copy of an image that needs no turn)."""
+    img.load()
+    ImageOps.exif_transpose(img, in_place=True)
     return img
 
 
@@ -145,10 +149,19 @@ def _is_png16(data: bytes) -> bool:
     return data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) > 24 and data[24] == 16
 
 
-def _png16(data: bytes) -> Image.Image:
-    """A 16-bit PNG as an 8-bit "L" or "RGB" image: samples scaled, alpha dropped, EXIF orientation applied."""
-    x = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED,
-                   apply_exif_orientation=True)  # (C, H, W) uint16; C: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA
+def _png16(data: bytes) -> Image.Image | None:
+    """A 16-bit PNG as an 8-bit "L" or "RGB" image: samples scaled, alpha dropped, EXIF orientation applied.
+    None where torchvision no longer has `decode_png` (deprecated since 0.29): PIL then reads it, exact for grey,
+    the high byte of each colour sample. (torchvision < 0.21 has no 16-bit decode: such files are unreadable.)"""
+    try:
+        from torchvision.io import ImageReadMode, decode_png
+    except ImportError:  # pragma: no cover — a future torchvision
+        return None
+    try:
+        x = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED,
+                       apply_exif_orientation=True)  # (C, H, W) uint16; C: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA
+    except RuntimeError as err:  # libpng's complaint, behind a C++ source location
+        raise ValueError(re.sub(r"^.*?\.cpp:\d+, ", "", str(err))) from None
     x = x[: 1 if x.shape[0] <= 2 else 3].to(torch.int32)  # alpha dropped
     a = _scale_16bit(x.permute(1, 2, 0).numpy())  # (H, W, C)
     return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
@@ -202,6 +215,8 @@ def _strict_decoding() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision",
+                                    DeprecationWarning)  # said on every 16-bit PNG; _png16 has a fallback
             yield
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok
@@ -247,7 +262,8 @@ def load_image_folder(
     kept = [(x, p, label) for x, (p, label) in zip(images, items) if x is not None]
     meta = {"unreadable_count": len(bad), "unreadable_first": [str(b.path) for b in bad[:SHOWN_UNREADABLE]]}
     if bad:
-        meta["unreadable_report"] = _skipped_report(_unreadable_report(root, bad, len(items)), on_corrupt, kept)
+        meta["unreadable_report"] = _unreadable_report(root, bad, len(items))
+        _skip_or_fail(meta["unreadable_report"], on_corrupt, any_kept=bool(kept))
     xs = _same_channels([x for x, _, _ in kept])
     if image_size is None:
         _check_one_size(root, xs, [p for _, p, _ in kept])
@@ -268,14 +284,13 @@ def _unreadable_report(root: Path, bad: list[Unreadable], total: int) -> str:
     return f"{len(bad)} unreadable image(s) of {total} in {root}, first: {first}{more}"
 
 
-def _skipped_report(report: str, on_corrupt: str, kept: list) -> str:
-    """Raise for on_corrupt "error" or when nothing is left; else print the one `note:` line and return the report."""
+def _skip_or_fail(report: str, on_corrupt: str, any_kept: bool) -> None:
+    """A one-line error for on_corrupt "error" or when nothing is left; else the one `note:` line."""
     if on_corrupt == "error":
         raise DiffbalanceError(report, "repair or delete them, or skip them (on_corrupt 'skip', --on-corrupt skip)")
-    if not kept:
+    if not any_kept:
         raise DiffbalanceError(f"no readable images: {report}", "check the files are valid images")
     note_skipped(report)
-    return report
 
 
 def note_skipped(report: str) -> None:

@@ -29,6 +29,7 @@ def rebalance_folder(
     target: str | float | Mapping = "auto",
     image_size: int = 32,
     channels: int = 3,
+    on_corrupt: str = "skip",
     seed: int = 0,
     device: DeviceLike = "auto",
     progress: bool = True,
@@ -49,7 +50,7 @@ def rebalance_folder(
     _, items = scan_image_folder(Path(folder))
     check_memory(image_bytes(len(items), channels, image_size, image_size), f"reading {len(items)} images at "
                  f"{image_size}×{image_size}", "lower --image-size")
-    data = load_image_folder(folder, image_size=image_size, channels=channels)
+    data = load_image_folder(folder, image_size=image_size, channels=channels, on_corrupt=on_corrupt)
     plan = reb.plan(data)  # an impossible target fails here, before OUT exists
     check_memory(image_bytes(2 * sum(plan.values()), channels, image_size, image_size),
                  f"{sum(plan.values())} fill images", "lower the target")
@@ -60,5 +61,5 @@ def rebalance_folder(
         remove_stale_temps(out)
         write_json(out / "command.json", {"folder": str(folder), "method": method, "params": params,
                                           "target": target, "image_size": image_size, "channels": channels,
-                                          "seed": seed, "device": str(dev)})
+                                          "on_corrupt": on_corrupt, "seed": seed, "device": str(dev)})
         return fill(reb, data, out, workdir=out / ".work", progress=progress)

@@ -183,8 +183,7 @@ def _check_or_write_header(out_dir: Path, header: dict) -> None:
                 f"{out_dir} holds fill images made with other settings ({old.get('method')}, seed {old.get('seed')})",
                 "use a new output folder, or delete this one to start over",
             )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(path, header)
+    write_json(path, header)  # creates out_dir; a full disk or read-only file system is one line
 
 
 def _saved_identity(old: dict) -> dict:
