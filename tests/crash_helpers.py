@@ -129,8 +129,9 @@ def run_reference(cmd: Command, out: Path, env: dict[str, str]) -> Reference:
 
 
 def kill_at_random(cmd: Command, out: Path, env: dict[str, str], seed: int, window_s: float) -> Kill:
-    """Start `cmd`, wait for progress, SIGKILL it `fraction × window_s` later (fraction from the seed)."""
-    fraction = random.Random(seed).random()
+    """Start `cmd`, wait for progress, SIGKILL it `fraction × window_s` later (fraction from the seed and the
+    command's name, so one seed falls at different moments of different commands)."""
+    fraction = random.Random(f"{cmd.name}/{seed}").random()
     delay_s = fraction * window_s
     proc = start(cmd, out, env)
     progressed_at = wait_for(proc, cmd, out, cmd.progressed)

@@ -116,16 +116,18 @@ def test_second_writer_is_refused_and_a_killed_holder_frees_the_lock(tmp_path, c
 
 def test_stale_temps_are_removed_and_nothing_else(tmp_path):
     temps = [".00003.png.tmp-41", ".checkpoint-4.tmp-41/unet/x.json", ".checkpoint-2.tmp-delete-41/a",
-             ".resume.tmp-old-41/state.json", "b/.manifest.jsonl.tmp-7", ".write-probe.tmp-abc"]
+             "c/.resume.tmp-old-41/state.json", "b/.manifest.jsonl.tmp-7", ".write-probe.tmp-abc"]
     kept = ["b/00001.png", ".work/gen/checkpoint-2/state.json", ".diffbalance.lock", "manifest.jsonl",
-            "checkpoint-4/unet/x.json"]
-    for name in temps + kept:
+            "checkpoint-4/unet/x.json", "c/resume/state.json"]
+    moved_aside = "d/.resume.tmp-old-41/state.json"  # killed between the renames of a folder replacement
+    for name in temps + kept + [moved_aside]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("x")
+        (tmp_path / name).write_text(name)
     with output_lock(tmp_path):
         assert remove_stale_temps(tmp_path) == len(temps)
     assert ch.temp_leftovers(tmp_path) == []
-    assert ch.files(tmp_path) == set(kept)
+    assert ch.files(tmp_path) == set(kept) | {"d/resume/state.json"}  # the old folder is put back
+    assert (tmp_path / "d/resume/state.json").read_text() == moved_aside
 
 
 def test_every_temporary_name_is_one_remove_stale_temps_finds(tmp_path, monkeypatch):

@@ -153,7 +153,7 @@ def one_line_when_full(path: Path, rename_nested: bool = False) -> Iterator[None
 
 
 LOCK_FILE = ".diffbalance.lock"
-TEMP_MARK = ".tmp"  # every temporary name holds it: ".<name>.tmp-<pid>", ".<name>.png.tmp"
+TEMP_MARK = ".tmp"  # every temporary name holds it: ".<name>.tmp-<pid>", "-old-<pid>", "-delete-<pid>"
 
 
 @contextlib.contextmanager
@@ -192,12 +192,27 @@ def _note_pid(fd: int) -> None:
 
 def remove_stale_temps(folder: Path) -> int:
     """Delete temporary files and folders (names starting with "." and holding ".tmp") anywhere under `folder`:
-    what a killed process was writing. Call it only while holding `output_lock(folder)`. Returns how many."""
+    what a killed process was writing. Call it only while holding `output_lock(folder)`. Returns how many.
+
+    One kind is put back instead: an old folder moved aside to be replaced (".<name>.tmp-old-<pid>") whose
+    replacement never arrived, so a process killed between the two renames loses nothing it had finished."""
     removed = 0
     for dirpath, dirnames, filenames in os.walk(folder):
         for name in list(dirnames) + filenames:
-            if name.startswith(".") and TEMP_MARK in name:
-                _remove(Path(dirpath) / name)
+            if not (name.startswith(".") and TEMP_MARK in name):
+                continue
+            path = Path(dirpath) / name
+            final = _moved_aside_from(path)
+            if final is not None and not final.exists():
+                os.replace(path, final)
+            else:
+                _remove(path)
                 removed += 1
         dirnames[:] = [d for d in dirnames if not (d.startswith(".") and TEMP_MARK in d)]
     return removed
+
+
+def _moved_aside_from(path: Path) -> Path | None:
+    """The final name `_replace` moved `path` away from, when `path` is such a name."""
+    found = re.fullmatch(r"\.(.+)\.tmp-old-\d+", path.name)
+    return path.with_name(found.group(1)) if found else None
