@@ -26,6 +26,7 @@ from diffbalance.errors import DiffbalanceError
 from diffbalance.evaluate.fid.protocol import FidConfig
 from diffbalance.imbalance.subset import ImbalanceConfig
 from diffbalance.imbalance.targets import STRATEGIES
+from diffbalance.imbalance.validation import ValidationConfig
 from diffbalance.rebalance.registry import build_rebalancer
 
 PRESETS = ("demo", "paper-cifar10")
@@ -50,6 +51,7 @@ class ExperimentConfig(Config):
     name: str = "experiment"  # shown in the report title
     data: DataConfig = field(default_factory=DataConfig)  # which dataset and where it is
     imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)  # how the training set is cut
+    validation: ValidationConfig | None = None  # real images held out of the imbalanced set for every choice
     target: str | float | dict[int | str, int] = "auto"  # every method's sampling_strategy: auto | not majority |
     # not minority | minority | a ratio in (0, 1] | {class: n}
     methods: tuple[MethodConfig, ...] = ()  # the rebalancing methods compared

@@ -35,10 +35,12 @@ from diffbalance.experiment.config import ExperimentConfig, MethodConfig
 from diffbalance.errors import DiffbalanceError
 from diffbalance.imbalance.subset import apply_profile, make_imbalanced
 from diffbalance.imbalance.targets import generation_counts
+from diffbalance.imbalance.validation import split_validation
 from diffbalance.progress import console
 from diffbalance.rebalance.base import Rebalancer
-from diffbalance.rebalance.registry import build_rebalancer
+from diffbalance.rebalance.registry import build_rebalancer, rebalancer_class
 from diffbalance.rebalance.store import fill, load_fill
+from diffbalance.report.verdict import paired_verdict
 from diffbalance.report.write import write_report
 from diffbalance.resources import check_memory, image_bytes
 
@@ -52,7 +54,8 @@ class Stage:
     device: torch.device
     train_full: ImageSet  # the original (balanced) training set
     test: ImageSet
-    imbalanced: ImageSet
+    imbalanced: ImageSet  # the imbalanced training images every method starts from (validation part removed)
+    validation: ImageSet | None  # real images held out for every choice; None without a validation section
     add: list[int]  # images the target asks for per class (methods that generate add these)
     progress: bool
     reference: TrainedClassifier | None = None  # trained on first use, shared by consistency and domain FID
@@ -64,7 +67,7 @@ def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True
     The config's sections and every method's parameters were checked when it was read."""
     device = resolve_device(config.device)
     out_dir = check_writable(Path(out_dir))
-    train, test, imbalanced = load_imbalanced(config)
+    train, test, imbalanced, validation = load_imbalanced(config)
     add = generation_counts(imbalanced.counts(), config.target, imbalanced.class_names)
     for m in config.methods:
         method_rebalancer(config, m, device).check()
@@ -72,7 +75,7 @@ def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True
     check_memory(image_bytes(len(train) + len(test) + len(imbalanced) + 2 * sum(add), c, h, w),
                  f"this run ({sum(add)} fill images per method of {c}×{h}×{w})",
                  "lower the target, or use smaller images")
-    return Stage(config, out_dir, device, train, test, imbalanced, add, progress)
+    return Stage(config, out_dir, device, train, test, imbalanced, validation, add, progress)
 
 
 def method_rebalancer(config: ExperimentConfig, m: MethodConfig, device: torch.device | str = "auto") -> Rebalancer:
@@ -83,10 +86,12 @@ def method_rebalancer(config: ExperimentConfig, m: MethodConfig, device: torch.d
     return build_rebalancer(m.rebalancer, params, path=f"methods[{index}].params")
 
 
-def load_imbalanced(config: ExperimentConfig) -> tuple[ImageSet, ImageSet, ImageSet]:
-    """(original train, test, imbalanced train) as the config's data and imbalance sections describe."""
+def load_imbalanced(config: ExperimentConfig) -> tuple[ImageSet, ImageSet, ImageSet, ImageSet | None]:
+    """(original train, test, imbalanced train, validation) as the config's data, imbalance and validation sections
+    describe; the validation images are held out of the imbalanced set (None without a validation section)."""
     train, test = load_train_test(config.data)
-    return train, test, apply_profile(train, config.imbalance)
+    imbalanced, validation = split_validation(apply_profile(train, config.imbalance), config.validation)
+    return train, test, imbalanced, validation
 
 
 def load_rebalanced(run_dir: Path, method: str) -> ImageSet:
@@ -99,7 +104,7 @@ def load_rebalanced(run_dir: Path, method: str) -> ImageSet:
     names = [m.name for m in config.methods]
     if method not in names:
         raise DiffbalanceError(f"run {run_dir} has no method {method!r}", f"use one of {', '.join(names)}")
-    _, _, imbalanced = load_imbalanced(config)
+    _, _, imbalanced, _ = load_imbalanced(config)
     fill_dir = run_dir / "fills" / method
     if not fill_dir.is_dir():  # runs made before identity methods wrote an (empty) fill folder
         return imbalanced
@@ -131,6 +136,8 @@ def _run_stages(st: Stage, config: ExperimentConfig) -> dict:
         results["consistency"] = consistency_table(st, config, generated)
     if generated and config.fid is not None:
         results["quality"] = quality_table(st, generated)
+    if st.validation is not None:
+        results["verdict"] = {clf: paired_verdict(results["runs"], clf) for clf in config.classifiers}
     write_json(st.out_dir / "results.json", results)
     write_report(st.out_dir, results, st.imbalanced, generated, config.to_dict(), train_defaults=TrainConfig().to_dict())
     return results
@@ -156,8 +163,14 @@ def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, f
     )
     pred = clf.predict(st.test.images)
     metrics = classification_metrics(st.test.labels, pred, st.test.class_names, train_counts=st.imbalanced.counts())
+    extra = {}
+    if st.validation is not None:  # what every choice is made on
+        val = classification_metrics(st.validation.labels, clf.predict(st.validation.images), st.test.class_names)
+        extra["validation"] = {"accuracy": val["accuracy"], "balanced_accuracy": val["balanced_accuracy"],
+                               "macro_f1": val["macro_f1"]}
     return {
-        "method": m.name, "rebalancer": m.rebalancer, "classifier": classifier, "seed": seed,
+        "method": m.name, "rebalancer": m.rebalancer, "generative": rebalancer_class(m.rebalancer).generative,
+        "classifier": classifier, "seed": seed, **extra,
         "accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
         "macro_f1": metrics["macro_f1"], "per_class_f1": metrics["per_class_f1"], "metrics": metrics,
         "train_images": len(train), "train_seconds": clf.train_seconds, "device": describe(st.device),
@@ -228,6 +241,7 @@ def _load_previous(st: Stage) -> dict:
             "class_names": list(st.imbalanced.class_names), "train_counts": st.imbalanced.counts(),
             "fill_counts": st.add, "test_count": len(st.test), "test_counts": st.test.counts(),
             "image_shape": list(st.imbalanced.images.shape[1:]),
+            **({"validation_counts": st.validation.counts()} if st.validation is not None else {}),
         },
         "runs": [],
         "config": st.config.to_dict(),

@@ -16,6 +16,7 @@ from typing import Any
 from diffbalance.atomic import write_text
 from diffbalance.data.imageset import ImageSet
 from diffbalance.report import figures, tables
+from diffbalance.report.verdict import paired_verdict, verdict_text
 
 
 def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: dict[str, ImageSet], config: dict,
@@ -38,6 +39,7 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
     parts += ["## Test accuracy (%)", "Mean ± std over seeds " + ", ".join(map(str, config["seeds"])) +
               f"; test set: {ds['test_count']} images. Rows = classifier, columns = method (the paper's Table 3).",
               tables.metric_table(runs, methods, classifiers, "accuracy")]
+    parts += _verdict_section(runs, methods, classifiers, ds)
     parts += ["## Balanced accuracy (%)", tables.metric_table(runs, methods, classifiers, "balanced_accuracy")]
     parts += ["## Macro-F1 (%)", tables.metric_table(runs, methods, classifiers, "macro_f1")]
     for clf in classifiers:
@@ -74,6 +76,22 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
     path = out_dir / "report.md"
     write_text(path, "\n\n".join(parts) + "\n")
     return path
+
+
+def _verdict_section(runs: list[dict], methods: list[str], classifiers: list[str], ds: dict) -> list[str]:
+    """Validation accuracy (what choices are made on) and the paired verdict: did generated images help?"""
+    if "validation_counts" not in ds:
+        return ["No validation split in this config (`validation:`), so no method is chosen and no verdict is given."]
+    val_runs = [{**r, "val_accuracy": r["validation"]["accuracy"]} for r in runs if r.get("validation")]
+    parts = ["## Validation accuracy (%)",
+             f"Real images held out of the imbalanced training set before anything was fitted: {ds['validation_counts']}"
+             " per class. Every choice below is made on these, never on the test set.",
+             tables.metric_table(val_runs, methods, classifiers, "val_accuracy"),
+             "## Did the generated images help?"]
+    for clf in classifiers:
+        v = paired_verdict(runs, clf)
+        parts.append(verdict_text(v) if v else f"{clf}: no generative or no non-generative method to compare.")
+    return parts
 
 
 def _provenance(results: dict, config: dict) -> str:
