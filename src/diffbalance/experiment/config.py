@@ -24,6 +24,7 @@ from diffbalance.configs import Config, build, join, parse_fields
 from diffbalance.data.sources import DataConfig
 from diffbalance.errors import DiffbalanceError
 from diffbalance.evaluate.fid.protocol import FidConfig
+from diffbalance.experiment.filter import FilterConfig
 from diffbalance.imbalance.subset import ImbalanceConfig
 from diffbalance.imbalance.targets import STRATEGIES
 from diffbalance.imbalance.validation import ValidationConfig
@@ -40,6 +41,7 @@ class MethodConfig(Config):
     rebalancer: str = ""  # a registered rebalancer (none, oversample, mixup, cutmix, cfg, ldm, ldm-img2img); "" = name
     params: dict[str, Any] = field(default_factory=dict)  # the rebalancer's parameters (checked against it)
     train: TrainConfig = field(default_factory=TrainConfig)  # the classifier recipe of this method's runs
+    filter: FilterConfig | None = None  # over-generate and keep the candidates a judge scores best (generative only)
 
     def validate(self) -> None:
         if not self.rebalancer:
@@ -112,7 +114,10 @@ def check_method_params(m: MethodConfig, path: str) -> None:
     for key, top in EXPERIMENT_LEVEL_PARAMS.items():
         if key in m.params:
             raise DiffbalanceError(f"{path}.params.{key} is set per method", f"set {top}: at the top level instead")
-    build_rebalancer(m.rebalancer, m.params, path=f"{path}.params")
+    reb = build_rebalancer(m.rebalancer, m.params, path=f"{path}.params")
+    if m.filter is not None and not reb.generative:
+        raise DiffbalanceError(f"{path}.filter is set on {m.rebalancer}, which generates nothing to filter",
+                               "use filter only with cfg, ldm or ldm-img2img")
 
 
 def _mapping(value: Any, path: str) -> Mapping:

@@ -32,6 +32,7 @@ from diffbalance.evaluate.consistency import class_consistency
 from diffbalance.evaluate.fid.protocol import quality_report
 from diffbalance.evaluate.metrics import classification_metrics
 from diffbalance.experiment.config import ExperimentConfig, MethodConfig
+from diffbalance.experiment.filter import acceptance, filtered_fill, kept_and_rejected
 from diffbalance.errors import DiffbalanceError
 from diffbalance.imbalance.subset import apply_profile, make_imbalanced
 from diffbalance.imbalance.targets import generation_counts
@@ -132,6 +133,11 @@ def _run_stages(st: Stage, config: ExperimentConfig) -> dict:
                     results["runs"].append(train_and_evaluate(st, m, clf, seed, fills[m.name]))
                     write_json(st.out_dir / "results.json", results)
     generated = {m.name: fills[m.name] for m in config.methods if len(fills[m.name])}
+    filtered = {m.name: kept_and_rejected(st.out_dir / "fills" / m.name, st.imbalanced.class_names)
+                for m in config.methods if m.filter is not None and m.name in generated}
+    if filtered:
+        results["filter"] = {name: acceptance(st.out_dir / "fills" / name, list(st.imbalanced.class_names))
+                             for name in filtered}
     if generated and config.consistency:
         results["consistency"] = consistency_table(st, config, generated)
     if generated and config.fid is not None:
@@ -139,7 +145,8 @@ def _run_stages(st: Stage, config: ExperimentConfig) -> dict:
     if st.validation is not None:
         results["verdict"] = {clf: paired_verdict(results["runs"], clf) for clf in config.classifiers}
     write_json(st.out_dir / "results.json", results)
-    write_report(st.out_dir, results, st.imbalanced, generated, config.to_dict(), train_defaults=TrainConfig().to_dict())
+    write_report(st.out_dir, results, st.imbalanced, generated, config.to_dict(), train_defaults=TrainConfig().to_dict(),
+                 filtered=filtered)
     return results
 
 
@@ -148,7 +155,10 @@ def method_fill(st: Stage, m: MethodConfig) -> ImageSet:
     reb = method_rebalancer(st.config, m, st.device)
     n = sum(reb.plan(st.imbalanced).values())
     if n:
-        console.print(f"[bold]fill[/] {m.name}: {n} images ({m.rebalancer})")
+        console.print(f"[bold]fill[/] {m.name}: {n} images ({m.rebalancer}{', filtered' if m.filter else ''})")
+    if m.filter is not None:
+        return filtered_fill(reb, m.filter, st.imbalanced, st.out_dir / "fills" / m.name, _workdir(st, m),
+                             st.out_dir / "judges", st.device, st.progress)
     return fill(reb, st.imbalanced, st.out_dir / "fills" / m.name, _workdir(st, m), st.progress)
 
 

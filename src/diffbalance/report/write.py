@@ -20,12 +20,14 @@ from diffbalance.report.verdict import paired_verdict, verdict_text
 
 
 def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: dict[str, ImageSet], config: dict,
-                 train_defaults: Mapping[str, Any] | None = None) -> Path:
+                 train_defaults: Mapping[str, Any] | None = None,
+                 filtered: Mapping[str, tuple[ImageSet, ImageSet]] | None = None) -> Path:
     """Write `out_dir/report.md` and `out_dir/figures/`.
 
     config: the resolved config as plain data (keys name, imbalance, methods, classifiers, train, seeds, fill_seed,
     grid_images_per_class, ...). train_defaults: the classifier recipe's defaults (`TrainConfig().to_dict()`), so
-    the report names only the recipe fields a run changed; None lists the whole recipe.
+    the report names only the recipe fields a run changed; None lists the whole recipe. filtered: per filtered
+    method, its (kept, rejected) candidates, for the grids beside `results["filter"]`.
     """
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
@@ -65,6 +67,8 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
         for m, fills in generated.items():
             figures.fill_grid(fills, config["grid_images_per_class"], f"{m}: fill images", fig_dir / f"fills_{m}.png")
             parts.append(f"### {m}\n![fills {m}](figures/fills_{m}.png)")
+    if "filter" in results:
+        parts += _filter_section(results["filter"], filtered or {}, config, fig_dir)
     if "consistency" in results:
         parts += ["## Class consistency (%)",
                   "Share of fill images that a reference classifier, trained on balanced real data, assigns to the "
@@ -76,6 +80,28 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
     path = out_dir / "report.md"
     write_text(path, "\n\n".join(parts) + "\n")
     return path
+
+
+def _filter_section(tables_by_method: dict, filtered: Mapping[str, tuple[ImageSet, ImageSet]], config: dict,
+                    fig_dir: Path) -> list[str]:
+    """Per filtered method: per class candidates, kept, the judge's in-class rate and scores; kept vs rejected grids."""
+    parts = ["## Over-generation and filtering",
+             "Each filtered method made `factor` × the needed images; a judge classifier trained on the imbalanced "
+             "real training set scored them (confidence in the intended class × closeness to its real images) and "
+             "the best were kept. *In class*: share the judge assigns to the intended class."]
+    for name, per_class in tables_by_method.items():
+        rows = [[c, v["candidates"], v["kept"], f"{100 * v['in_class_all']:.1f}", f"{100 * v['in_class_kept']:.1f}",
+                 f"{v['score_kept']:.3f}", f"{v['score_rejected']:.3f}"] for c, v in (per_class or {}).items()]
+        parts += [f"### {name}", tables.markdown_table(
+            ["class", "candidates", "kept", "in class, all %", "in class, kept %", "score kept", "score rejected"],
+            rows)]
+        if name in filtered:
+            for part, images in zip(("kept", "rejected"), filtered[name]):
+                if len(images):
+                    figures.fill_grid(images, config.get("grid_images_per_class", 8), f"{name}: {part}",
+                                      fig_dir / f"filter_{name}_{part}.png")
+                    parts.append(f"![{name} {part}](figures/filter_{name}_{part}.png)")
+    return parts
 
 
 def _verdict_section(runs: list[dict], methods: list[str], classifiers: list[str], ds: dict) -> list[str]:
