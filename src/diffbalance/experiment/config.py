@@ -25,6 +25,7 @@ from diffbalance.data.sources import DataConfig
 from diffbalance.errors import DiffbalanceError
 from diffbalance.evaluate.fid.protocol import FidConfig
 from diffbalance.experiment.filter import FilterConfig
+from diffbalance.experiment.sweep import SweepConfig
 from diffbalance.imbalance.subset import ImbalanceConfig
 from diffbalance.imbalance.targets import STRATEGIES
 from diffbalance.imbalance.validation import ValidationConfig
@@ -67,6 +68,7 @@ class ExperimentConfig(Config):
     reference_train: TrainConfig = field(default_factory=TrainConfig)  # that reference classifier's recipe
     reference_images_per_class: int | None = None  # balanced real images per class for it (None = all)
     fid: FidConfig | None = None  # generation-quality section; None = skip
+    sweep: SweepConfig | None = None  # choose a cfg method's guidance w (and sampler) on validation accuracy
     grid_images_per_class: int = 8  # fill images per class in the report's sample grids
 
     def validate(self) -> None:
@@ -81,6 +83,14 @@ class ExperimentConfig(Config):
             self.require(0 < self.target <= 1, "target", "a ratio n_class / n_majority in (0, 1]")
         self.require(len(self.seeds) > 0, "seeds", "a list of at least one seed")
         self.require(self.grid_images_per_class >= 0, "grid_images_per_class", "0 or more")
+        if self.sweep is not None:
+            target = next((m for m in self.methods if m.name == self.sweep.method), None)
+            if target is None or target.rebalancer != "cfg":
+                raise DiffbalanceError(f"sweep.method {self.sweep.method!r} is not a cfg method of this config",
+                                       f"name one of: {', '.join(m.name for m in self.methods if m.rebalancer == 'cfg')}")
+            if self.validation is None:
+                raise DiffbalanceError("sweep chooses on validation accuracy, but there is no validation section",
+                                       "add validation: {per_class: N} (or fraction: f)")
         self.require(self.reference_images_per_class is None or self.reference_images_per_class >= 1,
                      "reference_images_per_class", "a positive count or null")
 

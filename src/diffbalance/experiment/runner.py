@@ -33,6 +33,7 @@ from diffbalance.evaluate.fid.protocol import quality_report
 from diffbalance.evaluate.metrics import classification_metrics
 from diffbalance.experiment.config import ExperimentConfig, MethodConfig
 from diffbalance.experiment.filter import acceptance, filtered_fill, kept_and_rejected
+from diffbalance.experiment.sweep import reuse_chosen_fill, run_sweep
 from diffbalance.errors import DiffbalanceError
 from diffbalance.imbalance.subset import apply_profile, make_imbalanced
 from diffbalance.imbalance.targets import generation_counts
@@ -125,8 +126,15 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
 
 def _run_stages(st: Stage, config: ExperimentConfig) -> dict:
     results = _load_previous(st)
-    fills = {m.name: method_fill(st, m) for m in config.methods}
-    for m in config.methods:
+    methods = list(config.methods)
+    if config.sweep is not None:  # the chosen w and sampler replace the method's own before it runs
+        results["sweep"] = sweep_table(st, config)
+        chosen = results["sweep"]["chosen"]
+        reuse_chosen_fill(st.out_dir, config.sweep.method, chosen)
+        methods = [m.replace(params={**m.params, **chosen, "guidance_convention": "ho"})
+                   if m.name == config.sweep.method else m for m in methods]
+    fills = {m.name: method_fill(st, m) for m in methods}
+    for m in methods:
         for clf in config.classifiers:
             for seed in config.seeds:
                 if _find_run(results, m.name, clf, seed) is None:
@@ -148,6 +156,28 @@ def _run_stages(st: Stage, config: ExperimentConfig) -> dict:
     write_report(st.out_dir, results, st.imbalanced, generated, config.to_dict(), train_defaults=TrainConfig().to_dict(),
                  filtered=filtered)
     return results
+
+
+def sweep_table(st: Stage, config: ExperimentConfig) -> dict:
+    """The guidance sweep of `config.sweep` (experiment.sweep), its fills under OUT/sweep/."""
+    method = next(m for m in config.methods if m.name == config.sweep.method)
+    reference = reference_classifier(st, config) if config.consistency else None
+
+    def fill_for(point: MethodConfig) -> ImageSet:
+        reb = method_rebalancer(config, method, st.device).set_params(**{
+            k: point.params[k] for k in ("guidance_w", "guidance_convention", "sampler")})
+        return fill(reb, st.imbalanced, st.out_dir / "sweep" / point.name, _workdir(st, method), st.progress)
+
+    def quality(fills: ImageSet) -> dict | None:
+        if config.fid is None:
+            return None
+        domain = reference_classifier(st, config) if config.fid.features == "domain" else None
+        q = quality_report(balanced_original(st), st.imbalanced.concat(fills), fills, config.fid, device=st.device,
+                           domain_model=domain)
+        return {"precision_recall": q["precision_recall"], "generated_fid": q["generated_fid"]["fid"],
+                "features": q["features"]}
+
+    return run_sweep(st, method, fill_for, reference, quality)
 
 
 def method_fill(st: Stage, m: MethodConfig) -> ImageSet:

@@ -83,3 +83,32 @@ def fill_grid(fills: ImageSet, per_class: int, title: str, path: Path) -> None:
     ax.set_xticks([])
     ax.set_title(title, fontsize=9)
     _save(fig, path)
+
+
+def sweep_figure(points: dict, path: Path) -> None:
+    """Fidelity (precision) vs diversity (recall) of each sweep point, coloured by validation accuracy and labelled
+    with w; beside it, validation accuracy against w per sampler."""
+    pts = list(points.values())
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    acc = [100 * p["validation_accuracy"] for p in pts]
+    pr = [(p.get("quality") or {}).get("precision_recall", {}) for p in pts]
+    if all(q.get("precision") is not None for q in pr):
+        sc = ax1.scatter([q["recall"] for q in pr], [q["precision"] for q in pr], c=acc, cmap="viridis", s=40)
+        for p, q in zip(pts, pr):
+            ax1.annotate(f"w={p['guidance_w']:g}", (q["recall"], q["precision"]), fontsize=7, xytext=(3, 3),
+                         textcoords="offset points")
+        fig.colorbar(sc, ax=ax1, label="validation accuracy %")
+        ax1.set_xlabel("recall (diversity)")
+        ax1.set_ylabel("precision (fidelity)")
+    else:
+        ax1.text(0.5, 0.5, "no fid: section, so no precision/recall", ha="center", va="center")
+    ax1.set_title("fidelity vs diversity of the fills")
+    for sampler in sorted({p["sampler"] for p in pts}):
+        mine = sorted((p for p in pts if p["sampler"] == sampler), key=lambda p: p["guidance_w"])
+        ax2.plot([p["guidance_w"] for p in mine], [100 * p["validation_accuracy"] for p in mine], "o-", label=sampler)
+    ax2.set_xlabel("guidance w (Ho & Salimans)")
+    ax2.set_ylabel("validation accuracy %")
+    ax2.legend(fontsize=7)
+    ax2.set_title("the choice: validation accuracy")
+    fig.tight_layout()
+    _save(fig, path)

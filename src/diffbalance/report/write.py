@@ -67,6 +67,8 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
         for m, fills in generated.items():
             figures.fill_grid(fills, config["grid_images_per_class"], f"{m}: fill images", fig_dir / f"fills_{m}.png")
             parts.append(f"### {m}\n![fills {m}](figures/fills_{m}.png)")
+    if "sweep" in results:
+        parts += _sweep_section(results["sweep"], fig_dir)
     if "filter" in results:
         parts += _filter_section(results["filter"], filtered or {}, config, fig_dir)
     if "consistency" in results:
@@ -80,6 +82,26 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
     path = out_dir / "report.md"
     write_text(path, "\n\n".join(parts) + "\n")
     return path
+
+
+def _sweep_section(sweep: dict, fig_dir: Path) -> list[str]:
+    """The guidance sweep: every point's fidelity, diversity, consistency and validation accuracy; the choice."""
+    rows = []
+    for p in sweep["points"].values():
+        q = p.get("quality") or {}
+        pr = q.get("precision_recall", {})
+        rows.append([f"{p['guidance_w']:g}", p["sampler"], _fmt(pr.get("precision")), _fmt(pr.get("recall")),
+                     _fmt(q.get("generated_fid")), _fmt(p.get("consistency"), 1),
+                     f"{100 * p['validation_accuracy']:.2f}"])
+    figures.sweep_figure(sweep["points"], fig_dir / "sweep.png")
+    chosen = sweep["chosen"]
+    return ["## Guidance sweep", f"Method `{sweep['method']}`: fills at every w and sampler; chosen on "
+            f"{sweep['chosen_on']}: **w = {chosen['guidance_w']:g}, {chosen['sampler']}**. Precision/recall and FID "
+            "of the fills against the real images of their classes; consistency by the reference classifier "
+            "(report only).",
+            tables.markdown_table(["w", "sampler", "precision", "recall", "FID (fills)", "consistency %",
+                                   "validation acc %"], rows),
+            "![sweep](figures/sweep.png)"]
 
 
 def _filter_section(tables_by_method: dict, filtered: Mapping[str, tuple[ImageSet, ImageSet]], config: dict,
