@@ -48,8 +48,8 @@ def test_resolved_config_round_trips_and_resolves_recipes():
     demo = load_config("demo")
     by_name = {m.name: m for m in demo.methods}
     assert by_name["balanced-softmax"].train.loss == "balanced_softmax" and by_name["none"].train.loss == "ce"
-    assert by_name["none"].train.epochs == demo.train.epochs == 12
-    assert demo.reference_train.epochs == 20 and demo.reference_train.lr == demo.train.lr
+    assert by_name["none"].train.epochs == demo.train.epochs == 10
+    assert demo.reference_train.epochs == 10 and demo.reference_train.lr == demo.train.lr
     assert ExperimentConfig.from_dict(demo.to_dict()) == demo
 
 

@@ -181,6 +181,11 @@ def parse_fields(cls: type, d: Any, path: str, noun: str = "option") -> dict[str
     if unknown:
         raise DiffbalanceError(f"unknown {path or 'top level'} key(s) {', '.join(map(str, unknown))}",
                                f"use only {', '.join(sorted(fields))}")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise DiffbalanceError(f"{path or 'the config'} lacks {', '.join(missing)}", f"add {missing[0]}: …")
     out = {}
     for key, value in d.items():
         try:

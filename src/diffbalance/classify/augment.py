@@ -7,6 +7,7 @@
 - Batch mixing, torchvision v2.MixUp / v2.CutMix (paper eqs. 1–2):
   x̃ = λ x_i + (1 − λ) x_j or
   x̃ = M ⊙ x_i + (1 − M) ⊙ x_j, ỹ = λ y_i + (1 − λ) y_j, λ ~ Beta(α, α), j = i − 1 (the batch rolled by one).
+  A per-sample value v (a loss weight) of a mixed sample is mixed like the labels: ṽ = λ v_i + (1 − λ) v_j.
 
 Offsets and flips come from an explicit `torch.Generator` (CPU, then moved to the device, so the CPU and GPU
 draw the same numbers); mixing runs under a forked CPU RNG seeded per step, never the unseeded global RNG.
@@ -98,3 +99,24 @@ def mix_batch(
     with forked_rng(seed):  # the CPU RNG only (torchvision draws λ and the box there); CUDA's is not touched
         mixed, soft = transform(images, labels)
     return mixed, soft
+
+
+def mix_values(transform: v2.Transform, images: torch.Tensor, values: torch.Tensor, seed: int) -> torch.Tensor:
+    """λ v_i + (1 − λ) v_{i−1} (N,) for per-sample values v (N,), with the λ (and CutMix box, and MixUp/CutMix
+    choice) that `mix_batch(transform, images, labels, seed)` draws.
+
+    The transform runs again under the same seed on a one-channel view of the images (its draws depend on the batch
+    and image size only) with v as column 0 of soft labels, which it mixes exactly as it mixes the class labels.
+    """
+    num_classes = _num_classes(transform)
+    probe = torch.zeros(len(values), num_classes, dtype=torch.float32, device=images.device)  # (N, K)
+    probe[:, 0] = values.to(probe)
+    with forked_rng(seed):
+        _, mixed = transform(images[:, :1], probe)
+    return mixed[:, 0]
+
+
+def _num_classes(transform: v2.Transform) -> int:
+    """K of a MixUp/CutMix transform, or of the first one inside a RandomChoice (they all share K)."""
+    inner = getattr(transform, "transforms", None)
+    return (inner[0] if inner else transform).num_classes

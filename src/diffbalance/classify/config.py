@@ -3,10 +3,21 @@
 The paper gives no recipe (PAPER.md, "Training recipe not given"); the defaults are the usual CIFAR one:
 SGD with Nesterov momentum 0.9, weight decay 5e-4, per-step cosine decay after a linear warmup,
 random crop (pad 4) + horizontal flip.
+
+Synthetic-aware options (no-ops at their defaults, so a run without them is today's run bit for bit):
+- synthetic_weight: the loss weight of a generated image, real images weigh 1 (DiffuLT's weighted cross-entropy,
+  Shao et al. 2024); the batch loss is Σ w_i ℓ_i / Σ w_i, so its scale (hence the effective lr) does not move with
+  the share of generated images in a batch.
+- prior: which images balanced_softmax's class prior counts: all training images, or only the real ones (Fill-Up,
+  Shin et al. 2023; SYNAuG, Ye-Bin et al. 2023: a filled set looks balanced, the real world it models does not).
+- head_retrain_epochs / head_retrain_lr: classifier re-training (cRT, Kang et al. 2020, "Decoupling representation
+  and classifier for long-tailed recognition"; LDMLR's last-layer retraining): after the main training, freeze the
+  features, re-initialise the linear head and train it on class-balanced *real* images (classify.head_retrain).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,7 +49,11 @@ class TrainConfig(Config):
     channels_last: bool = True  # channels_last memory format (CUDA only)
     compile: bool = False  # torch.compile the model (CUDA only)
     eval_batch_size: int = 1024  # images per forward pass when predicting or extracting features
-    checkpoint_every_epochs: int = 1  # write a resumable checkpoint every N epochs (when a folder is given); 0: never
+    checkpoint_every_epochs: int = 1  # a resumable checkpoint every N epochs of either stage (given a folder); 0: never
+    synthetic_weight: float = 1.0  # loss weight of a generated image (real: 1); 0 ignores them in the loss
+    prior: Literal["train", "real"] = "train"  # balanced_softmax's class counts: all training images | real ones only
+    head_retrain_epochs: int = 0  # cRT: epochs of re-training a fresh head on class-balanced real images; 0: off
+    head_retrain_lr: float = 0.1  # start lr of that stage (per-step cosine to 0, no warmup)
 
     def validate(self) -> None:
         self.require(self.epochs >= 1, "epochs", "at least 1")
@@ -53,3 +68,9 @@ class TrainConfig(Config):
         self.require(self.random_crop_padding >= 0, "random_crop_padding", "0 or more")
         self.require(self.eval_batch_size >= 1, "eval_batch_size", "at least 1")
         self.require(self.checkpoint_every_epochs >= 0, "checkpoint_every_epochs", "0 or more")
+        self.require(0 <= self.synthetic_weight < math.inf, "synthetic_weight", "a finite number, 0 or more")
+        # plain CE has no prior: a "real" prior there would be silently ignored, so it is refused
+        self.require(self.prior == "train" or self.loss == "balanced_softmax", "prior",
+                     "'train' unless loss is balanced_softmax (only that loss uses a class prior)")
+        self.require(self.head_retrain_epochs >= 0, "head_retrain_epochs", "0 or more")
+        self.require(0 < self.head_retrain_lr < math.inf, "head_retrain_lr", "positive")

@@ -8,6 +8,12 @@ Balanced softmax (Ren et al. 2020, "Balanced Meta-Softmax") = the logit-adjusted
 The shift is applied during training only; at test time the plain logits z are used (argmax z), which turns the
 prior-weighted training posterior into a balanced one. A class with no training image would get log 0 = −∞;
 its count is raised to 1 so the loss stays finite.
+
+Per-sample weights w (DiffuLT's weighted cross-entropy, Shao et al. 2024: generated images weigh w, real ones 1):
+    L = Σ_i w_i ℓ_i / Σ_i w_i,
+a weighted mean, so the loss scale (and so the effective lr) does not depend on how many generated images a batch
+holds; a sample with w_i = 0 gets no gradient. Without weights the loss is F.cross_entropy's plain mean, the same
+op as before weights existed, so an unweighted run stays bit-identical.
 """
 
 from __future__ import annotations
@@ -17,14 +23,26 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[..., torch.Tensor]  # loss(logits (N, K), targets (N,) or (N, K), weights (N,) | None = None)
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean CE of logits (N, K) against class indices (N,) or class probabilities (N, K)."""
+def cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """CE of logits (N, K) against class indices (N,) or class probabilities (N, K): the mean over the batch, or
+    the `weights`-weighted mean Σ w ℓ / Σ w when per-sample weights (N,) are given."""
     if targets.ndim == 2:
         targets = targets.to(logits.dtype)
-    return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    if weights is None:
+        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    per_sample = F.cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction="none")  # (N,)
+    return weighted_mean(per_sample, weights)
+
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ w_i v_i / Σ w_i; a batch whose weights are all 0 gives 0 (no gradient) instead of 0 / 0."""
+    weights = weights.to(values.dtype)
+    return (weights * values).sum() / weights.sum().clamp_min(torch.finfo(values.dtype).tiny)
 
 
 def log_class_prior(class_counts: Sequence[int] | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
@@ -39,17 +57,21 @@ def balanced_softmax_loss(
     log_prior: torch.Tensor,
     label_smoothing: float = 0.0,
     tau: float = 1.0,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CE on z + τ log π (Ren et al. 2020 for τ = 1; Menon et al. 2021's logit-adjusted loss for any τ)."""
     adjusted = logits.float() + tau * log_prior.to(logits.device)  # (N, K); fp32 so bf16 logits keep the shift exact
-    return cross_entropy(adjusted, targets, label_smoothing)
+    return cross_entropy(adjusted, targets, label_smoothing, weights)
 
 
 def build_loss(kind: str, class_counts: Sequence[int], label_smoothing: float, device: torch.device) -> LossFn:
-    """The training loss named by `TrainConfig.loss`, as `loss(logits, targets)`."""
+    """The training loss named by `TrainConfig.loss`, as `loss(logits, targets, weights=None)`; `class_counts` are
+    balanced_softmax's prior (all training images, or the real ones only: `TrainConfig.prior`)."""
     if kind == "ce":
-        return lambda logits, targets: cross_entropy(logits, targets, label_smoothing)
+        return lambda logits, targets, weights=None: cross_entropy(logits, targets, label_smoothing, weights)
     if kind == "balanced_softmax":
         prior = log_class_prior(class_counts, device)
-        return lambda logits, targets: balanced_softmax_loss(logits, targets, prior, label_smoothing)
+        return lambda logits, targets, weights=None: balanced_softmax_loss(
+            logits, targets, prior, label_smoothing, weights=weights
+        )
     raise ValueError(f"unknown loss {kind!r}")  # TrainConfig validates the name; reaching here is a bug

@@ -2,7 +2,8 @@
 
     logits = head(forward_features(x)),  forward_features(x): (N, C, H, W) float → (N, D)
 
-so the same network classifies and extracts features (for feature-space metrics).
+so the same network classifies and extracts features (for feature-space metrics). Every model's `head` is one
+nn.Linear: classifier re-training (cRT, classify.head_retrain) re-initialises and re-trains that layer alone.
 
 - `resnet18`, `resnet50`: torchvision's ResNet definitions with the CIFAR stem of He et al. (2016, §4.2) as used
   by every CIFAR-LT paper: conv1 is 3×3, stride 1, padding 1 and the stem max-pool is removed, so a 32×32 image

@@ -2,14 +2,14 @@
 
 The whole training set lives on the device as one uint8 tensor; each epoch cuts batches from a permutation
 seeded by (seed, epoch), and each step's crop/flip/mix draws are seeded by (seed, step). So a run is a pure
-function of (data, config, seed): the same on every call on the CPU, and exactly resumable from a checkpoint
-that stores weights, optimizer buffers, scheduler state and the epoch (the RNG "state" is the epoch itself).
+function of (data, synthetic mask, config, seed): the same on every call on the CPU, and exactly resumable from a
+checkpoint that stores weights, optimizer buffers, scheduler state and the epoch (the RNG "state" is the epoch).
 
-Learning rate, as a pure function of the 0-based step s with T steps in all and W warmup steps (lr_factor):
-    cosine:   lr_s = lr · (s + 1) / W                              for s < W (linear warmup)
-              lr_s = lr · ½ (1 + cos(π (s − W) / (T − W)))         after (Loshchilov & Hutter 2017, no restarts)
-    onecycle: torch's OneCycleLR (Smith & Topin 2019) with cos annealing and fixed momentum: from lr/25 up to lr
-              over the first W steps, then down to lr/(25·10⁴); W = warmup_epochs, or 30 % of T when 0.
+Two stages: (1) the whole network on all training images, generated ones weighted by `synthetic_weight`
+(losses.py) and the balanced-softmax prior counted over `prior`; (2) only when `head_retrain_epochs` > 0, cRT:
+a fresh linear head on frozen features and class-balanced real images (head_retrain.py). Stage 2 checkpoints
+like stage 1 (its head optimizer and schedule, plus "head_epoch" in the JSON), so a resume in either stage ends
+with the same weights as an uninterrupted run. The lr schedule of both stages is classify.schedule.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,16 +26,28 @@ from torch import nn
 
 from diffbalance.atomic import ensure_writable_dir
 from diffbalance.checkpoint import load_training_state, save_training_state
-from diffbalance.classify.augment import augment_batch, build_batch_mix, channel_mean_std, mix_batch, normalize
+from diffbalance.classify.augment import (
+    augment_batch,
+    build_batch_mix,
+    channel_mean_std,
+    mix_batch,
+    mix_values,
+    normalize,
+)
 from diffbalance.classify.checkpoint import RESUME_FOLDER, load_classifier_files, save_classifier
 from diffbalance.classify.config import TrainConfig
+from diffbalance.classify.head_retrain import HeadStage, build_head_stage, reset_head, retrain_head_epoch
+from diffbalance.classify.head_retrain import RNG_SCHEME as HEAD_RNG_SCHEME
 from diffbalance.classify.losses import LossFn, build_loss
 from diffbalance.classify.models import build_classifier
+from diffbalance.classify.schedule import lr_factor, lr_scheduler
 from diffbalance.data.imageset import ImageSet
 from diffbalance.device import DeviceLike, fast_gpu_path, resolve_device
 from diffbalance.errors import DiffbalanceError
 from diffbalance.progress import progress_bar
 from diffbalance.seeding import derive_seed, forked_rng, generator
+
+__all__ = ["TrainedClassifier", "lr_factor", "train_classifier"]  # lr_factor: re-exported from schedule
 
 LOG_EVERY_STEPS = 10  # how often the progress bar reads the loss back (a GPU sync)
 # every random draw of a run, so (seed, epoch) in a checkpoint is its whole RNG state
@@ -114,24 +126,6 @@ class TrainedClassifier:
         return cls(model, config, tuple(meta["class_names"]), meta["mean"], meta["std"], meta["train_seconds"], device)
 
 
-def lr_factor(step: int, *, schedule: str, warmup_steps: int, total_steps: int) -> float:
-    """Multiplier of the peak lr at 0-based `step` (see the module header)."""
-    if schedule == "cosine":
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
-    # onecycle, as torch.optim.lr_scheduler.OneCycleLR(anneal_strategy="cos", three_phase=False)
-    initial, final = 1 / 25, 1 / 25 / 1e4
-    peak_step = (warmup_steps if warmup_steps > 0 else 0.3 * total_steps) - 1
-    if step <= peak_step:
-        return _cos_ramp(initial, 1.0, step / peak_step if peak_step > 0 else 1.0)
-    return _cos_ramp(1.0, final, (step - peak_step) / max(1e-12, total_steps - 1 - peak_step))
-
-
-def _cos_ramp(start: float, end: float, pct: float) -> float:
-    return end + (start - end) / 2 * (math.cos(math.pi * min(pct, 1.0)) + 1)
-
-
 @dataclass
 class _Run:
     """Everything one training step touches."""
@@ -144,6 +138,7 @@ class _Run:
     mix: object  # a torchvision v2 transform or None
     images: torch.Tensor  # (N, C, H, W) uint8, on the device
     labels: torch.Tensor  # (N,) int64, on the device
+    weighted: torch.Tensor | None  # (N,) bool on the device, the generated images, when they weigh ≠ 1; else None
     mean: list[float]
     std: list[float]
     config: TrainConfig
@@ -165,32 +160,84 @@ def train_classifier(
     seed: int,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
+    synthetic: torch.Tensor | None = None,
 ) -> TrainedClassifier:
     """Train `config.model` on `train` on `device` ("auto", "cpu", "cuda", "cuda:N" or a torch.device); resumes
-    from `checkpoint_dir/resume` when it holds this run's checkpoint."""
+    from `checkpoint_dir/resume` when it holds this run's checkpoint (in either stage).
+
+    `synthetic` (N,) bool marks the generated images of `train` (None: all real); `synthetic_weight`,
+    `prior: real` and head re-training read it, and with their defaults the run does not depend on it."""
     device = resolve_device(device)
     if len(train) < 2:
         raise DiffbalanceError(f"cannot train a classifier on {len(train)} image(s)", "pass a larger training set")
-    run = _build_run(train, config, device, seed)
+    synthetic = _synthetic_mask(synthetic, len(train))
+    run = _build_run(train, config, device, seed, synthetic)
+    head = build_head_stage(run.model, train.labels, ~synthetic, config) if config.head_retrain_epochs else None
     meta = {"config": config.to_dict(), "seed": seed, "data": _fingerprint(train), "rng": RNG_SCHEME}
+    meta.update(_synthetic_fingerprint(synthetic, config))
+    if head is not None:
+        meta["rng"] += "; " + HEAD_RNG_SCHEME
     folder = None if checkpoint_dir is None else ensure_writable_dir(Path(checkpoint_dir)) / RESUME_FOLDER
-    start_epoch, seconds_before = _resume(folder, meta, run)
+    start_epoch, head_start, seconds_before = _resume(folder, meta, run, head)
 
     started = time.perf_counter()
+
+    def elapsed() -> float:  # training seconds, summed over resumed parts
+        return seconds_before + time.perf_counter() - started
+
     steps_left = (config.epochs - start_epoch) * run.steps_per_epoch
     with progress_bar(f"train {config.model}", steps_left, enabled=progress) as advance:
         for epoch in range(start_epoch, config.epochs):
             _train_one_epoch(run, epoch, advance, time.perf_counter())
             done = epoch + 1
-            every = config.checkpoint_every_epochs
-            if folder is not None and every > 0 and (done % every == 0 or done == config.epochs):
-                state = {**meta, "epoch": done, "train_seconds": seconds_before + time.perf_counter() - started}
+            if _checkpoint_due(folder, config.checkpoint_every_epochs, done, config.epochs):
+                state = {**meta, "epoch": done, "train_seconds": elapsed()}
                 save_training_state(folder, {"model": run.model}, run.optimizer, run.scheduler, state)
-    seconds = seconds_before + time.perf_counter() - started
-    return TrainedClassifier(run.model.eval(), config, train.class_names, run.mean, run.std, seconds, device)
+    if head is not None:
+        _retrain_head(run, head, head_start, folder, meta, elapsed, progress)
+    return TrainedClassifier(run.model.eval(), config, train.class_names, run.mean, run.std, elapsed(), device)
 
 
-def _build_run(train: ImageSet, config: TrainConfig, device: torch.device, seed: int) -> _Run:
+def _checkpoint_due(folder: Path | None, every: int, done: int, total: int) -> bool:
+    """Every `every` epochs and after the last one (when there is a folder and `every` > 0)."""
+    return folder is not None and every > 0 and (done % every == 0 or done == total)
+
+
+def _retrain_head(
+    run: _Run, head: HeadStage, start: int, folder: Path | None, meta: dict, elapsed: Callable[[], float],
+    progress: bool,
+) -> None:
+    """Stage 2 from head epoch `start`: a fresh head when it begins, then class-balanced epochs, checkpointed."""
+    cfg = run.config
+    if start == 0:  # a resumed stage 2 has its partly trained head back from the checkpoint
+        reset_head(run.model, run.seed)
+    steps_left = (cfg.head_retrain_epochs - start) * head.steps_per_epoch
+    with progress_bar(f"retrain head {cfg.model}", steps_left, enabled=progress) as advance:
+        for epoch in range(start, cfg.head_retrain_epochs):
+            retrain_head_epoch(run, head, epoch, advance)
+            done = epoch + 1
+            if _checkpoint_due(folder, cfg.checkpoint_every_epochs, done, cfg.head_retrain_epochs):
+                state = {**meta, "epoch": cfg.epochs, "head_epoch": done, "train_seconds": elapsed()}
+                save_training_state(folder, {"model": run.model}, head.optimizer, head.scheduler, state)
+
+
+def _synthetic_mask(synthetic: torch.Tensor | None, n: int) -> torch.Tensor:
+    """The (N,) bool CPU mask of generated images; None → all real."""
+    if synthetic is None:
+        return torch.zeros(n, dtype=torch.bool)
+    mask = torch.as_tensor(synthetic)
+    if mask.dtype != torch.bool or tuple(mask.shape) != (n,):
+        raise DiffbalanceError(
+            f"synthetic must be a bool tensor of shape ({n},), got {mask.dtype} {tuple(mask.shape)}",
+            "pass True for each generated training image and False for each real one, in training-set order",
+        )
+    return mask.cpu()
+
+
+def _build_run(
+    train: ImageSet, config: TrainConfig, device: torch.device, seed: int, synthetic: torch.Tensor | None = None
+) -> _Run:
+    synthetic = _synthetic_mask(synthetic, len(train))
     mean, std = channel_mean_std(train.images)
     with forked_rng(derive_seed(seed, "init")):  # same seed → same initial weights, caller's RNG untouched
         model = build_classifier(config.model, train.num_classes, train.channels)
@@ -210,17 +257,18 @@ def _build_run(train: ImageSet, config: TrainConfig, device: torch.device, seed:
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
     )
-    factor = partial(lr_factor, schedule=config.schedule, warmup_steps=warmup_steps, total_steps=total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = lr_scheduler(optimizer, schedule=config.schedule, warmup_steps=warmup_steps, total_steps=total_steps)
     return _Run(
         model=model,
         step_model=step_model,
         optimizer=optimizer,
         scheduler=scheduler,
-        loss_fn=build_loss(config.loss, train.counts(), config.label_smoothing, device),
+        loss_fn=build_loss(config.loss, _prior_counts(train, synthetic, config), config.label_smoothing, device),
         mix=build_batch_mix(config.batch_mix, config.batch_mix_alpha, train.num_classes),
         images=train.images.to(device),
         labels=train.labels.to(device),
+        # unweighted when every image weighs 1, so the loss stays the plain batch mean (bit-identical to no mask)
+        weighted=synthetic.to(device) if config.synthetic_weight != 1 and bool(synthetic.any()) else None,
         mean=mean,
         std=std,
         config=config,
@@ -229,6 +277,24 @@ def _build_run(train: ImageSet, config: TrainConfig, device: torch.device, seed:
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
     )
+
+
+def _prior_counts(train: ImageSet, synthetic: torch.Tensor, config: TrainConfig) -> list[int]:
+    """Class counts of balanced_softmax's prior: every training image ("train") or the real ones only ("real")."""
+    if config.prior == "train":
+        return train.counts()
+    return torch.bincount(train.labels[~synthetic], minlength=train.num_classes).tolist()
+
+
+def _loss_weights(run: _Run, idx: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor | None:
+    """(B,) loss weights of a batch: synthetic_weight for a generated image, 1 for a real one, λ-mixed like the
+    labels under batch mixing (a mixed sample weighs λ w_i + (1 − λ) w_j); None when every image weighs 1."""
+    if run.weighted is None:
+        return None
+    weights = torch.where(run.weighted[idx], run.config.synthetic_weight, 1.0)  # (B,) float32
+    if run.mix is not None:  # the same seed as the step's mix_batch, so the same λ and box
+        weights = mix_values(run.mix, x, weights, derive_seed(run.seed, "mix", step))
+    return weights
 
 
 def _train_one_epoch(run: _Run, epoch: int, advance, since: float) -> None:
@@ -249,13 +315,14 @@ def _train_one_epoch(run: _Run, epoch: int, advance, since: float) -> None:
             generator=generator(derive_seed(run.seed, "augment", step)),
         )
         x = normalize(x, run.mean, run.std)
+        weights = _loss_weights(run, idx, x, step)  # (B,) or None
         if run.mix is not None:
             x, y = mix_batch(run.mix, x, y, derive_seed(run.seed, "mix", step))  # y: (B, K) soft labels
         if run.fast and cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.fast and cfg.bf16):
             logits = run.step_model(x)
-        loss = run.loss_fn(logits.float(), y)
+        loss = run.loss_fn(logits.float(), y, weights)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
@@ -272,23 +339,39 @@ def _train_one_epoch(run: _Run, epoch: int, advance, since: float) -> None:
         raise DiffbalanceError(f"training loss became {float(loss_sum)} in epoch {epoch + 1}", "lower lr")
 
 
-def _resume(folder: Path | None, meta: dict, run: _Run) -> tuple[int, float]:
-    """(epochs already done, seconds already spent); loads the checkpoint into `run` when there is one."""
+def _resume(folder: Path | None, meta: dict, run: _Run, head: HeadStage | None = None) -> tuple[int, int, float]:
+    """(epochs done, head epochs done, seconds spent); loads the checkpoint into `run` (stage 1) or into the model
+    and `head`'s optimizer and schedule (a checkpoint written in stage 2) when there is one."""
     loaded = None if folder is None else load_training_state(folder)
     if loaded is None:
-        return 0, 0.0
+        return 0, 0, 0.0
     saved = loaded.meta
-    ignore = ("eval_batch_size", "checkpoint_every_epochs")  # do not change the weights
-    same_config = {k: v for k, v in saved["config"].items() if k not in ignore} == {
-        k: v for k, v in meta["config"].items() if k not in ignore
-    }
-    if not same_config or saved["seed"] != meta["seed"] or saved["data"] != meta["data"]:
+    if not _same_run(saved, meta):
         raise DiffbalanceError(
             f"the checkpoint in {folder} comes from another run (different config, seed or training images)",
             f"delete {folder} to start afresh, or pass another checkpoint folder",
         )
-    loaded.restore({"model": run.model}, run.optimizer, run.scheduler)
-    return int(saved["epoch"]), float(saved["train_seconds"])
+    head_done = int(saved.get("head_epoch", 0))
+    if head_done and head is not None:  # the configs match, so a stage-2 checkpoint implies a head stage here
+        loaded.restore({"model": run.model}, head.optimizer, head.scheduler)
+    else:
+        loaded.restore({"model": run.model}, run.optimizer, run.scheduler)
+    return int(saved["epoch"]), head_done, float(saved["train_seconds"])
+
+
+def _same_run(saved: dict, meta: dict) -> bool:
+    """Whether a checkpoint's meta describes this run: config (but for options that leave the weights alone),
+    seed, training images and, when the config reads it, the synthetic mask."""
+    ignore = ("eval_batch_size", "checkpoint_every_epochs")  # do not change the weights
+    try:  # a checkpoint saved before an option existed lacks its key: read it with the option's default
+        then = TrainConfig.from_dict(saved["config"]).to_dict()
+    except DiffbalanceError:  # e.g. a model name no longer registered
+        return False
+    same_config = {k: v for k, v in then.items() if k not in ignore} == {
+        k: v for k, v in meta["config"].items() if k not in ignore
+    }
+    same_mask = saved.get("synthetic") == meta.get("synthetic")
+    return same_config and same_mask and saved["seed"] == meta["seed"] and saved["data"] == meta["data"]
 
 
 def _fingerprint(train: ImageSet) -> dict:
@@ -296,3 +379,13 @@ def _fingerprint(train: ImageSet) -> dict:
     h = hashlib.sha256(train.images.contiguous().numpy().reshape(-1))  # hashes the buffer, no copy
     h.update(train.labels.contiguous().numpy())
     return {"shape": list(train.images.shape), "counts": train.counts(), "sha256": h.hexdigest()}
+
+
+def _synthetic_fingerprint(synthetic: torch.Tensor, config: TrainConfig) -> dict:
+    """{"synthetic": count and SHA-256 of the mask} when the config reads the mask, else {}: runs with the default
+    options do not depend on it, so their checkpoints (and those saved before the mask existed) resume as before."""
+    reads_mask = config.synthetic_weight != 1 or config.prior == "real" or config.head_retrain_epochs > 0
+    if not reads_mask:
+        return {}
+    digest = hashlib.sha256(synthetic.numpy().tobytes()).hexdigest()
+    return {"synthetic": {"generated": int(synthetic.sum()), "sha256": digest}}

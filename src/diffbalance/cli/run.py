@@ -12,29 +12,35 @@ from diffbalance.cli.app import app
 
 @app.command("run")
 def run(
-    config: Annotated[Optional[str], typer.Argument(help="YAML config or preset name (demo, paper-cifar10); default: demo")] = None,
+    config: Annotated[Optional[str], typer.Argument(help="YAML config or preset name (demo, fashion-lt-study, paper-cifar10); default: demo")] = None,
     out: Annotated[Path, typer.Option(help="run folder (resumes what is already there)")] = Path("runs/demo"),
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (overrides the config)")] = None,
     data_root: Annotated[Optional[str], typer.Option(help="dataset folder (overrides data.root)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Run an experiment; with no CONFIG, the embedded demo."""
-    from diffbalance.experiment.config import load_config
+    """Run an experiment (or a study: one experiment per profile, in OUT/<profile>); with no CONFIG, the demo."""
+    from diffbalance.experiment.config import load_experiments
     from diffbalance.experiment.runner import run_experiment
     from diffbalance.report.tables import metric_table
+    from diffbalance.report.verdict import verdict_text
 
-    cfg = load_config(config or "demo")
-    if device is not None:
-        cfg = cfg.replace(device=device)
-    if data_root is not None:
-        cfg = cfg.replace(data=cfg.data.replace(root=data_root))
-    results = run_experiment(cfg, out, progress=not quiet)
-    methods = [m.name for m in cfg.methods]
-    typer.echo("\nTest accuracy (%), mean ± std over seeds:\n")
-    typer.echo(metric_table(results["runs"], methods, list(cfg.classifiers), "accuracy"))
-    typer.echo("\nMacro-F1 (%):\n")
-    typer.echo(metric_table(results["runs"], methods, list(cfg.classifiers), "macro_f1"))
-    typer.echo(f"\nreport: {Path(out) / 'report.md'}")
+    experiments = load_experiments(config or "demo")
+    for name, cfg in experiments:  # every experiment's config is checked before the first one starts
+        if device is not None:
+            cfg = cfg.replace(device=device)
+        if data_root is not None:
+            cfg = cfg.replace(data=cfg.data.replace(root=data_root))
+        folder = Path(out) / name if name else Path(out)
+        results = run_experiment(cfg, folder, progress=not quiet)
+        methods = [m.name for m in cfg.methods]
+        typer.echo(f"\n{cfg.name}\nTest accuracy (%), mean ± std over seeds:\n")
+        typer.echo(metric_table(results["runs"], methods, list(cfg.classifiers), "accuracy"))
+        typer.echo("\nMacro-F1 (%):\n")
+        typer.echo(metric_table(results["runs"], methods, list(cfg.classifiers), "macro_f1"))
+        for verdict in (results.get("verdict") or {}).values():
+            if verdict:
+                typer.echo("\n" + verdict_text(verdict).replace("**", ""))
+        typer.echo(f"\nreport: {folder / 'report.md'}")
 
 
 @app.command("presets")

@@ -31,7 +31,7 @@ from diffbalance.imbalance.targets import STRATEGIES
 from diffbalance.imbalance.validation import ValidationConfig
 from diffbalance.rebalance.registry import build_rebalancer
 
-PRESETS = ("demo", "paper-cifar10")
+PRESETS = ("demo", "fashion-lt-study", "paper-cifar10")
 # set once for the whole experiment (top-level keys), never per method
 EXPERIMENT_LEVEL_PARAMS = {"sampling_strategy": "target", "random_state": "fill_seed", "device": "device"}
 
@@ -91,6 +91,10 @@ class ExperimentConfig(Config):
             if self.validation is None:
                 raise DiffbalanceError("sweep chooses on validation accuracy, but there is no validation section",
                                        "add validation: {per_class: N} (or fraction: f)")
+            for name in self.sweep.also:
+                if name not in [m.name for m in self.methods if m.rebalancer == "cfg"]:
+                    raise DiffbalanceError(f"sweep.also names {name!r}, not a cfg method of this config",
+                                           "list only cfg methods that should take the chosen guidance")
         self.require(self.reference_images_per_class is None or self.reference_images_per_class >= 1,
                      "reference_images_per_class", "a positive count or null")
 
@@ -147,7 +151,38 @@ def _method(m: Any, base_train: Mapping, path: str) -> MethodConfig:
 
 
 def load_config(path_or_preset: str | Path) -> ExperimentConfig:
-    """A config file (YAML/JSON) or the name of a shipped preset."""
+    """A config file (YAML/JSON) or the name of a shipped preset (one experiment; see `load_experiments`)."""
+    experiments = load_experiments(path_or_preset)
+    if len(experiments) != 1:
+        raise DiffbalanceError(f"config {path_or_preset} is a study of {len(experiments)} experiments",
+                               "run it with `diffbalance run`, which runs each into OUT/<profile name>")
+    return experiments[0][1]
+
+
+def load_experiments(path_or_preset: str | Path) -> list[tuple[str, ExperimentConfig]]:
+    """[(sub-folder name, config)]: one experiment ("", config), or a study — a config with `profiles:`, a list of
+    {name, imbalance, …} entries, each overriding the shared sections for one experiment."""
+    raw = dict(_load_raw(path_or_preset))
+    profiles = raw.pop("profiles", None)
+    if profiles is None:
+        return [("", ExperimentConfig.from_dict(raw))]
+    if not isinstance(profiles, list) or not profiles:
+        raise DiffbalanceError("profiles must be a non-empty list", "write profiles: [{name: linear, imbalance: …}, …]")
+    out = []
+    for i, p in enumerate(profiles):
+        p = _mapping(p, f"profiles[{i}]")
+        name = p.get("name")
+        if not isinstance(name, str) or not name or "/" in name:
+            raise DiffbalanceError(f"profiles[{i}] has no usable name", "give every profile a folder-safe name")
+        overrides = {k: v for k, v in p.items() if k != "name"}
+        out.append((name, ExperimentConfig.from_dict({**raw, **overrides,
+                                                      "name": f"{raw.get('name', 'experiment')} — {name}"})))
+    if len({n for n, _ in out}) != len(out):
+        raise DiffbalanceError("profile names repeat", "give every profile a distinct name")
+    return out
+
+
+def _load_raw(path_or_preset: str | Path) -> Mapping:
     text = _read(path_or_preset)
     try:
         raw = yaml.safe_load(text)
@@ -157,7 +192,7 @@ def load_config(path_or_preset: str | Path) -> ExperimentConfig:
         raise DiffbalanceError(f"config {path_or_preset} is not valid YAML{where}", "fix the syntax") from None
     if not isinstance(raw, Mapping):
         raise DiffbalanceError(f"config {path_or_preset} is not a mapping of sections", "see `diffbalance presets`")
-    return ExperimentConfig.from_dict(raw)
+    return raw
 
 
 def preset_text(name: str) -> str:

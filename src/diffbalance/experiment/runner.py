@@ -131,8 +131,9 @@ def _run_stages(st: Stage, config: ExperimentConfig) -> dict:
         results["sweep"] = sweep_table(st, config)
         chosen = results["sweep"]["chosen"]
         reuse_chosen_fill(st.out_dir, config.sweep.method, chosen)
-        methods = [m.replace(params={**m.params, **chosen, "guidance_convention": "ho"})
-                   if m.name == config.sweep.method else m for m in methods]
+        tuned = {config.sweep.method, *config.sweep.also}
+        methods = [m.replace(params={**m.params, **chosen, "guidance_convention": "ho"}) if m.name in tuned else m
+                   for m in methods]
     fills = {m.name: method_fill(st, m) for m in methods}
     for m in methods:
         for clf in config.classifiers:
@@ -166,6 +167,10 @@ def sweep_table(st: Stage, config: ExperimentConfig) -> dict:
     def fill_for(point: MethodConfig) -> ImageSet:
         reb = method_rebalancer(config, method, st.device).set_params(**{
             k: point.params[k] for k in ("guidance_w", "guidance_convention", "sampler")})
+        cap = config.sweep.max_images_per_class
+        if cap is not None:  # the first `cap` images of each class: the same images the full fill starts with
+            counts = st.imbalanced.counts()
+            reb.set_params(sampling_strategy={c: counts[c] + min(cap, n) for c, n in reb.plan(st.imbalanced).items()})
         return fill(reb, st.imbalanced, st.out_dir / "sweep" / point.name, _workdir(st, method), st.progress)
 
     def quality(fills: ImageSet) -> dict | None:
@@ -197,9 +202,11 @@ def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, f
     cfg = m.train.replace(model=classifier)
     run_id = f"{m.name}--{classifier}--seed{seed}"
     console.print(f"[bold]train[/] {run_id} on {len(train)} images")
+    # every fill image counts as added (oversampled copies too): `prior: real` then counts the real images only
+    synthetic = torch.cat([torch.zeros(len(st.imbalanced), dtype=torch.bool), torch.ones(len(fills), dtype=torch.bool)])
     clf = train_classifier(
         train, cfg, device=st.device, seed=seed, checkpoint_dir=st.out_dir / "checkpoints" / run_id,
-        progress=st.progress,
+        progress=st.progress, synthetic=synthetic,
     )
     pred = clf.predict(st.test.images)
     metrics = classification_metrics(st.test.labels, pred, st.test.class_names, train_counts=st.imbalanced.counts())

@@ -36,6 +36,9 @@ class SweepConfig(Config):
     method: str  # the name of the cfg method whose guidance is chosen
     guidance_w: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 7.5)  # Ho & Salimans' w values tried
     samplers: tuple[Sampler, ...] = ("dpmpp-sde",)  # samplers tried (every w with every sampler)
+    also: tuple[str, ...] = ()  # other methods (e.g. a filtered variant) that take the chosen w and sampler too
+    max_images_per_class: int | None = None  # sweep fills stop at this many images per class (a cheaper proxy);
+    # image i is the same in the sweep and in the final fill, so the final fill only adds the rest
     classifier: ModelName | None = None  # the quick classifier; None = the experiment's first
     train: dict = field(default_factory=dict)  # its recipe: overrides on top of the method's recipe
     seed: int = 0  # its training seed
@@ -44,6 +47,8 @@ class SweepConfig(Config):
         self.require(len(self.guidance_w) > 0 and min(self.guidance_w) >= 0, "guidance_w",
                      "a list of Ho weights w ≥ 0")
         self.require(len(self.samplers) > 0, "samplers", "a list of at least one sampler")
+        self.require(self.max_images_per_class is None or self.max_images_per_class >= 1, "max_images_per_class",
+                     "a positive count or null")
 
 
 def sweep_point_name(w: float, sampler: str) -> str:

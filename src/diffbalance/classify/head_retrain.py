@@ -1,0 +1,138 @@
+"""Classifier re-training (cRT) on frozen features: the optional second stage of `train_classifier`.
+
+Kang et al. 2020, "Decoupling representation and classifier for long-tailed recognition" (cRT), as LDMLR
+(Han et al. 2024) applies it after training on real + generated images: keep the representation f of stage 1,
+re-initialise the linear head (W, b) and train only it on class-balanced real data,
+    min_{W, b}  E_{(x, y) ~ class-balanced real images}  CE(W f(x) + b, y).
+Class-balanced: each epoch draws n = ⌊R / C⌋ real images of each of the C classes that have any (with replacement
+within a class, R = the number of real images), so an epoch is R images rounded down to a multiple of C and a
+generated image never reaches the head. Frozen includes batch norm (eval mode): `forward_features` is bit-identical
+after the stage. Augmentation is the recipe's crop/flip only (no batch mixing); the loss is plain CE (no label
+smoothing, no prior: the sampler already balances); SGD with the recipe's momentum and weight decay, per-step
+cosine from head_retrain_lr to 0 with no warmup.
+
+Random draws: the head's init under derive_seed(seed, "head_init"), epoch e's draw from (seed, "head_epoch", e),
+step s's crop/flip from (seed, "head_augment", s); so (head weights, optimizer, scheduler, epoch) in a checkpoint
+are the stage's whole state and a resumed stage ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from diffbalance.classify.augment import augment_batch, normalize
+from diffbalance.classify.config import TrainConfig
+from diffbalance.classify.losses import cross_entropy
+from diffbalance.classify.schedule import lr_scheduler
+from diffbalance.errors import DiffbalanceError
+from diffbalance.seeding import derive_seed, forked_rng, generator
+
+RNG_SCHEME = "head: init (seed, 'head_init'); draw (seed, 'head_epoch', epoch); crop/flip (seed, 'head_augment', step)"
+
+
+def class_balanced_indices(labels: torch.Tensor, real: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One epoch of indices (n·C,), shuffled: n = ⌊R / C⌋ draws with replacement from the real images (`real`, (N,)
+    bool) of each of the C classes that have any; labels (N,). CPU tensors."""
+    classes = labels[real].unique()  # (C,) sorted, so the draw order is fixed
+    per_class = int(real.sum()) // len(classes)
+    picks = []
+    for c in classes.tolist():
+        members = torch.nonzero(real & (labels == c)).squeeze(1)  # (n_c,) real images of class c
+        picks.append(members[torch.randint(len(members), (per_class,), generator=gen)])
+    drawn = torch.cat(picks)  # (n·C,)
+    return drawn[torch.randperm(len(drawn), generator=gen)]
+
+
+def reset_head(model: nn.Module, seed: int) -> None:
+    """Re-initialise `model.head` (every registered classifier's final nn.Linear) with its default init, seeded."""
+    with forked_rng(derive_seed(seed, "head_init")):  # the caller's global RNG untouched
+        model.head.reset_parameters()
+
+
+class TrainingRun(Protocol):
+    """What stage 2 reads of classify.train's run (a Protocol, so this module does not import train)."""
+
+    model: nn.Module
+    images: torch.Tensor  # (N, C, H, W) uint8, on the device
+    labels: torch.Tensor  # (N,) int64, on the device
+    mean: list[float]
+    std: list[float]
+    config: TrainConfig
+    seed: int
+    device: torch.device
+
+    @property
+    def fast(self) -> bool: ...
+
+
+@dataclass
+class HeadStage:
+    """What stage 2 keeps across epochs: the head's optimizer and lr schedule, and the real images' labels."""
+
+    optimizer: torch.optim.Optimizer  # SGD over model.head's parameters only
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    labels: torch.Tensor  # (N,) int64, CPU
+    real: torch.Tensor  # (N,) bool, CPU: the images the sampler may draw
+    batch_size: int
+    steps_per_epoch: int
+
+
+def build_head_stage(model: nn.Module, labels: torch.Tensor, real: torch.Tensor, config: TrainConfig) -> HeadStage:
+    """The optimizer and schedule of stage 2 (nothing is re-initialised here: that is `reset_head`)."""
+    num_real = int(real.sum())
+    if num_real == 0:
+        raise DiffbalanceError("head_retrain_epochs > 0 needs real images, but every training image is generated",
+                               "mark the real images as not synthetic, or set head_retrain_epochs: 0")
+    num_classes = len(labels[real].unique())
+    epoch_size = num_real // num_classes * num_classes
+    batch_size = min(config.batch_size, epoch_size)
+    steps_per_epoch = epoch_size // batch_size  # a partial last batch is dropped, as in stage 1
+    optimizer = torch.optim.SGD(
+        model.head.parameters(),
+        lr=config.head_retrain_lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+    )
+    total = steps_per_epoch * config.head_retrain_epochs
+    scheduler = lr_scheduler(optimizer, schedule="cosine", warmup_steps=0, total_steps=total)
+    return HeadStage(optimizer, scheduler, labels.cpu(), real.cpu(), batch_size, steps_per_epoch)
+
+
+def retrain_head_epoch(run: TrainingRun, stage: HeadStage, epoch: int, advance) -> None:
+    """One epoch of stage 2: a class-balanced draw of real images, crop/flip, frozen features, a head step."""
+    cfg, model = run.config, run.model
+    model.eval()  # frozen features: batch norm keeps its stage-1 statistics
+    draw = generator(derive_seed(run.seed, "head_epoch", epoch))
+    order = class_balanced_indices(stage.labels, stage.real, draw).to(run.device)
+    loss_sum = torch.zeros((), device=run.device)
+    for i in range(stage.steps_per_epoch):
+        step = epoch * stage.steps_per_epoch + i
+        idx = order[i * stage.batch_size : (i + 1) * stage.batch_size]
+        x = augment_batch(
+            run.images[idx],
+            padding=cfg.random_crop_padding,
+            horizontal_flip=cfg.horizontal_flip,
+            generator=generator(derive_seed(run.seed, "head_augment", step)),
+        )
+        x = normalize(x, run.mean, run.std)  # (B, C, H, W) float32
+        if run.fast and cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.fast and cfg.bf16):
+            features = model.forward_features(x).float()  # (B, D); no graph: only the head learns
+        loss = cross_entropy(model.head(features), run.labels[idx])
+        stage.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        stage.optimizer.step()
+        stage.scheduler.step()
+        loss_sum += loss.detach()
+        last = i + 1 == stage.steps_per_epoch
+        advance(1, **({"epoch": epoch + 1, "loss": float(loss_sum) / (i + 1)} if last else {}))
+    if not math.isfinite(float(loss_sum)):
+        raise DiffbalanceError(f"head re-training loss became {float(loss_sum)} in epoch {epoch + 1}",
+                               "lower head_retrain_lr")
