@@ -73,12 +73,13 @@ class Kill:
     window_s: float
     killed: bool  # False: the command had already finished when its moment came
     temps_at_kill: tuple[str, ...]  # temporary names present right after the kill (a write was cut)
+    state_at_kill: str  # how far it had come (progress_summary)
 
     def __str__(self) -> str:
         what = "SIGKILL" if self.killed else "no kill (finished first)"
         cut = f", cut writes: {', '.join(self.temps_at_kill)}" if self.temps_at_kill else ""
         return (f"[{self.command} seed {self.seed}: {what} {self.delay_s:.3f} s after first progress "
-                f"(fraction {self.fraction:.3f} of a {self.window_s:.3f} s window){cut}]")
+                f"(fraction {self.fraction:.3f} of a {self.window_s:.3f} s window); done: {self.state_at_kill}{cut}]")
 
 
 def cli_env(cache: Path) -> dict[str, str]:
@@ -143,12 +144,31 @@ def kill_at_random(cmd: Command, out: Path, env: dict[str, str], seed: int, wind
     proc.wait()
     if not killed:
         assert proc.returncode == 0, f"{cmd.name} failed before its kill:\n{log_tail(out)}"
-    return Kill(cmd.name, seed, fraction, delay_s, window_s, killed, tuple(temp_leftovers(out)))
+    return Kill(cmd.name, seed, fraction, delay_s, window_s, killed, tuple(temp_leftovers(out)),
+                progress_summary(out))
 
 
 def resume(cmd: Command, out: Path, env: dict[str, str], kill: Kill) -> None:
     """Run the same command again to its end."""
     finish(start(cmd, out, env), cmd, out, f"{kill} resumed:")
+
+
+def progress_summary(out: Path) -> str:
+    """Fill images recorded, generator checkpoints, classifier epochs checkpointed, runs in results.json."""
+    parts = []
+    for manifest in sorted(out.rglob("manifest.jsonl")):
+        lines = manifest.read_bytes().count(b"\n")
+        parts.append(f"{manifest.parent.relative_to(out)}: {lines} images")
+    steps = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    if steps:
+        parts.append(f"checkpoints {steps}")
+    for state in sorted(out.glob("checkpoints/*/resume/state.json")):
+        parts.append(f"{state.parts[-3]}: epoch {json.loads(state.read_text())['epoch']}")
+    if (out / "results.json").exists():
+        parts.append(f"{len(json.loads((out / 'results.json').read_text())['runs'])} runs in results.json")
+    if (out / "report.md").exists():
+        parts.append("report.md")
+    return ", ".join(parts) or "nothing yet"
 
 
 # --- what a finished folder must look like ---------------------------------------------------------------------
@@ -231,6 +251,18 @@ def without_timing(obj):
     return obj
 
 
+def differences(want, got, at: str = "") -> list[str]:
+    """Where two JSON values differ (key paths, at most 5)."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        found = [f"{at}.{k}: only in {'reference' if k in want else 'resumed'}" for k in set(want) ^ set(got)]
+        for k in sorted(set(want) & set(got)):
+            found += differences(want[k], got[k], f"{at}.{k}")
+        return found[:5]
+    if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
+        return [d for i, (w, g) in enumerate(zip(want, got)) for d in differences(w, g, f"{at}[{i}]")][:5]
+    return [] if want == got else [f"{at}: {str(want)[:60]} != {str(got)[:60]}"]
+
+
 def check_rebalance(reference: Path, resumed: Path, kill: Kill) -> None:
     assert_clean_and_complete(reference, resumed, str(kill))
     assert_same_fill(reference, resumed, str(kill))
@@ -250,7 +282,7 @@ def check_run(reference: Path, resumed: Path, kill: Kill) -> None:
     assert_clean_and_complete(reference, resumed, str(kill))
     want = without_timing(json.loads((reference / "results.json").read_text()))
     got = without_timing(json.loads((resumed / "results.json").read_text()))
-    assert got == want, f"{kill} results.json differs from the reference (timing fields aside)"
+    assert got == want, f"{kill} results.json differs from the reference (timing aside): {differences(want, got)}"
     for fill_dir in sorted((reference / "fills").iterdir()):
         if (fill_dir / "manifest.jsonl").exists():
             assert_same_fill(fill_dir, resumed / "fills" / fill_dir.name, str(kill))
@@ -312,19 +344,23 @@ def run_config(root: Path, name: str, methods: list, seeds: list[int], epochs: i
     return path
 
 
-def run_command(root: Path, name: str, config: Path, progressed: Callable[[Path], bool]) -> Command:
-    return Command(name, ("run", str(config), "--out", "{out}", "--quiet"), progressed,
-                   lambda out: (out / "report.md").is_file(), root)
+def run_command(root: Path, name: str, config: Path, progressed: Callable[[Path], bool],
+                finished: Callable[[Path], bool]) -> Command:
+    return Command(name, ("run", str(config), "--out", "{out}", "--quiet"), progressed, finished, root)
 
 
 def classifier_run_command(root: Path, epochs: int) -> Command:
-    """`run` with one identity method: the work is classifier training; progress = its first checkpoint."""
-    config = run_config(root, "classifier", ["none"], [0], epochs, per_class=24)
+    """`run` with one identity method: the kill falls in classifier training, between its first checkpoint and
+    the result it adds to results.json."""
+    config = run_config(root, "classifier", ["none"], [0], epochs, per_class=60)
     return run_command(root, "run (classifier training)", config,
-                       lambda out: any(out.glob("checkpoints/*/resume/state.json")))
+                       lambda out: any(out.glob("checkpoints/*/resume/state.json")),
+                       lambda out: (out / "results.json").is_file())
 
 
 def whole_run_command(root: Path, seeds: list[int]) -> Command:
-    """`run` with fills and classifiers; progress = the run folder's resolved config (its stages have begun)."""
+    """`run` with fills and classifiers; the kill falls anywhere between the resolved config (its stages have
+    begun) and report.md (its last output)."""
     config = run_config(root, "whole", ["none", "oversample", "mixup", "cutmix"], seeds, 3, per_class=16)
-    return run_command(root, "run (whole)", config, lambda out: (out / "config.resolved.json").is_file())
+    return run_command(root, "run (whole)", config, lambda out: (out / "config.resolved.json").is_file(),
+                       lambda out: (out / "report.md").is_file())

@@ -74,7 +74,7 @@ def test_train_generator_killed_and_resumed(crash_dir):
 
 
 def test_classifier_training_in_run_killed_and_resumed(crash_dir):
-    _trial(crash_dir, ch.classifier_run_command(crash_dir[0], 12), 3, ch.check_run)
+    _trial(crash_dir, ch.classifier_run_command(crash_dir[0], 80), 3, ch.check_run)
 
 
 def test_run_killed_and_resumed(crash_dir):
@@ -116,7 +116,8 @@ def test_second_writer_is_refused_and_a_killed_holder_frees_the_lock(tmp_path, c
 
 def test_stale_temps_are_removed_and_nothing_else(tmp_path):
     temps = [".00003.png.tmp-41", ".checkpoint-4.tmp-41/unet/x.json", ".checkpoint-2.tmp-delete-41/a",
-             "c/.resume.tmp-old-41/state.json", "b/.manifest.jsonl.tmp-7", ".write-probe.tmp-abc"]
+             "c/.resume.tmp-old-41/state.json", "b/.manifest.jsonl.tmp-7", ".write-probe.tmp-abc",
+             "c/resume/.tmpX1b2C3"]  # the last: how safetensors (Rust tempfile) names its own temporary file
     kept = ["b/00001.png", ".work/gen/checkpoint-2/state.json", ".diffbalance.lock", "manifest.jsonl",
             "checkpoint-4/unet/x.json", "c/resume/state.json"]
     moved_aside = "d/.resume.tmp-old-41/state.json"  # killed between the renames of a folder replacement
@@ -404,3 +405,29 @@ def test_generator_on_a_full_tmpfs_is_one_line_and_resumes_to_the_same_weights(t
         train_generator(data, config, out, CPU, progress=False)
         assert ch.temp_leftovers(out) == []
         _assert_same_weights(reference, out)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0, reason="mounting needs root on Linux")
+def test_rebalance_command_on_a_full_tmpfs_is_one_line_exit_2_then_resumes(tmp_path, capsys):
+    images = tmp_path / "images"
+    write_image_tree(images, {"a": 40, "b": 4, "c": 2}, size=(8, 8))
+
+    def rebalance(out: Path) -> None:
+        main(["rebalance", str(images), "--method", "cutmix", "--out", str(out), "--image-size", "8",
+              "--seed", "3", "--device", "cpu"])
+
+    rebalance(tmp_path / "reference")
+    with small_tmpfs(tmp_path / "disk", "64k") as disk:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as failed:
+            rebalance(disk / "out")
+        assert failed.value.code == 2
+        stderr = capsys.readouterr().err
+        err = [line for line in stderr.splitlines() if line.startswith("error:")]  # besides the progress bar
+        assert len(err) == 1 and "Traceback" not in stderr, stderr
+        assert err[0].startswith(f"error: disk full while writing {disk / 'out'}/") and err[0].endswith(RESUME_FIX)
+        assert ch.temp_leftovers(disk / "out") == []
+        remount(disk, "size=8m")
+        rebalance(disk / "out")  # the same command, once there is room
+        ch.assert_clean_and_complete(tmp_path / "reference", disk / "out", "resumed on the grown tmpfs:")
+        ch.assert_same_fill(tmp_path / "reference", disk / "out", "resumed on the grown tmpfs:")

@@ -71,7 +71,7 @@ def test_train_generator_killed_and_resumed(crash_dir, references, seed):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_classifier_training_in_run_killed_and_resumed(crash_dir, references, seed):
-    _trial(crash_dir, references, ch.classifier_run_command(crash_dir[0], 60), seed, ch.check_run)
+    _trial(crash_dir, references, ch.classifier_run_command(crash_dir[0], 150), seed, ch.check_run)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -89,7 +89,7 @@ def test_most_trials_killed_mid_work():
 
 def test_second_rebalance_on_the_same_out_is_refused_and_the_first_finishes(crash_dir):
     root, env = crash_dir
-    cmd = ch.rebalance_command(root, "oversample", 30000)
+    cmd = ch.rebalance_command(root, "oversample", 12000)
     out = root / "locked"
     first = ch.start(cmd, out, env)
     ch.wait_for(first, cmd, out, cmd.progressed)

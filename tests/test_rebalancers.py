@@ -168,3 +168,31 @@ def test_unknown_rebalancer_and_parameter():
         build_rebalancer("smote", {})
     with pytest.raises(DiffbalanceError, match="has no parameter"):
         build_rebalancer("mixup", {"beta": 1})
+
+
+def test_interrupted_mid_batch_every_finished_image_is_recorded(tmp_path, monkeypatch):
+    """Each image's manifest line follows its PNG at once: an interruption inside a batch leaves the finished
+    images recorded, manifest == PNGs on disk, and the resume makes only the rest."""
+    import diffbalance.rebalance.store as store
+
+    data = tiny_set()
+    add = [0, 5, 7]
+    full = fill(make("cutmix", data, add, random_state=3), data, tmp_path / "full", progress=False)
+    real, calls = store.write_png, [0]
+
+    def write(image, path):
+        calls[0] += 1
+        if calls[0] == 4:
+            raise KeyboardInterrupt
+        real(image, path)
+
+    monkeypatch.setattr(store, "write_png", write)
+    with pytest.raises(KeyboardInterrupt):
+        fill(make("cutmix", data, add, random_state=3), data, tmp_path / "cut", progress=False)
+    monkeypatch.undo()
+    records = read_manifest(tmp_path / "cut")
+    on_disk = {str(p.relative_to(tmp_path / "cut")) for p in (tmp_path / "cut").glob("*/*.png")}
+    assert len(records) == 3 and {r["file"] for r in records} == on_disk  # one batch of 12, cut after 3
+    resumed = fill(make("cutmix", data, add, random_state=3), data, tmp_path / "cut", progress=False)
+    assert len(read_manifest(tmp_path / "cut")) == 12
+    assert torch.equal(resumed.images, full.images)

@@ -1,7 +1,8 @@
 """One mechanism for training checkpoints: model(s), optimizer and LR scheduler as ONE safetensors file plus ONE JSON.
 
 No pickles (a checkpoint never carries code): tensors go to safetensors, everything else to JSON, and a folder is
-written to a temporary sibling and renamed into place, so a crash never leaves half a checkpoint.
+written to a temporary sibling and renamed into place, so a crash never leaves half a checkpoint; a full disk is one
+`DiskFullError` line naming the folder, and the previous checkpoint stays as it was (diffbalance.atomic).
 
     <folder>/state.safetensors   "<module>.<name>" for each module's state_dict (e.g. model.*, ema.*),
                                  "optimizer.<param index>.<key>" for the optimizer's tensor state (AdamW's 0-dim step)

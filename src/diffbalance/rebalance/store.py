@@ -4,13 +4,15 @@ resumes and produces exactly the missing images — none lost, none twice.
 Layout of a fill folder:
     fill.json          method, parameters, base seed, classes, images to add per class (written first)
     classes.json       class names and their folders (the folder reads back as an ImageFolder)
-    manifest.jsonl     one line per finished image: file, class, index, seed, the method's record
+    manifest.jsonl     one line per finished image: file, class, index, seed, the method's record (appended once
+                       its PNG is in place; a line cut short by a crash is dropped when the fill resumes)
     <class folder>/NNNNN.png
     complete.json      written last: the counts actually present (its presence marks a finished fill)
 
 How many images each class gets is the rebalancer's `sampling_strategy` (its `plan`); image i of class c always
 comes from seed derive_seed(base_seed, c, i), so which batch it falls in, and whether the run was interrupted,
-never changes it.
+never changes it. A full disk while writing is one `DiskFullError` line naming the file; what was finished stays
+recorded, and the same call resumes once there is room.
 """
 
 from __future__ import annotations
