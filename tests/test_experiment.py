@@ -152,7 +152,7 @@ def test_duplicate_method_names_rejected():
 
 def test_fid_cli_reads_a_runs_rebalanced_set(tmp_path, capsys):
     from diffbalance.experiment.image_sets import load_image_set
-    from diffbalance.experiment.runner import load_rebalanced
+    from diffbalance.experiment.stage import load_rebalanced
 
     config = tiny_config(tmp_path, methods=["none", "cutmix"], seeds=[0], consistency=True, reference_images_per_class=6)
     out = tmp_path / "run"

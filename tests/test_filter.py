@@ -86,3 +86,19 @@ def test_filtered_cfg_end_to_end(tmp_path):
     before = (folder / "manifest.jsonl").read_text()
     main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"])  # resumes: nothing changes
     assert (folder / "manifest.jsonl").read_text() == before
+
+
+def test_methods_that_differ_only_in_training_share_one_fill(tmp_path, monkeypatch):
+    from diffbalance.rebalance.mixing import MixupFill
+
+    calls = []
+    original = MixupFill.generate
+    monkeypatch.setattr(MixupFill, "generate", lambda self, c, seeds: calls.append(len(seeds)) or original(self, c, seeds))
+    config = tiny_config(tmp_path, methods=[{"name": "a", "rebalancer": "mixup"},
+                                            {"name": "b", "rebalancer": "mixup", "train": {"label_smoothing": 0.1}}],
+                         seeds=[0], train={"epochs": 1, "batch_size": 8})
+    out = tmp_path / "run"
+    main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"])
+    assert sum(calls) == 9  # one fill of 6 + 3 images, made once
+    a, b = (out / "fills" / m / "manifest.jsonl" for m in ("a", "b"))
+    assert a.read_text() == b.read_text() and (out / "fills" / "b" / "complete.json").is_file()

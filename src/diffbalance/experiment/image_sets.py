@@ -36,7 +36,7 @@ def load_image_set(spec: str, on_corrupt: str = "error") -> ImageSet:
         # not data.sources' folder loader: FID needs every image as it is
         return load_image_folder(path, on_corrupt=on_corrupt)
     if "@" in spec and Path(spec.rsplit("@", 1)[0]).is_dir():
-        from diffbalance.experiment.runner import load_rebalanced  # the runner's imports are heavy
+        from diffbalance.experiment.stage import load_rebalanced  # the run stack is heavy: loaded on use
 
         run_dir, method = spec.rsplit("@", 1)
         return load_rebalanced(Path(run_dir), method)

@@ -97,6 +97,7 @@ def sweep_figure(points: dict, path: Path) -> None:
         for p, q in zip(pts, pr):
             ax1.annotate(f"w={p['guidance_w']:g}", (q["recall"], q["precision"]), fontsize=7, xytext=(3, 3),
                          textcoords="offset points")
+        ax1.margins(0.2)  # room for the labels
         fig.colorbar(sc, ax=ax1, label="validation accuracy %")
         ax1.set_xlabel("recall (diversity)")
         ax1.set_ylabel("precision (fidelity)")

@@ -1,0 +1,91 @@
+"""The fill images of every method of a run: plain, filtered, tuned by the guidance sweep, shared by ablation rows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+
+from diffbalance.atomic import atomic_path
+from diffbalance.data.imageset import ImageSet
+from diffbalance.evaluate.fid.protocol import quality_report
+from diffbalance.experiment.config import ExperimentConfig, MethodConfig
+from diffbalance.experiment.filter import filtered_fill
+from diffbalance.experiment.sweep import run_sweep
+from diffbalance.progress import console
+from diffbalance.rebalance.store import fill
+from diffbalance.experiment.stage import Stage, method_rebalancer
+from diffbalance.experiment.quality import balanced_original, reference_classifier
+
+
+def sweep_table(st: Stage, config: ExperimentConfig) -> dict:
+    """The guidance sweep of `config.sweep` (experiment.sweep), its fills under OUT/sweep/."""
+    method = next(m for m in config.methods if m.name == config.sweep.method)
+    reference = reference_classifier(st, config) if config.consistency else None
+
+    def fill_for(point: MethodConfig) -> ImageSet:
+        reb = method_rebalancer(config, method, st.device).set_params(**{
+            k: point.params[k] for k in ("guidance_w", "guidance_convention", "sampler")})
+        cap = config.sweep.max_images_per_class
+        if cap is not None:  # the first `cap` images of each class: the same images the full fill starts with
+            counts = st.imbalanced.counts()
+            reb.set_params(sampling_strategy={c: counts[c] + min(cap, n) for c, n in reb.plan(st.imbalanced).items()})
+        return fill(reb, st.imbalanced, st.out_dir / "sweep" / point.name, _workdir(st, method), st.progress)
+
+    def quality(fills: ImageSet) -> dict | None:
+        if config.fid is None:
+            return None
+        domain = reference_classifier(st, config) if config.fid.features == "domain" else None
+        q = quality_report(balanced_original(st), st.imbalanced.concat(fills), fills, config.fid, device=st.device,
+                           domain_model=domain)
+        return {"precision_recall": q["precision_recall"], "generated_fid": q["generated_fid"]["fid"],
+                "features": q["features"]}
+
+    return run_sweep(st, method, fill_for, reference, quality)
+
+
+def shared_fills(st: Stage, methods: list[MethodConfig]) -> dict[str, ImageSet]:
+    """Every method's fill; methods that differ only in training (same rebalancer, parameters and filter: ablation
+    rows) share one, copied to each method's folder so every fills/<method> is complete on its own."""
+    fills: dict[str, ImageSet] = {}
+    first: dict[str, str] = {}
+    for m in methods:
+        key = json.dumps({"rebalancer": m.rebalancer, "params": m.params,
+                          "filter": m.filter.to_dict() if m.filter else None}, sort_keys=True, default=str)
+        if key in first and m.rebalancer != "none":
+            copy_fill(st.out_dir / "fills" / first[key], st.out_dir / "fills" / m.name)
+        first.setdefault(key, m.name)
+        fills[m.name] = method_fill(st, m)
+    return fills
+
+
+def copy_fill(src: Path, dst: Path) -> None:
+    """A finished fill folder copied to a method's own folder (nothing is done when that one is finished)."""
+    if (dst / "complete.json").is_file() or not (src / "complete.json").is_file():
+        return
+    if dst.exists():
+        shutil.rmtree(dst)
+    with atomic_path(dst) as tmp:
+        shutil.copytree(src, tmp)
+
+
+def method_fill(st: Stage, m: MethodConfig) -> ImageSet:
+    """The method's fill images (none for an identity method); resumes a partial fill folder."""
+    reb = method_rebalancer(st.config, m, st.device)
+    n = sum(reb.plan(st.imbalanced).values())
+    if n:
+        console.print(f"[bold]fill[/] {m.name}: {n} images ({m.rebalancer}{', filtered' if m.filter else ''})")
+    if m.filter is not None:
+        return filtered_fill(reb, m.filter, st.imbalanced, st.out_dir / "fills" / m.name, _workdir(st, m),
+                             st.out_dir / "judges", st.device, st.progress)
+    return fill(reb, st.imbalanced, st.out_dir / "fills" / m.name, _workdir(st, m), st.progress)
+
+
+def _workdir(st: Stage, m: MethodConfig) -> Path:
+    """Generators trained on the fly live under a hash of their training settings, so methods that differ only
+    in how they sample (e.g. cfg w = 0.1 and w = 7.5) share one trained model."""
+    key = json.dumps({"rebalancer": m.rebalancer, "train": m.params.get("train", {}), "data": st.config.to_dict()["data"],
+                      "imbalance": st.config.to_dict()["imbalance"]}, sort_keys=True)
+    return st.out_dir / "generators" / f"{m.rebalancer}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"

@@ -1,0 +1,90 @@
+"""What every stage of a run shares: the checked inputs (`prepare_stage`) and the data they describe."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from diffbalance.atomic import check_writable
+from diffbalance.classify.train import TrainedClassifier
+from diffbalance.data.imageset import ImageSet
+from diffbalance.data.sources import load_train_test
+from diffbalance.device import resolve_device
+from diffbalance.experiment.config import ExperimentConfig, MethodConfig
+from diffbalance.errors import DiffbalanceError
+from diffbalance.imbalance.subset import apply_profile
+from diffbalance.imbalance.targets import generation_counts
+from diffbalance.imbalance.validation import split_validation
+from diffbalance.rebalance.base import Rebalancer
+from diffbalance.rebalance.registry import build_rebalancer
+from diffbalance.rebalance.store import load_fill
+from diffbalance.resources import check_memory, image_bytes
+
+
+@dataclass
+class Stage:
+    """What the stages share: the resolved data and where things go."""
+
+    config: ExperimentConfig
+    out_dir: Path
+    device: torch.device
+    train_full: ImageSet  # the original (balanced) training set
+    test: ImageSet
+    imbalanced: ImageSet  # the imbalanced training images every method starts from (validation part removed)
+    validation: ImageSet | None  # real images held out for every choice; None without a validation section
+    add: list[int]  # images the target asks for per class (methods that generate add these)
+    progress: bool
+    reference: TrainedClassifier | None = None  # trained on first use, shared by consistency and domain FID
+
+
+def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True) -> Stage:
+    """Everything checked before anything is written: the device (resolved once for the whole run), the output
+    folder, the data and profile, the target, every method's files and model ids, and the memory the run needs.
+    The config's sections and every method's parameters were checked when it was read."""
+    device = resolve_device(config.device)
+    out_dir = check_writable(Path(out_dir))
+    train, test, imbalanced, validation = load_imbalanced(config)
+    add = generation_counts(imbalanced.counts(), config.target, imbalanced.class_names)
+    for m in config.methods:
+        method_rebalancer(config, m, device).check()
+    c, h, w = imbalanced.images.shape[1:]
+    check_memory(image_bytes(len(train) + len(test) + len(imbalanced) + 2 * sum(add), c, h, w),
+                 f"this run ({sum(add)} fill images per method of {c}×{h}×{w})",
+                 "lower the target, or use smaller images")
+    return Stage(config, out_dir, device, train, test, imbalanced, validation, add, progress)
+
+
+def method_rebalancer(config: ExperimentConfig, m: MethodConfig, device: torch.device | str = "auto") -> Rebalancer:
+    """The method's rebalancer. The one place where the experiment's `target` becomes its `sampling_strategy`
+    (and `fill_seed` its `random_state`)."""
+    index = [x.name for x in config.methods].index(m.name)
+    params = {**m.params, "sampling_strategy": config.target, "random_state": config.fill_seed, "device": device}
+    return build_rebalancer(m.rebalancer, params, path=f"methods[{index}].params")
+
+
+def load_imbalanced(config: ExperimentConfig) -> tuple[ImageSet, ImageSet, ImageSet, ImageSet | None]:
+    """(original train, test, imbalanced train, validation) as the config's data, imbalance and validation sections
+    describe; the validation images are held out of the imbalanced set (None without a validation section)."""
+    train, test = load_train_test(config.data)
+    imbalanced, validation = split_validation(apply_profile(train, config.imbalance), config.validation)
+    return train, test, imbalanced, validation
+
+
+def load_rebalanced(run_dir: Path, method: str) -> ImageSet:
+    """A finished run's rebalanced training set for one method: its imbalanced real images + that method's fills."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.resolved.json"
+    if not path.is_file():
+        raise DiffbalanceError(f"{run_dir} is not a diffbalance run folder (no config.resolved.json)", "give the --out folder of `diffbalance run`")
+    config = ExperimentConfig.from_dict(json.loads(path.read_text()))
+    names = [m.name for m in config.methods]
+    if method not in names:
+        raise DiffbalanceError(f"run {run_dir} has no method {method!r}", f"use one of {', '.join(names)}")
+    _, _, imbalanced, _ = load_imbalanced(config)
+    fill_dir = run_dir / "fills" / method
+    if not fill_dir.is_dir():  # runs made before identity methods wrote an (empty) fill folder
+        return imbalanced
+    return imbalanced.concat(load_fill(fill_dir, imbalanced.class_names), source=f"{run_dir} {method} rebalanced")
