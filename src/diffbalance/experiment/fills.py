@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 
-from diffbalance.atomic import atomic_path
 from diffbalance.data.imageset import ImageSet
 from diffbalance.evaluate.fid.protocol import quality_report
 from diffbalance.experiment.config import ExperimentConfig, MethodConfig
 from diffbalance.experiment.filter import filtered_fill
 from diffbalance.experiment.sweep import run_sweep
 from diffbalance.progress import console
-from diffbalance.rebalance.store import fill
+from diffbalance.rebalance.store import copy_fill, fill
 from diffbalance.experiment.stage import Stage, method_rebalancer
 from diffbalance.experiment.quality import balanced_original, reference_classifier
 
@@ -59,16 +57,6 @@ def shared_fills(st: Stage, methods: list[MethodConfig]) -> dict[str, ImageSet]:
         first.setdefault(key, m.name)
         fills[m.name] = method_fill(st, m)
     return fills
-
-
-def copy_fill(src: Path, dst: Path) -> None:
-    """A finished fill folder copied to a method's own folder (nothing is done when that one is finished)."""
-    if (dst / "complete.json").is_file() or not (src / "complete.json").is_file():
-        return
-    if dst.exists():
-        shutil.rmtree(dst)
-    with atomic_path(dst) as tmp:
-        shutil.copytree(src, tmp)
 
 
 def method_fill(st: Stage, m: MethodConfig) -> ImageSet:

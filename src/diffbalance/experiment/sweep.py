@@ -14,12 +14,11 @@ The chosen point's w and sampler replace the method's own before the experiment 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from diffbalance.atomic import atomic_path, write_json
+from diffbalance.atomic import write_json
 from diffbalance.classify.config import ModelName, TrainConfig
 from diffbalance.classify.train import train_classifier
 from diffbalance.configs import Config
@@ -27,6 +26,7 @@ from diffbalance.errors import DiffbalanceError
 from diffbalance.evaluate.consistency import class_consistency
 from diffbalance.evaluate.metrics import classification_metrics
 from diffbalance.progress import console
+from diffbalance.rebalance.store import copy_fill
 
 Sampler = Literal["ddpm", "ddim", "dpmpp", "dpmpp-sde"]
 
@@ -98,13 +98,5 @@ def run_sweep(st, method, fill_for, reference=None, quality=None) -> dict:
 def reuse_chosen_fill(out_dir: Path, method: str, chosen: dict) -> None:
     """Copy the chosen point's finished fill to OUT/fills/<method> (sampling it again would give the same images),
     replacing a fill made with another choice there."""
-    src = Path(out_dir) / "sweep" / f"{method}-{sweep_point_name(chosen['guidance_w'], chosen['sampler'])}"
-    dst = Path(out_dir) / "fills" / method
-    if not (src / "complete.json").is_file():
-        return
-    if (dst / "fill.json").is_file():
-        if json.loads((dst / "fill.json").read_text())["params"] == json.loads((src / "fill.json").read_text())["params"]:
-            return
-        shutil.rmtree(dst)
-    with atomic_path(dst) as tmp:
-        shutil.copytree(src, tmp)
+    point = f"{method}-{sweep_point_name(chosen['guidance_w'], chosen['sampler'])}"
+    copy_fill(Path(out_dir) / "sweep" / point, Path(out_dir) / "fills" / method)

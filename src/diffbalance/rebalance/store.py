@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from diffbalance.atomic import one_line_when_full, write_json
+from diffbalance.atomic import atomic_path, one_line_when_full, write_json
 from diffbalance.data.image_folder import class_folders, read_image, write_class_listing, write_png
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
@@ -36,6 +37,7 @@ from diffbalance.rebalance.registry import build_rebalancer
 FILL_FORMAT = 2  # 1: fill.json without "format" (parameters as given, device and batch size included)
 # parameters that never change an image, so a fill may resume under other values
 NOT_IDENTITY = ("sampling_strategy", "device", "batch_size")
+IDENTITY_KEYS = ("method", "params", "seed", "class_names", "image_shape")  # what fill.json pins for a resume
 MANIFEST = "manifest.jsonl"
 
 
@@ -166,6 +168,21 @@ def identity_params(reb: Rebalancer) -> dict[str, Any]:
     return {k: v for k, v in _jsonable(reb.params()).items() if k not in NOT_IDENTITY}
 
 
+def copy_fill(src: Path, dst: Path) -> None:
+    """Make `dst` a copy of the finished fill `src` (a method whose images another folder already holds), unless
+    `dst` already holds a fill of the same images — same method, parameters, seed, classes, shape and filter — which
+    `fill` then resumes; a fill of other images there is replaced."""
+    src, dst = Path(src), Path(dst)
+    if not (src / "complete.json").is_file():
+        return
+    if (dst / "fill.json").is_file():
+        have, want = (json.loads((d / "fill.json").read_text()) for d in (dst, src))
+        if all(have.get(k) == want.get(k) for k in (*IDENTITY_KEYS, "filter")):
+            return
+    with atomic_path(dst) as tmp:  # replaces an old dst only once the copy is complete
+        shutil.copytree(src, tmp)
+
+
 def _finished_images(out_dir: Path) -> dict[tuple[int, int], str]:
     """(class, index) → file, for images recorded in the manifest whose PNG exists."""
     done = {}
@@ -179,8 +196,7 @@ def _check_or_write_header(out_dir: Path, header: dict) -> None:
     path = out_dir / "fill.json"
     if path.exists():
         old = json.loads(path.read_text())
-        keys = ("method", "params", "seed", "class_names", "image_shape")
-        if {k: _saved_identity(old).get(k) for k in keys} != {k: header[k] for k in keys}:
+        if {k: _saved_identity(old).get(k) for k in IDENTITY_KEYS} != {k: header[k] for k in IDENTITY_KEYS}:
             raise DiffbalanceError(
                 f"{out_dir} holds fill images made with other settings ({old.get('method')}, seed {old.get('seed')})",
                 "use a new output folder, or delete this one to start over",

@@ -177,18 +177,27 @@ def _finish_legacy_run(out_dir: Path) -> bool:
     return True
 
 
-def _check_or_write_config(out_dir: Path, config: CFGTrainConfig, train: ImageSet, resume: bool) -> None:
+def check_resume(out_dir: Path, config: CFGTrainConfig, train: ImageSet, resume: bool) -> dict:
+    """A folder that already holds a generator run may only be resumed, with the same settings and data; returns
+    the record train_config.json holds for this run. Writes nothing (the train-generator command checks first)."""
     path = out_dir / "train_config.json"
     record = {"config": config.to_dict(), "classes": list(train.class_names), "image_shape": list(train.images.shape[1:]),
               "train_images": len(train)}
     if path.exists():
-        old = json.loads(path.read_text())
         if not resume:
             raise DiffbalanceError(f"{out_dir} already holds a generator run", "pass --resume to continue it, or use a new --out")
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise DiffbalanceError(f"{path} is damaged", "use a new --out, or delete the folder to start over") from None
         if old != record:
             changed = sorted(k for k in record["config"] if old.get("config", {}).get(k) != record["config"][k])
             raise DiffbalanceError(
                 f"{out_dir} holds a generator trained with other settings ({', '.join(changed) or 'data'} differ)",
                 "use a new output folder, or the same settings to resume",
             )
-    write_json(path, record)
+    return record
+
+
+def _check_or_write_config(out_dir: Path, config: CFGTrainConfig, train: ImageSet, resume: bool) -> None:
+    write_json(out_dir / "train_config.json", check_resume(out_dir, config, train, resume))
