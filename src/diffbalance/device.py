@@ -1,10 +1,12 @@
 """The device is resolved once, at the entry (CLI, runner, or the first library call), and passed down as a
-`torch.device`. `auto` picks CUDA when present. GPU-only speedups hang off `fast_gpu_path`."""
+`torch.device`. `auto` picks CUDA when present. Under torchrun / accelerate launch, resolving joins the process
+group and a CUDA device becomes the rank's own GPU (`cuda:LOCAL_RANK`; diffbalance.distributed). GPU-only speedups hang off `fast_gpu_path`."""
 
 from __future__ import annotations
 
 import torch
 
+from diffbalance import distributed
 from diffbalance.errors import DiffbalanceError
 
 DeviceLike = str | torch.device  # what every public function accepts: "auto", "cpu", "cuda", "cuda:1" or a device
@@ -15,7 +17,7 @@ def resolve_device(device: DeviceLike | None = "auto") -> torch.device:
     if isinstance(device, torch.device):
         spec = device
     elif device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.join(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     elif isinstance(device, str):
         try:
             spec = torch.device(device)
@@ -31,7 +33,7 @@ def resolve_device(device: DeviceLike | None = "auto") -> torch.device:
         if spec.index is not None and spec.index >= torch.cuda.device_count():
             raise DiffbalanceError(f"device {spec} does not exist ({torch.cuda.device_count()} GPUs)",
                                    f"use cuda:0 … cuda:{torch.cuda.device_count() - 1}")
-    return spec
+    return distributed.join(spec)
 
 
 def fast_gpu_path(device: torch.device) -> bool:

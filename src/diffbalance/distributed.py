@@ -1,0 +1,206 @@
+"""Several processes, one job: PyTorch's own distributed stack, nothing home-made.
+
+`torchrun` (and `accelerate launch`, which sets the same variables) starts one process per GPU (or per CPU
+worker) with RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address in the environment. The first
+`resolve_device` of a launched process joins the process group here: NCCL when the rank runs on CUDA
+(`cuda:LOCAL_RANK`), gloo on the CPU. Without a launcher nothing changes: `current()` is rank 0 of 1 and every
+helper below is a no-op.
+
+The rules every stage follows:
+- rank 0 alone writes shared files (`is_main`); the others wait at a `barrier`;
+- work that rank 0 does alone (`on_main`) hands its result, or its one-line error, to every rank;
+- work that every rank does (`agree`) ends with every rank knowing whether any rank failed, so all of them
+  raise the same one-line error instead of waiting for a peer that is gone;
+- image i of class c comes from its own seed whatever rank makes it (`shard` only decides who).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from diffbalance.errors import DiffbalanceError
+
+T = TypeVar("T")
+TIMEOUT_ENV = "DIFFBALANCE_DIST_TIMEOUT"  # seconds a rank waits at a collective (rank 0 working alone included)
+DEFAULT_TIMEOUT_S = 6 * 3600
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands in the job: rank `rank` of `world_size`, GPU `local_rank` on its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        """Whether there are peers to wait for (a torchrun job of one process has none)."""
+        return self.world_size > 1
+
+
+class PeerFailed(DiffbalanceError):
+    """Another rank failed: the first failing rank's line, raised on every rank. `reported` is True on the ranks
+    that did not fail themselves (the CLI prints the line on rank 0 only, so it is not repeated N times)."""
+
+    def __init__(self, problem: str, fix: str | None, rank: int, reported: bool):
+        super().__init__(problem, fix)
+        self.rank = rank
+        self.reported = reported
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun / accelerate launch (or any launcher setting RANK)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def current() -> Dist:
+    """This process's place in the job (rank 0 of 1 when there is no process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return Dist()
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def join(device: torch.device) -> torch.device:
+    """Join the process group when launched (once); returns the rank's device: `cuda:LOCAL_RANK` for a CUDA
+    device, the CPU otherwise. Called by `resolve_device`, so every entry point joins the same way."""
+    if not launched():
+        return device
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise DiffbalanceError(
+                f"LOCAL_RANK {local_rank} has no GPU ({torch.cuda.device_count()} visible on this node)",
+                "launch at most one process per GPU (torchrun --nproc-per-node ≤ GPUs), or use --device cpu",
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if dist.is_initialized():
+        return device
+    timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    try:
+        dist.init_process_group(backend, timeout=timeout, **({"device_id": device} if device.type == "cuda" else {}))
+    except (RuntimeError, ValueError) as err:
+        raise DiffbalanceError(
+            f"could not join the {backend} process group ({str(err).splitlines()[0][:160]})",
+            "check MASTER_ADDR/MASTER_PORT (or torchrun's --rdzv-endpoint) and that every node can reach it",
+        ) from None
+    return device
+
+
+def shutdown() -> None:
+    """Leave the process group (at the end of a launched command)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if current().active:
+        dist.barrier()
+
+
+def broadcast(obj: T, src: int = 0) -> T:
+    """`obj` of rank `src` on every rank (any picklable value; our own objects only, never user files)."""
+    if not current().active:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def gather(obj: T) -> list[T]:
+    """Every rank's `obj`, in rank order, on every rank."""
+    d = current()
+    if not d.active:
+        return [obj]
+    out: list[Any] = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shard(items: Sequence[T], d: Dist | None = None) -> list[T]:
+    """This rank's share of `items`: every world_size-th item from position `rank` (balanced, any length)."""
+    d = d or current()
+    return list(items[d.rank :: d.world_size])
+
+
+def local_slice(n: int, d: Dist | None = None, what: str = "batch") -> slice:
+    """This rank's contiguous slice of a global batch of `n` (DDP: each rank takes its part of every global
+    batch, so the batch and the data order do not depend on the world size). `n` must divide evenly."""
+    d = d or current()
+    if n % d.world_size:
+        raise DiffbalanceError(
+            f"the global {what} of {n} does not split evenly over {d.world_size} processes",
+            f"use a {what} that is a multiple of {d.world_size}, or another process count",
+        )
+    per = n // d.world_size
+    return slice(d.rank * per, (d.rank + 1) * per)
+
+
+def agree(fn: Callable[[], T]) -> T:
+    """Run `fn` on every rank; if it raised on any rank, every rank raises the first failing rank's one-line
+    error (the failing rank re-raises its own exception, so a bug keeps its traceback there)."""
+    d = current()
+    if not d.active:
+        return fn()
+    result, status, error = _attempt(fn, d)
+    _raise_first(gather(status), d, error)
+    return result  # type: ignore[return-value]
+
+
+def on_main(fn: Callable[[], T], share: bool = True) -> T | None:
+    """Rank 0 runs `fn` (e.g. writing a shared file) while the others wait; every rank gets its result (None on
+    the others when `share` is False), or raises its one-line error."""
+    d = current()
+    if not d.active:
+        return fn()
+    result, status, error = _attempt(fn, d) if d.is_main else (None, None, None)
+    box = [result if share else None, status]
+    dist.broadcast_object_list(box, src=0)
+    _raise_first([box[1]], d, error)
+    return box[0] if share or d.is_main else None
+
+
+def main_first(fn: Callable[[], T]) -> T:
+    """Rank 0 runs `fn` first (filling a cache, training what every rank then loads), then the others run it
+    (finding what rank 0 left). A failure on rank 0 reaches the others as its one-line error."""
+    d = current()
+    if d.is_main:
+        return on_main(fn, share=False)  # type: ignore[return-value]
+    on_main(lambda: None, share=False)  # wait for rank 0 (and raise its error)
+    return fn()
+
+
+def _attempt(fn: Callable[[], T], d: Dist) -> tuple[T | None, tuple[str, str | None] | None, BaseException | None]:
+    """(result, None, None), or (None, (problem, fix), the exception) when `fn` raised."""
+    try:
+        return fn(), None, None
+    except PeerFailed as err:
+        return None, (err.problem, err.fix), err
+    except DiffbalanceError as err:
+        return None, (f"rank {d.rank}: {err.problem}" if d.rank else err.problem, err.fix), err
+    except Exception as err:  # noqa: BLE001 — a bug: the peers stop with its name, this rank re-raises it
+        return None, (f"internal error on rank {d.rank} ({type(err).__name__}: {str(err)[:160]})",
+                      "this is a bug in diffbalance; see that rank's log line"), err
+
+
+def _raise_first(statuses: list, d: Dist, own: BaseException | None) -> None:
+    for rank, status in enumerate(statuses):
+        if status is None:
+            continue
+        if own is not None and rank == d.rank:
+            raise own
+        problem, fix = status
+        raise PeerFailed(problem, fix, rank, reported=True) from None
