@@ -16,16 +16,20 @@ The rules every stage follows:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
+from diffbalance.atomic import output_lock, remove_stale_temps
 from diffbalance.errors import DiffbalanceError
+from diffbalance.progress import console
 
 T = TypeVar("T")
 TIMEOUT_ENV = "DIFFBALANCE_DIST_TIMEOUT"  # seconds a rank waits at a collective (rank 0 working alone included)
@@ -97,6 +101,7 @@ def join(device: torch.device) -> torch.device:
             f"could not join the {backend} process group ({str(err).splitlines()[0][:160]})",
             "check MASTER_ADDR/MASTER_PORT (or torchrun's --rdzv-endpoint) and that every node can reach it",
         ) from None
+    console.quiet = dist.get_rank() != 0  # one voice: rank 0 prints progress and messages
     return device
 
 
@@ -170,17 +175,36 @@ def on_main(fn: Callable[[], T], share: bool = True) -> T | None:
     box = [result if share else None, status]
     dist.broadcast_object_list(box, src=0)
     _raise_first([box[1]], d, error)
-    return box[0] if share or d.is_main else None
+    return result if d.is_main else box[0]
 
 
 def main_first(fn: Callable[[], T]) -> T:
-    """Rank 0 runs `fn` first (filling a cache, training what every rank then loads), then the others run it
-    (finding what rank 0 left). A failure on rank 0 reaches the others as its one-line error."""
+    """Rank 0 runs `fn` first (filling a cache, checking inputs), then the others run it (finding what rank 0
+    left). A failure on any rank reaches every rank as that rank's one-line error."""
     d = current()
+    if not d.active:
+        return fn()
     if d.is_main:
-        return on_main(fn, share=False)  # type: ignore[return-value]
+        result = on_main(fn, share=False)
+        agree(lambda: None)  # the others' turn
+        return result  # type: ignore[return-value]
     on_main(lambda: None, share=False)  # wait for rank 0 (and raise its error)
-    return fn()
+    return agree(fn)
+
+
+@contextlib.contextmanager
+def held_output(folder: Path) -> Iterator[Path]:
+    """Write `folder` as one job: rank 0 takes its lock (a second job is refused at once) and removes what a killed
+    run left half-written, while the others wait; rank 0 lets go only once every rank is done with the folder."""
+    folder = Path(folder)
+    with contextlib.ExitStack() as stack:
+        def take() -> None:
+            stack.enter_context(output_lock(folder))
+            remove_stale_temps(folder)
+
+        on_main(take, share=False)
+        yield folder
+        barrier()  # not on an error: the peers may be gone, and the lock dies with the process anyway
 
 
 def _attempt(fn: Callable[[], T], d: Dist) -> tuple[T | None, tuple[str, str | None] | None, BaseException | None]:
@@ -201,6 +225,8 @@ def _raise_first(statuses: list, d: Dist, own: BaseException | None) -> None:
         if status is None:
             continue
         if own is not None and rank == d.rank:
+            if d.rank and isinstance(own, DiffbalanceError):
+                own.said_by_rank0 = True  # rank 0 raises it as PeerFailed and prints it: the CLI says it once
             raise own
         problem, fix = status
         raise PeerFailed(problem, fix, rank, reported=True) from None

@@ -15,7 +15,7 @@ console = Console(stderr=True)
 def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator:
     """Yield `advance(n=1, **fields)`; extra fields (loss=…, img_s=…) are shown after the bar. Drawn only on a
     terminal: in a log file a bar is noise, and a failed command's stderr keeps just its one `error:` line."""
-    if not enabled or not console.is_terminal:
+    if not enabled or not console.is_terminal or console.quiet:  # quiet: a rank other than 0 of a launched job
         yield lambda n=1, **fields: None
         return
     bar = Progress(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from diffbalance import distributed
+
 app = typer.Typer(
     name="diffbalance",
     help="Rebalance imbalanced image datasets with diffusion models, and measure whether it helps.",
@@ -16,3 +18,9 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Rebalance imbalanced image datasets with diffusion models, and measure whether it helps."""
+
+
+def say(text: str) -> None:
+    """Print a command's result (stdout); under torchrun only rank 0 speaks for the job."""
+    if distributed.current().is_main:
+        typer.echo(text)

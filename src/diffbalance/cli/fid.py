@@ -10,8 +10,9 @@ from pathlib import Path
 
 import typer
 
+from diffbalance import distributed
 from diffbalance.atomic import check_writable, write_json
-from diffbalance.cli.app import app
+from diffbalance.cli.app import app, say
 from diffbalance.errors import DiffbalanceError
 
 SHOWN = ("n_a", "n_b", "features", "resize", "weights_sha256", "feature_dtype", "device", "seconds")
@@ -44,14 +45,14 @@ def fid_command(
                                "resize": resize, "batch_size": batch_size, "cache": not no_cache})
     result = compare_image_sets(a, b, cfg, device, domain_classifier, on_corrupt=on_corrupt)
     label = "domain-FID (not Inception FID)" if features == "domain" else f"FID ({features} features)"
-    typer.echo(f"{label}: {result['fid']:.4f}")
+    say(f"{label}: {result['fid']:.4f}")
     for key in SHOWN:
-        typer.echo(f"  {key}: {result[key]}")
+        say(f"  {key}: {result[key]}")
     if result["skipped_a"] or result["skipped_b"]:  # the score is over fewer images than the folders hold
-        typer.echo(f"  skipped unreadable: a {result['skipped_a']}, b {result['skipped_b']}")
+        say(f"  skipped unreadable: a {result['skipped_a']}, b {result['skipped_b']}")
     if json_out:
-        write_json(json_out, result)
-        typer.echo(f"  written: {json_out}")
+        distributed.on_main(lambda: write_json(json_out, result))
+        say(f"  written: {json_out}")
 
 
 def check_json_path(path: Path) -> None:

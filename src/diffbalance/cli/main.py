@@ -12,11 +12,15 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import signal
 import sys
 import traceback
 import warnings
 
+import torch.distributed
 import typer
+
+from diffbalance import distributed
 
 from diffbalance.cli import fid, make_lt, rebalance, run, train_generator  # noqa: F401  (register the commands)
 from diffbalance.cli.app import app
@@ -40,6 +44,15 @@ def main(argv: list[str] | None = None) -> None:
     debug = DEBUG_FLAG in args
     args = [a for a in args if a != DEBUG_FLAG]
     _quiet_libraries(debug)
+    if distributed.launched():  # torchrun stops the other ranks with SIGTERM when one fails: end them in one line
+        signal.signal(signal.SIGTERM, _stopped_by_launcher)
+    try:
+        _run_app(args, debug)
+    finally:
+        distributed.shutdown()
+
+
+def _run_app(args: list[str], debug: bool) -> None:
     try:
         app(args=args, prog_name="diffbalance", standalone_mode=False)
     except click_errors.NoArgsIsHelpError:  # the help is already printed
@@ -52,19 +65,45 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted: outputs written so far are complete; run the same command again to resume", err=True)
         raise SystemExit(130) from None
+    except distributed.PeerFailed as err:  # another rank's line: rank 0 says it once for the job
+        if debug:
+            traceback.print_exc()
+        if distributed.current().is_main or not err.reported:
+            fail(str(err))
+        raise SystemExit(2) from None
     except DiffbalanceError as err:
         if debug:
             traceback.print_exc()
-        fail(str(err))
+        if getattr(err, "said_by_rank0", False):  # rank 0 prints this rank's line for the job
+            raise SystemExit(2) from None
+        fail(_on_rank(str(err)))
     except SystemExit:
         raise
+    except torch.distributed.DistError as err:  # a peer vanished mid-collective (killed, out of memory)
+        if debug:
+            traceback.print_exc()
+        fail(_on_rank(f"lost contact with another process of this job ({str(err).splitlines()[0][:160]}) — fix: "
+                      "see the first error line of the job; run the same command again to resume"), code=1)
     except Exception as err:  # noqa: BLE001 — anything else is a bug: one line, the traceback kept for the report
         if debug:
             traceback.print_exc()
             fail(f"internal error ({type(err).__name__}: {err})", code=1)
         log = _write_log(args)
-        fail(f"internal error ({type(err).__name__}: {str(err)[:200]}) — fix: this is a bug in diffbalance; the "
-             f"traceback is in {log} (rerun with {DEBUG_FLAG} to print it)", code=1)
+        fail(_on_rank(f"internal error ({type(err).__name__}: {str(err)[:200]}) — fix: this is a bug in diffbalance; "
+                      f"the traceback is in {log} (rerun with {DEBUG_FLAG} to print it)"), code=1)
+
+
+def _on_rank(message: str) -> str:
+    """A rank other than 0 of a launched job names itself."""
+    d = distributed.current()
+    return f"rank {d.rank}: {message}" if d.rank else message
+
+
+def _stopped_by_launcher(signum, frame) -> None:
+    typer.echo("error: " + _on_rank("stopped by the launcher (another process of this job failed, or the job was "
+                        "cancelled) — fix: see the first error line of the job; run the same command again to resume"),
+               err=True)
+    os._exit(143)
 
 
 def _quiet_libraries(debug: bool) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from diffbalance.cli.app import app
+from diffbalance.cli.app import app, say
 from diffbalance.errors import DiffbalanceError
 
 
@@ -38,7 +38,7 @@ def rebalance(
         raise DiffbalanceError("--params must be a JSON object", "pass e.g. '{\"alpha\": 0.6}'")
     fills = rebalance_folder(folder, method, out, params=method_params, target=target_value, image_size=image_size,
                              channels=channels, on_corrupt=on_corrupt, seed=seed, device=device)
-    typer.echo(f"{len(fills)} images written to {out} (per class: {fills.counts()})")
+    say(f"{len(fills)} images written to {out} (per class: {fills.counts()})")
 
 
 def parse_target(target: str):

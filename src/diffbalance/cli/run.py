@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffbalance.cli.app import app
+from diffbalance.cli.app import app, say
 
 
 @app.command("run")
@@ -33,14 +33,14 @@ def run(
         folder = Path(out) / name if name else Path(out)
         results = run_experiment(cfg, folder, progress=not quiet)
         methods = [m.name for m in cfg.methods]
-        typer.echo(f"\n{cfg.name}\nTest accuracy (%), mean ± std over seeds:\n")
-        typer.echo(metric_table(results["runs"], methods, list(cfg.classifiers), "accuracy"))
-        typer.echo("\nMacro-F1 (%):\n")
-        typer.echo(metric_table(results["runs"], methods, list(cfg.classifiers), "macro_f1"))
+        say(f"\n{cfg.name}\nTest accuracy (%), mean ± std over seeds:\n")
+        say(metric_table(results["runs"], methods, list(cfg.classifiers), "accuracy"))
+        say("\nMacro-F1 (%):\n")
+        say(metric_table(results["runs"], methods, list(cfg.classifiers), "macro_f1"))
         for verdict in (results.get("verdict") or {}).values():
             if verdict:
-                typer.echo("\n" + verdict_text(verdict).replace("**", ""))
-        typer.echo(f"\nreport: {folder / 'report.md'}")
+                say("\n" + verdict_text(verdict).replace("**", ""))
+        say(f"\nreport: {folder / 'report.md'}")
 
 
 @app.command("presets")
@@ -49,6 +49,6 @@ def presets(name: Annotated[Optional[str], typer.Argument(help="preset to print"
     from diffbalance.experiment.config import PRESETS, preset_text
 
     if name is None:
-        typer.echo("\n".join(PRESETS))
+        say("\n".join(PRESETS))
     else:
-        typer.echo(preset_text(name))
+        say(preset_text(name))

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffbalance.cli.app import app
+from diffbalance.cli.app import app, say
 from diffbalance.errors import DiffbalanceError
 
 
@@ -45,4 +45,4 @@ def train_generator_command(
                                            **({"ratio": ratio} if ratio is not None else {})}, path="train-generator")
     data = DataConfig.from_dict({"name": dataset, "root": root}, path="train-generator")
     final = train_generator_for(data, imbalance, train_config, out, device, resume=resume)
-    typer.echo(f"generator written to {final}")
+    say(f"generator written to {final}")

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -70,6 +70,9 @@ class ExperimentConfig(Config):
     fid: FidConfig | None = None  # generation-quality section; None = skip
     sweep: SweepConfig | None = None  # choose a cfg method's guidance w (and sampler) on validation accuracy
     grid_images_per_class: int = 8  # fill images per class in the report's sample grids
+    parallel: Literal["auto", "runs", "ddp"] = "auto"  # under torchrun: spread whole classifier runs over the
+    # ranks (runs), or train each run with DDP on all of them (ddp); auto = runs for images up to 64 px (CIFAR-scale
+    # models, where whole runs scale linearly), ddp above
 
     def validate(self) -> None:
         self.require(len(self.methods) > 0, "methods", "a list of at least one method")

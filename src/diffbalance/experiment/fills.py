@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-
+from diffbalance import distributed
 from diffbalance.data.imageset import ImageSet
 from diffbalance.evaluate.fid.protocol import quality_report
 from diffbalance.experiment.config import ExperimentConfig, MethodConfig
@@ -53,7 +53,7 @@ def shared_fills(st: Stage, methods: list[MethodConfig]) -> dict[str, ImageSet]:
         key = json.dumps({"rebalancer": m.rebalancer, "params": m.params,
                           "filter": m.filter.to_dict() if m.filter else None}, sort_keys=True, default=str)
         if key in first and m.rebalancer != "none":
-            copy_fill(st.out_dir / "fills" / first[key], st.out_dir / "fills" / m.name)
+            distributed.on_main(lambda: copy_fill(st.out_dir / "fills" / first[key], st.out_dir / "fills" / m.name))
         first.setdefault(key, m.name)
         fills[m.name] = method_fill(st, m)
     return fills

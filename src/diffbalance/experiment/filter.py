@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import clone
 
+from diffbalance import distributed
 from diffbalance.atomic import write_json, write_text
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.train import TrainedClassifier, train_classifier
@@ -74,7 +75,7 @@ def filtered_fill(reb: Rebalancer, cfg: FilterConfig, train: ImageSet, out_dir: 
     judge = train_judge(train, cfg, device, judge_dir, progress)
     scores = score_candidates(judge, train, candidates, cfg)
     kept = select(candidates.labels, scores["score"], add)
-    _write_selected(out_dir, train, header, candidates, scores, kept)
+    distributed.on_main(lambda: _write_selected(out_dir, train, header, candidates, scores, kept))
     return load_fill(out_dir, train.class_names, add)
 
 

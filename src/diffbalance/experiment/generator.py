@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffbalance.atomic import check_writable, output_lock, remove_stale_temps, write_json
+from diffbalance import distributed
+from diffbalance.atomic import check_writable, write_json
 from diffbalance.data.sources import DataConfig, load_train_test
 from diffbalance.device import DeviceLike, resolve_device
 from diffbalance.generate.cfg.config import CFGTrainConfig
@@ -26,12 +27,16 @@ def train_generator_for(
     anything is written; one process at a time trains into OUT."""
     dev = resolve_device(device)
     out = check_writable(Path(out))
-    train, _ = load_train_test(data)
-    imbalanced = apply_profile(train, imbalance)
-    check_resume(out, config, imbalanced, resume)
-    with output_lock(out):
-        remove_stale_temps(out)
-        write_json(out / "command.json", {"data": data.to_dict(), "imbalance": imbalance.to_dict(),
-                                          "train": config.to_dict(), "resume": resume, "device": str(dev),
-                                          "train_counts": imbalanced.counts()})
+
+    def checked():  # rank 0 first (it fills the data cache)
+        train, _ = load_train_test(data)
+        imbalanced = apply_profile(train, imbalance)
+        check_resume(out, config, imbalanced, resume)
+        return imbalanced
+
+    imbalanced = distributed.main_first(checked)
+    with distributed.held_output(out):
+        distributed.on_main(lambda: write_json(out / "command.json", {
+            "data": data.to_dict(), "imbalance": imbalance.to_dict(), "train": config.to_dict(), "resume": resume,
+            "device": str(dev), "world_size": distributed.current().world_size, "train_counts": imbalanced.counts()}))
         return train_generator(imbalanced, config, out, dev, progress=progress, resume=resume)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 
+from diffbalance import distributed
 from diffbalance.classify.train import TrainedClassifier, train_classifier
 from diffbalance.data.imageset import ImageSet
 from diffbalance.evaluate.consistency import class_consistency
@@ -28,7 +29,7 @@ def reference_classifier(st: Stage, config: ExperimentConfig) -> TrainedClassifi
     st.reference = train_classifier(
         ref, cfg, device=st.device, seed=0, checkpoint_dir=st.out_dir / "checkpoints" / "reference", progress=st.progress
     )
-    st.reference.save(st.out_dir / "reference-classifier")  # for `diffbalance fid --features domain`
+    distributed.on_main(lambda: st.reference.save(st.out_dir / "reference-classifier"))  # for `fid --features domain`
     return st.reference
 
 

@@ -10,65 +10,89 @@ Run folder:
     generators/<hash>/     generators trained on the fly (shared by methods with the same training config)
     judges/                the filters' judge classifiers
     checkpoints/<run>/     classifier checkpoints
-    results.json           rewritten (atomically) after every finished run
+    runs/<run>.json        under torchrun with parallel: runs, a run one rank finished (gathered at the end)
+    results.json           rewritten (atomically) after every finished run; stage_seconds: wall time per stage
     report.md, figures/    written at the end
+
+Under torchrun every rank runs the same stages; rank 0 alone writes the shared files (diffbalance.distributed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
+import time
 from pathlib import Path
 
 import torch
 
-from diffbalance.atomic import output_lock, remove_stale_temps, write_json
+from diffbalance import distributed
+from diffbalance.atomic import write_json
 from diffbalance.classify.config import TrainConfig
-from diffbalance.classify.train import train_classifier
-from diffbalance.data.imageset import ImageSet
 from diffbalance.device import describe
-from diffbalance.evaluate.metrics import classification_metrics
-from diffbalance.experiment.config import ExperimentConfig, MethodConfig
 from diffbalance.errors import DiffbalanceError
+from diffbalance.experiment.config import ExperimentConfig
 from diffbalance.experiment.fills import shared_fills, sweep_table
 from diffbalance.experiment.filter import acceptance, kept_and_rejected
+from diffbalance.experiment.grid import previous_parts, train_runs
 from diffbalance.experiment.quality import consistency_table, quality_table
 from diffbalance.experiment.stage import Stage, prepare_stage
 from diffbalance.experiment.sweep import reuse_chosen_fill
-from diffbalance.progress import console
-from diffbalance.rebalance.registry import rebalancer_class
 from diffbalance.report.verdict import paired_verdict
 from diffbalance.report.write import write_report
 
 
 def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = True) -> dict:
     """The whole pipeline; returns the results dict also written to `out_dir/results.json`. Nothing is written
-    before every input is checked; one process at a time writes a run folder; what a killed run left half-written
-    is removed before it resumes."""
-    st = prepare_stage(config, out_dir, progress)
-    with output_lock(st.out_dir):
-        remove_stale_temps(st.out_dir)
-        write_json(st.out_dir / "config.resolved.json", config.to_dict())
-        return _run_stages(st, config)
+    before every input is checked; one job at a time writes a run folder; what a killed run left half-written
+    is removed before it resumes. Under torchrun every rank calls it alike (module docstring of
+    diffbalance.distributed): rank 0 writes the shared files, fills are sharded, and classifier runs are spread
+    over the ranks or trained with DDP (`config.parallel`)."""
+    clock = StageClock()
+    with clock("prepare"):
+        st = prepare_stage(config, out_dir, progress)
+    with distributed.held_output(st.out_dir):
+        distributed.on_main(lambda: write_json(st.out_dir / "config.resolved.json", config.to_dict()))
+        return _run_stages(st, config, clock)
 
 
-def _run_stages(st: Stage, config: ExperimentConfig) -> dict:
-    results = _load_previous(st)
+class StageClock:
+    """Wall seconds per stage of this invocation (`with clock("fills"): ...`), added to what earlier invocations
+    of the same run folder spent."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def total(self, before: dict[str, float]) -> dict[str, float]:
+        keys = [*before, *(k for k in self.seconds if k not in before)]
+        return {k: round(before.get(k, 0.0) + self.seconds.get(k, 0.0), 2) for k in keys}
+
+
+def _run_stages(st: Stage, config: ExperimentConfig, clock: StageClock) -> dict:
+    results = distributed.on_main(lambda: _load_previous(st))
+    before = results.pop("stage_seconds", {})
     methods = list(config.methods)
     if config.sweep is not None:  # the chosen w and sampler replace the method's own before it runs
-        results["sweep"] = sweep_table(st, config)
+        with clock("sweep"):
+            results["sweep"] = sweep_table(st, config)
         chosen = results["sweep"]["chosen"]
-        reuse_chosen_fill(st.out_dir, config.sweep.method, chosen)
+        distributed.on_main(lambda: reuse_chosen_fill(st.out_dir, config.sweep.method, chosen))
         tuned = {config.sweep.method, *config.sweep.also}
         methods = [m.replace(params={**m.params, **chosen, "guidance_convention": "ho"}) if m.name in tuned else m
                    for m in methods]
-    fills = shared_fills(st, methods)
-    for m in methods:
-        for clf in config.classifiers:
-            for seed in config.seeds:
-                if _find_run(results, m.name, clf, seed) is None:
-                    results["runs"].append(train_and_evaluate(st, m, clf, seed, fills[m.name]))
-                    write_json(st.out_dir / "results.json", results)
+    with clock("fills"):
+        fills = shared_fills(st, methods)
+    with clock("classifiers"):
+        train_runs(st, config, methods, fills, results)
     generated = {m.name: fills[m.name] for m in config.methods if len(fills[m.name])}
     filtered = {m.name: kept_and_rejected(st.out_dir / "fills" / m.name, st.imbalanced.class_names)
                 for m in config.methods if m.filter is not None and m.name in generated}
@@ -76,42 +100,23 @@ def _run_stages(st: Stage, config: ExperimentConfig) -> dict:
         results["filter"] = {name: acceptance(st.out_dir / "fills" / name, list(st.imbalanced.class_names))
                              for name in filtered}
     if generated and config.consistency:
-        results["consistency"] = consistency_table(st, config, generated)
+        with clock("consistency"):
+            results["consistency"] = consistency_table(st, config, generated)
     if generated and config.fid is not None:
-        results["quality"] = quality_table(st, generated)
+        with clock("quality"):
+            results["quality"] = quality_table(st, generated)
     if st.validation is not None:
         results["verdict"] = {clf: paired_verdict(results["runs"], clf) for clf in config.classifiers}
-    write_json(st.out_dir / "results.json", results)
-    write_report(st.out_dir, results, st.imbalanced, generated, config.to_dict(), train_defaults=TrainConfig().to_dict(),
-                 filtered=filtered)
+    with clock("report"):
+        results["stage_seconds"] = clock.total(before)
+        distributed.on_main(lambda: _write_outputs(st, config, results, generated, filtered))
     return results
 
 
-def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, fills: ImageSet) -> dict:
-    train = st.imbalanced.concat(fills, source=f"{m.name} rebalanced") if len(fills) else st.imbalanced
-    cfg = m.train.replace(model=classifier)
-    run_id = f"{m.name}--{classifier}--seed{seed}"
-    console.print(f"[bold]train[/] {run_id} on {len(train)} images")
-    # every fill image counts as added (oversampled copies too): `prior: real` then counts the real images only
-    synthetic = torch.cat([torch.zeros(len(st.imbalanced), dtype=torch.bool), torch.ones(len(fills), dtype=torch.bool)])
-    clf = train_classifier(
-        train, cfg, device=st.device, seed=seed, checkpoint_dir=st.out_dir / "checkpoints" / run_id,
-        progress=st.progress, synthetic=synthetic,
-    )
-    pred = clf.predict(st.test.images)
-    metrics = classification_metrics(st.test.labels, pred, st.test.class_names, train_counts=st.imbalanced.counts())
-    extra = {}
-    if st.validation is not None:  # what every choice is made on
-        val = classification_metrics(st.validation.labels, clf.predict(st.validation.images), st.test.class_names)
-        extra["validation"] = {"accuracy": val["accuracy"], "balanced_accuracy": val["balanced_accuracy"],
-                               "macro_f1": val["macro_f1"]}
-    return {
-        "method": m.name, "rebalancer": m.rebalancer, "generative": rebalancer_class(m.rebalancer).generative,
-        "classifier": classifier, "seed": seed, **extra,
-        "accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
-        "macro_f1": metrics["macro_f1"], "per_class_f1": metrics["per_class_f1"], "metrics": metrics,
-        "train_images": len(train), "train_seconds": clf.train_seconds, "device": describe(st.device),
-    }
+def _write_outputs(st: Stage, config: ExperimentConfig, results: dict, generated: dict, filtered: dict) -> None:
+    write_json(st.out_dir / "results.json", results)
+    write_report(st.out_dir, results, st.imbalanced, generated, config.to_dict(), train_defaults=TrainConfig().to_dict(),
+                 filtered=filtered)
 
 
 def _load_previous(st: Stage) -> dict:
@@ -137,6 +142,9 @@ def _load_previous(st: Stage) -> dict:
             return fresh
         if _same_config(old.get("config"), st.config) and old.get("dataset") == fresh["dataset"]:
             fresh["runs"] = old.get("runs", [])
+            fresh["stage_seconds"] = old.get("stage_seconds", {})
+    have = {(r["method"], r["classifier"], r["seed"]) for r in fresh["runs"]}
+    fresh["runs"] += [r for r in previous_parts(st) if (r["method"], r["classifier"], r["seed"]) not in have]
     return fresh
 
 
@@ -146,13 +154,6 @@ def _same_config(saved: dict | None, config: ExperimentConfig) -> bool:
         return ExperimentConfig.from_dict(saved or {}) == config
     except DiffbalanceError:
         return False
-
-
-def _find_run(results: dict, method: str, classifier: str, seed: int) -> dict | None:
-    for r in results["runs"]:
-        if (r["method"], r["classifier"], r["seed"]) == (method, classifier, seed):
-            return r
-    return None
 
 
 def _versions() -> dict:

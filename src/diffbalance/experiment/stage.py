@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from diffbalance import distributed
 from diffbalance.atomic import check_writable
 from diffbalance.classify.train import TrainedClassifier
 from diffbalance.data.imageset import ImageSet
@@ -44,17 +45,21 @@ def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True
     """Everything checked before anything is written: the device (resolved once for the whole run), the output
     folder, the data and profile, the target, every method's files and model ids, and the memory the run needs.
     The config's sections and every method's parameters were checked when it was read."""
-    device = resolve_device(config.device)
-    out_dir = check_writable(Path(out_dir))
-    train, test, imbalanced, validation = load_imbalanced(config)
-    add = generation_counts(imbalanced.counts(), config.target, imbalanced.class_names)
-    for m in config.methods:
-        method_rebalancer(config, m, device).check()
-    c, h, w = imbalanced.images.shape[1:]
-    check_memory(image_bytes(len(train) + len(test) + len(imbalanced) + 2 * sum(add), c, h, w),
-                 f"this run ({sum(add)} fill images per method of {c}×{h}×{w})",
-                 "lower the target, or use smaller images")
-    return Stage(config, out_dir, device, train, test, imbalanced, validation, add, progress)
+    device = resolve_device(config.device)  # under torchrun: joins the job, this rank's device
+
+    def checked() -> Stage:  # rank 0 first (it fills the data cache), then the others
+        checked_out = check_writable(Path(out_dir))
+        train, test, imbalanced, validation = load_imbalanced(config)
+        add = generation_counts(imbalanced.counts(), config.target, imbalanced.class_names)
+        for m in config.methods:
+            method_rebalancer(config, m, device).check()
+        c, h, w = imbalanced.images.shape[1:]
+        check_memory(image_bytes(len(train) + len(test) + len(imbalanced) + 2 * sum(add), c, h, w),
+                     f"this run ({sum(add)} fill images per method of {c}×{h}×{w})",
+                     "lower the target, or use smaller images")
+        return Stage(config, checked_out, device, train, test, imbalanced, validation, add, progress)
+
+    return distributed.main_first(checked)
 
 
 def method_rebalancer(config: ExperimentConfig, m: MethodConfig, device: torch.device | str = "auto") -> Rebalancer:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from diffbalance import distributed
 from diffbalance.atomic import write_json
 from diffbalance.classify.config import ModelName, TrainConfig
 from diffbalance.classify.train import train_classifier
@@ -86,12 +87,12 @@ def run_sweep(st, method, fill_for, reference=None, quality=None) -> dict:
                           "validation_macro_f1": val["macro_f1"],
                           "consistency": class_consistency(reference.predict, fills)["agreement_pct"] if reference else None,
                           "quality": quality(fills) if quality else None}
-            write_json(path, {"method": method.name, "points": done})
+            distributed.on_main(lambda: write_json(path, {"method": method.name, "points": done}))
     best = max(done.values(), key=lambda p: (p["validation_accuracy"], -p["guidance_w"]))
     result = {"method": method.name, "points": done, "chosen": {"guidance_w": best["guidance_w"],
                                                                 "sampler": best["sampler"]},
               "chosen_on": "validation accuracy of a quickly trained classifier (ties: the smaller w)"}
-    write_json(path, result)
+    distributed.on_main(lambda: write_json(path, result))
     return result
 
 

@@ -6,12 +6,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from diffbalance.atomic import check_writable, output_lock, remove_stale_temps, write_json
+from diffbalance import distributed
+from diffbalance.atomic import check_writable, write_json
 from diffbalance.data.image_folder import load_image_folder, scan_image_folder
 from diffbalance.data.imageset import ImageSet
 from diffbalance.device import DeviceLike, resolve_device
 from diffbalance.errors import DiffbalanceError
 from diffbalance.progress import console
+from diffbalance.rebalance.base import Rebalancer
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import fill
 from diffbalance.resources import check_memory, image_bytes
@@ -44,22 +46,28 @@ def rebalance_folder(
         if key in params:
             raise DiffbalanceError(f"--params sets {key}", f"use {option} instead")
     dev = resolve_device(device)
-    reb = build_rebalancer(method, params, path="--params", sampling_strategy=target, random_state=seed, device=dev)
-    reb.check()
-    out = check_writable(Path(out))
-    _, items = scan_image_folder(Path(folder))
-    check_memory(image_bytes(len(items), channels, image_size, image_size), f"reading {len(items)} images at "
-                 f"{image_size}×{image_size}", "lower --image-size")
-    data = load_image_folder(folder, image_size=image_size, channels=channels, on_corrupt=on_corrupt)
-    plan = reb.plan(data)  # an impossible target fails here, before OUT exists
-    check_memory(image_bytes(2 * sum(plan.values()), channels, image_size, image_size),
-                 f"{sum(plan.values())} fill images", "lower the target")
+
+    def checked() -> tuple[Rebalancer, Path, ImageSet, dict[int, int]]:  # rank 0 first (it fills the data cache)
+        reb = build_rebalancer(method, params, path="--params", sampling_strategy=target, random_state=seed,
+                               device=dev)
+        reb.check()
+        checked_out = check_writable(Path(out))
+        _, items = scan_image_folder(Path(folder))
+        check_memory(image_bytes(len(items), channels, image_size, image_size), f"reading {len(items)} images at "
+                     f"{image_size}×{image_size}", "lower --image-size")
+        data = load_image_folder(folder, image_size=image_size, channels=channels, on_corrupt=on_corrupt)
+        plan = reb.plan(data)  # an impossible target fails here, before OUT exists
+        check_memory(image_bytes(2 * sum(plan.values()), channels, image_size, image_size),
+                     f"{sum(plan.values())} fill images", "lower the target")
+        return reb, checked_out, data, plan
+
+    reb, out, data, plan = distributed.main_first(checked)
     if not plan:
         console.print(f"nothing to add: {folder} already meets target {target!r} (per class: {data.counts()})")
         return ImageSet(data.images[:0], data.labels[:0], data.class_names, f"{method} fill (nothing to add)")
-    with output_lock(out):
-        remove_stale_temps(out)
-        write_json(out / "command.json", {"folder": str(folder), "method": method, "params": params,
-                                          "target": target, "image_size": image_size, "channels": channels,
-                                          "on_corrupt": on_corrupt, "seed": seed, "device": str(dev)})
+    with distributed.held_output(out):
+        distributed.on_main(lambda: write_json(out / "command.json", {
+            "folder": str(folder), "method": method, "params": params, "target": target, "image_size": image_size,
+            "channels": channels, "on_corrupt": on_corrupt, "seed": seed, "device": str(dev),
+            "world_size": distributed.current().world_size}))
         return fill(reb, data, out, workdir=out / ".work", progress=progress)

@@ -5,7 +5,10 @@ Layout of a fill folder:
     fill.json          method, parameters, base seed, classes, images to add per class (written first)
     classes.json       class names and their folders (the folder reads back as an ImageFolder)
     manifest.jsonl     one line per finished image: file, class, index, seed, the method's record (appended once
-                       its PNG is in place; a line cut short by a crash is dropped when the fill resumes)
+                       its PNG is in place; a line cut short by a crash is dropped when the fill resumes); sorted
+                       by (class, index) when the fill completes
+    manifest-rank<r>.jsonl  while a launched fill runs: rank r's lines (merged into manifest.jsonl at the end;
+                       a resume at any world size reads them)
     <class folder>/NNNNN.png
     complete.json      written last: the counts actually present (its presence marks a finished fill)
 
@@ -21,12 +24,14 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from diffbalance.atomic import atomic_path, one_line_when_full, write_json
+from diffbalance import distributed
+from diffbalance.atomic import atomic_path, one_line_when_full, write_json, write_text
 from diffbalance.data.image_folder import class_folders, read_image, write_class_listing, write_png
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
@@ -39,6 +44,8 @@ FILL_FORMAT = 2  # 1: fill.json without "format" (parameters as given, device an
 NOT_IDENTITY = ("sampling_strategy", "device", "batch_size")
 IDENTITY_KEYS = ("method", "params", "seed", "class_names", "image_shape")  # what fill.json pins for a resume
 MANIFEST = "manifest.jsonl"
+MANIFEST_PART = "manifest-rank"  # manifest-rank<r>.jsonl: what rank r of a launched fill finished
+PNG_WRITERS = 4  # threads encoding PNGs while the next batch is generated
 
 
 def fill(
@@ -51,7 +58,9 @@ def fill(
     """Make the images `reb.sampling_strategy` asks for into `out_dir` (resuming what is there) and return them.
 
     The rebalancer is fitted (e.g. its generator trained or loaded, into `workdir`, default `out_dir/.work`) only
-    when images are missing.
+    when images are missing. Under torchrun every rank calls `fill` alike: the missing images are shared out
+    (each class's missing indices round-robin over the ranks), each rank writes its own PNGs and manifest part,
+    and rank 0 merges the parts into one manifest sorted by (class, index) — the same bytes at any world size.
     """
     out_dir = Path(out_dir)
     plan = reb.plan(train)
@@ -65,46 +74,107 @@ def fill(
         "add_per_class": add,
         "image_shape": list(train.images.shape[1:]),
     }
-    _check_or_write_header(out_dir, header)
     folders = class_folders(train.class_names)
-    done = _finished_images(out_dir)
-    todo = {c: [i for i in range(n) if (c, i) not in done] for c, n in plan.items()}
-    todo = {c: missing for c, missing in todo.items() if missing}
-    if todo:
-        write_class_listing(out_dir, train.class_names, folders)
-        reb.fit(train, Path(workdir) if workdir is not None else out_dir / ".work")
-        _write_images(reb, todo, folders, out_dir, progress)
+
+    def start() -> dict[int, list[int]]:  # rank 0: check or write the header, list what is missing
+        _check_or_write_header(out_dir, header)
         done = _finished_images(out_dir)
-    present = [sum(1 for (c, _) in done if c == k) for k in range(train.num_classes)]
-    write_json(out_dir / "complete.json", {"present_per_class": present})
+        todo = {c: [i for i in range(n) if (c, i) not in done] for c, n in plan.items()}
+        todo = {c: missing for c, missing in todo.items() if missing}
+        if todo:
+            write_class_listing(out_dir, train.class_names, folders)
+        return todo
+
+    todo = distributed.on_main(start)
+    if todo:
+        reb.fit(train, Path(workdir) if workdir is not None else out_dir / ".work")  # every rank (DDP training)
+        share = {c: distributed.shard(missing) for c, missing in todo.items()}
+        distributed.agree(lambda: _write_images(reb, share, folders, out_dir, progress))
+    distributed.on_main(lambda: _finish(out_dir, train.num_classes))
     return load_fill(out_dir, train.class_names, add)
+
+
+def _finish(out_dir: Path, num_classes: int) -> None:
+    """Merge the manifest parts into manifest.jsonl (sorted by class, index) and write complete.json."""
+    done = _finished_images(out_dir)
+    records = sorted((r for r in _manifest_records(out_dir) if done.get(_key(r)) == r["file"]), key=_key)
+    unique = list({_key(r): r for r in records}.values())
+    lines = "".join(json.dumps(r) + "\n" for r in unique)
+    manifest = out_dir / MANIFEST
+    if not manifest.is_file() or manifest.read_text() != lines or _manifest_parts(out_dir):
+        write_text(manifest, lines)
+        for part in _manifest_parts(out_dir):
+            part.unlink(missing_ok=True)
+    present = [sum(1 for (c, _) in done if c == k) for k in range(num_classes)]
+    write_json(out_dir / "complete.json", {"present_per_class": present})
+
+
+def _key(record: dict) -> tuple[int, int]:
+    return int(record["class_index"]), int(record["index"])
 
 
 def _write_images(reb: Rebalancer, todo: dict[int, list[int]], folders: Sequence[str], out_dir: Path,
                   progress: bool) -> None:
-    """Make and write the `todo` images. Each image's manifest line is appended right after its PNG is in place
-    (fsynced once per batch), so a crash or a full disk leaves every finished image recorded and no line without
-    its PNG; a PNG whose line could not be written is removed again."""
-    manifest = out_dir / MANIFEST
+    """Make and write the `todo` images. PNGs are written by a thread pool while the next batch is generated;
+    each image's manifest line is appended once its PNG is in place (fsynced once per batch), so a crash or a
+    full disk leaves every finished image recorded and no line without its PNG; a PNG whose line could not be
+    written is removed again. Rank r of a launched job appends to its own part, manifest-rank<r>.jsonl."""
+    d = distributed.current()
+    manifest = out_dir / (MANIFEST if not d.active else f"{MANIFEST_PART}{d.rank}.jsonl")
     fd = _open_manifest(manifest)
-    try:
-        with progress_bar(f"{reb.name} fill", sum(map(len, todo.values())), progress) as advance:
-            for c, indices, images, records in reb.iter_batches(todo):
-                for image, record in zip(images, records):
-                    record["file"] = f"{folders[c]}/{record['index']:05d}.png"
-                    with one_line_when_full(out_dir / record["file"]):
-                        write_png(image, out_dir / record["file"])
-                    try:
-                        with one_line_when_full(manifest):
-                            _append_line(fd, json.dumps(record) + "\n")
-                    except BaseException:
-                        (out_dir / record["file"]).unlink(missing_ok=True)
-                        raise
+    pending: list[tuple[list[dict], list[Future]]] = []
+    failed: list[str] = []  # the file whose write or manifest line failed: nothing after it is recorded
+
+    def record_done(records: list[dict], writes: list[Future]) -> None:
+        for k, (record, write) in enumerate(zip(records, writes)):
+            try:
+                write.result()  # the PNG is in place (or its one-line error is raised here)
                 with one_line_when_full(manifest):
-                    os.fsync(fd)
-                advance(len(indices))
+                    _append_line(fd, json.dumps(record) + "\n")
+            except BaseException:
+                failed.append(record["file"])
+                discard(records[k:], writes[k:])
+                raise
+        with one_line_when_full(manifest):
+            os.fsync(fd)
+
+    def discard(records: list[dict], writes: list[Future]) -> None:
+        """PNGs that will get no manifest line are removed, so the manifest and the PNGs on disk agree."""
+        wait(writes)
+        for record in records:
+            (out_dir / record["file"]).unlink(missing_ok=True)
+
+    try:
+        with ThreadPoolExecutor(PNG_WRITERS) as pool, \
+                progress_bar(f"{reb.name} fill", sum(map(len, todo.values())), progress and d.is_main) as advance:
+            try:
+                for c, indices, images, records in reb.iter_batches(todo):
+                    for record in records:
+                        record["file"] = f"{folders[c]}/{record['index']:05d}.png"
+                    pending.append((records, [pool.submit(_write_png, image, out_dir / r["file"])
+                                              for image, r in zip(images, records)]))
+                    if len(pending) > 1:  # the previous batch's PNGs were written while this one was made
+                        record_done(*pending.pop(0))
+                    advance(len(indices))
+                while pending:
+                    record_done(*pending.pop(0))
+            except BaseException:  # keep what was made before the error (an interrupt, a failing batch)
+                for records, writes in pending:
+                    if failed:
+                        discard(records, writes)
+                        continue
+                    try:
+                        record_done(records, writes)
+                    except BaseException:  # noqa: BLE001 — the first error is the one to report
+                        pass
+                raise
     finally:
         os.close(fd)
+
+
+def _write_png(image: torch.Tensor, path: Path) -> None:
+    with one_line_when_full(path):
+        write_png(image, path)
 
 
 def _open_manifest(path: Path) -> int:
@@ -151,15 +221,24 @@ def load_fill(out_dir: Path | str, class_names: Sequence[str], add: Sequence[int
 
 
 def read_manifest(out_dir: Path | str) -> list[dict]:
-    path = Path(out_dir) / MANIFEST
-    if not path.exists():
-        return []
+    """Every record of a fill folder's manifest and its per-rank parts (a launched fill cut short leaves parts)."""
+    return _manifest_records(Path(out_dir))
+
+
+def _manifest_parts(out_dir: Path) -> list[Path]:
+    return sorted(out_dir.glob(f"{MANIFEST_PART}*.jsonl"))
+
+
+def _manifest_records(out_dir: Path) -> list[dict]:
     records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by an interruption: that image is redone
+    for path in [out_dir / MANIFEST, *_manifest_parts(out_dir)]:
+        if not path.is_file():
             continue
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by an interruption: that image is redone
+                continue
     return records
 
 

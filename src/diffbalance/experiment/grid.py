@@ -1,0 +1,135 @@
+"""The classifier runs of an experiment: every (method, classifier, seed) of the grid, trained and evaluated.
+
+Alone, or under torchrun with `parallel: ddp`, each run is trained by every rank (DDP) and results.json is
+rewritten after each. With `parallel: runs`, rank r trains every world_size-th missing run by itself (small
+models scale linearly that way), keeps each finished one in runs/<run>.json, and rank 0 gathers them into
+results.json; a rerun at any world size picks the finished ones up from either place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from diffbalance import distributed
+from diffbalance.atomic import write_json
+from diffbalance.classify.train import train_classifier
+from diffbalance.data.imageset import ImageSet
+from diffbalance.device import describe
+from diffbalance.evaluate.metrics import classification_metrics
+from diffbalance.experiment.config import ExperimentConfig, MethodConfig
+from diffbalance.experiment.stage import Stage
+from diffbalance.progress import console
+from diffbalance.rebalance.registry import rebalancer_class
+
+RUN_PARTS = "runs"  # runs/<method>--<classifier>--seed<k>.json: a run finished by one rank of a spread grid
+RUNS_UP_TO_PIXELS = 64  # parallel: auto spreads whole runs for images up to this side, DDP above
+
+
+def parallel_mode(config: ExperimentConfig, image_side: int) -> str:
+    """How classifier runs use the ranks: "runs" (whole runs spread over them) or "ddp" (each run on all)."""
+    if config.parallel != "auto":
+        return config.parallel
+    return "runs" if image_side <= RUNS_UP_TO_PIXELS else "ddp"
+
+
+def train_runs(st: Stage, config: ExperimentConfig, methods: list[MethodConfig], fills: dict[str, ImageSet],
+                results: dict) -> None:
+    """Every missing (method, classifier, seed) run, in grid order. Alone or with parallel: ddp each run is
+    trained by every rank (DDP under torchrun) and results.json is rewritten after each; with parallel: runs
+    rank r trains every world_size-th missing run by itself, keeps each finished one in runs/<run>.json, and
+    rank 0 gathers them into results.json."""
+    grid = [(m, clf, seed) for m in methods for clf in config.classifiers for seed in config.seeds]
+    todo = [(m, clf, seed) for m, clf, seed in grid if find_run(results, m.name, clf, seed) is None]
+    d = distributed.current()
+    if d.active and parallel_mode(config, st.imbalanced.image_size) == "runs":
+        def mine() -> list[dict]:
+            done = []
+            for m, clf, seed in distributed.shard(todo):
+                done.append(train_and_evaluate(st, m, clf, seed, fills[m.name], ddp=False))
+                write_json(_part_path(st, done[-1]), {"config": _config_key(st.config), "run": done[-1]})
+            return done
+
+        finished = [r for part in distributed.gather(distributed.agree(mine)) for r in part]
+        results["runs"] = _in_grid_order(results["runs"] + finished, grid)
+        distributed.on_main(lambda: _save_runs(st, results))
+        return
+    for m, clf, seed in todo:
+        results["runs"].append(train_and_evaluate(st, m, clf, seed, fills[m.name]))
+        results["runs"] = _in_grid_order(results["runs"], grid)
+        distributed.on_main(lambda: write_json(st.out_dir / "results.json", results))
+
+
+def _save_runs(st: Stage, results: dict) -> None:
+    """results.json with every run, then the per-run files it now holds are removed."""
+    write_json(st.out_dir / "results.json", results)
+    for path in (st.out_dir / RUN_PARTS).glob("*.json"):
+        path.unlink(missing_ok=True)
+
+
+def _part_path(st: Stage, run: dict) -> Path:
+    return st.out_dir / RUN_PARTS / f"{run['method']}--{run['classifier']}--seed{run['seed']}.json"
+
+
+def _config_key(config: ExperimentConfig) -> str:
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _in_grid_order(runs: list[dict], grid: list) -> list[dict]:
+    """Runs sorted as the grid (methods × classifiers × seeds) lists them, the same at any world size."""
+    rank = {(m.name, clf, seed): k for k, (m, clf, seed) in enumerate(grid)}
+    return sorted(runs, key=lambda r: rank.get((r["method"], r["classifier"], r["seed"]), len(rank)))
+
+
+def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, fills: ImageSet,
+                       ddp: bool | None = None) -> dict:
+    """Train one classifier on the method's rebalanced set and evaluate it. `ddp`: as `train_classifier` (None:
+    DDP over the ranks under torchrun; False: this rank alone)."""
+    train = st.imbalanced.concat(fills, source=f"{m.name} rebalanced") if len(fills) else st.imbalanced
+    cfg = m.train.replace(model=classifier)
+    run_id = f"{m.name}--{classifier}--seed{seed}"
+    console.print(f"[bold]train[/] {run_id} on {len(train)} images" + (" (rank 0 of a spread grid)" if ddp is False else ""))
+    # every fill image counts as added (oversampled copies too): `prior: real` then counts the real images only
+    synthetic = torch.cat([torch.zeros(len(st.imbalanced), dtype=torch.bool), torch.ones(len(fills), dtype=torch.bool)])
+    clf = train_classifier(
+        train, cfg, device=st.device, seed=seed, checkpoint_dir=st.out_dir / "checkpoints" / run_id,
+        progress=st.progress and ddp is not False, synthetic=synthetic, ddp=ddp,
+    )
+    pred = clf.predict(st.test.images)
+    metrics = classification_metrics(st.test.labels, pred, st.test.class_names, train_counts=st.imbalanced.counts())
+    extra = {}
+    if st.validation is not None:  # what every choice is made on
+        val = classification_metrics(st.validation.labels, clf.predict(st.validation.images), st.test.class_names)
+        extra["validation"] = {"accuracy": val["accuracy"], "balanced_accuracy": val["balanced_accuracy"],
+                               "macro_f1": val["macro_f1"]}
+    return {
+        "method": m.name, "rebalancer": m.rebalancer, "generative": rebalancer_class(m.rebalancer).generative,
+        "classifier": classifier, "seed": seed, **extra,
+        "accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
+        "macro_f1": metrics["macro_f1"], "per_class_f1": metrics["per_class_f1"], "metrics": metrics,
+        "train_images": len(train), "train_seconds": clf.train_seconds, "device": describe(st.device),
+    }
+
+
+def find_run(results: dict, method: str, classifier: str, seed: int) -> dict | None:
+    for r in results["runs"]:
+        if (r["method"], r["classifier"], r["seed"]) == (method, classifier, seed):
+            return r
+    return None
+
+
+def previous_parts(st: Stage) -> list[dict]:
+    """Runs finished by the ranks of a spread grid that were not gathered yet (a crash before the end), for this
+    config only."""
+    key, runs = _config_key(st.config), []
+    for path in sorted((st.out_dir / RUN_PARTS).glob("*.json")):
+        try:
+            part = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if part.get("config") == key:
+            runs.append(part["run"])
+    return runs
