@@ -45,7 +45,7 @@ def train_runs(st: Stage, config: ExperimentConfig, methods: list[MethodConfig],
     grid = [(m, clf, seed) for m in methods for clf in config.classifiers for seed in config.seeds]
     todo = [(m, clf, seed) for m, clf, seed in grid if find_run(results, m.name, clf, seed) is None]
     d = distributed.current()
-    if d.active and parallel_mode(config, st.imbalanced.image_size) == "runs":
+    if d.active and parallel_mode(config, max(st.imbalanced.images.shape[-2:])) == "runs":
         def mine() -> list[dict]:
             done = []
             for m, clf, seed in distributed.shard(todo):

@@ -35,7 +35,7 @@ from diffbalance.errors import DiffbalanceError
 from diffbalance.experiment.config import ExperimentConfig
 from diffbalance.experiment.fills import shared_fills, sweep_table
 from diffbalance.experiment.filter import acceptance, kept_and_rejected
-from diffbalance.experiment.grid import previous_parts, train_runs
+from diffbalance.experiment.grid import parallel_mode, previous_parts, train_runs
 from diffbalance.experiment.quality import consistency_table, quality_table
 from diffbalance.experiment.stage import Stage, prepare_stage
 from diffbalance.experiment.sweep import reuse_chosen_fill
@@ -133,6 +133,8 @@ def _load_previous(st: Stage) -> dict:
         "config": st.config.to_dict(),
         "versions": _versions(),
         "device": describe(st.device),
+        "processes": distributed.current().world_size,
+        "parallel": parallel_mode(st.config, max(st.imbalanced.images.shape[-2:])),
     }
     path = st.out_dir / "results.json"
     if path.exists():

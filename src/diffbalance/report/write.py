@@ -78,9 +78,9 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
                   tables.consistency_table(results["consistency"], names)]
     if "quality" in results:
         parts += _quality_section(results["quality"])
-    parts += [_choices_section(config, train_defaults), _runs_section(runs)]
+    parts += [_choices_section(config, train_defaults), _stage_section(results), _runs_section(runs)]
     path = out_dir / "report.md"
-    write_text(path, "\n\n".join(parts) + "\n")
+    write_text(path, "\n\n".join(p for p in parts if p) + "\n")
     return path
 
 
@@ -150,7 +150,9 @@ def _provenance(results: dict, config: dict) -> str:
         f"- **Dataset**: {ds['name']} ({'×'.join(map(str, ds['image_shape']))}), profile `{ds['profile']}`, "
         f"training counts per class {ds['train_counts']} ({sum(ds['train_counts'])} images), "
         f"fill images per class {ds['fill_counts']} ({sum(ds['fill_counts'])} images), test {ds['test_count']} images.",
-        f"- **Device**: {results['device']}; classifier seeds {list(config['seeds'])}; "
+        f"- **Device**: {results['device']}" + (f" × {results['processes']} processes ({results.get('parallel')})"
+                                                 if results.get("processes", 1) > 1 else "") +
+        f"; classifier seeds {list(config['seeds'])}; "
         f"fill seed {config['fill_seed']}.",
         f"- **Command**: `{command}`; full config in `config.resolved.json`, every number in `results.json`.",
         "- **Versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
@@ -218,6 +220,18 @@ def changed(recipe: Mapping[str, Any], base: Mapping[str, Any], prefix: str = ""
         elif key not in base or value != old:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def _stage_section(results: dict) -> str:
+    """Wall time of each stage of the run (summed over the invocations that built this folder)."""
+    seconds = results.get("stage_seconds") or {}
+    if not seconds:
+        return ""
+    rows = [[stage, f"{s:.1f}", f"{s / 60:.1f}"] for stage, s in seconds.items()]
+    rows.append(["total", f"{sum(seconds.values()):.1f}", f"{sum(seconds.values()) / 60:.1f}"])
+    where = f"{results.get('processes', 1)} process(es), {results['device']}"
+    return (f"## Wall time per stage\n\nMeasured by the run on {where}; a resumed run adds each invocation's time.\n\n"
+            + tables.markdown_table(["stage", "seconds", "minutes"], rows))
 
 
 def _runs_section(runs: list[dict]) -> str:
