@@ -26,6 +26,7 @@ from diffbalance.cli import fid, make_lt, rebalance, run, train_generator  # noq
 from diffbalance.cli.app import app
 from diffbalance.errors import DiffbalanceError
 from diffbalance.paths import cache_dir
+from diffbalance.threads import configure_threads
 
 DEBUG_FLAG = "--debug"
 try:  # Typer ≥ 0.20 carries its own copy of click; older ones use click itself
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = DEBUG_FLAG in args
     args = [a for a in args if a != DEBUG_FLAG]
     _quiet_libraries(debug)
+    configure_threads()
     if distributed.launched():  # torchrun stops the other ranks with SIGTERM when one fails: end them in one line
         signal.signal(signal.SIGTERM, _stopped_by_launcher)
     try:
