@@ -2,6 +2,8 @@
 bad config stops every rank with one error line instead of a hang."""
 
 import json
+import os
+from pathlib import Path
 
 import yaml
 
@@ -38,3 +40,29 @@ def test_a_bad_config_stops_every_rank_with_one_line(tmp_path):
     assert done.returncode != 0
     assert ours and all("unknown profile 'zigzag'" in line for line in ours), done.stderr[-2000:]
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_rebalance_under_accelerate_launch_matches_one_process(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from test_experiment import tiny_folder
+
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    folder = tiny_folder(tmp_path / "images", per_class=(12, 5, 3))
+    args = ["rebalance", str(folder), "--method", "cutmix", "--device", "cpu", "--image-size", "8"]
+    # --multi_gpu is accelerate's torchrun launcher; with --device cpu the ranks join over gloo
+    launch = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "diffbalance"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([*launch, *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env,
+                         timeout=240)
+    one = subprocess.run([sys.executable, "-m", "diffbalance", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=240)
+    assert two.returncode == 0 and one.returncode == 0, two.stderr[-2000:]
+    assert json.loads((tmp_path / "two" / "command.json").read_text())["world_size"] == 2
+    skip = {"command.json", ".diffbalance.lock"}  # the launch's own record, and the lock holder's pid
+    files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))  # noqa: E731
+                          if p.is_file() and p.name not in skip}
+    assert files(tmp_path / "two") == files(tmp_path / "one")
