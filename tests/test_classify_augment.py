@@ -5,10 +5,12 @@ from diffbalance.classify.augment import (
     build_batch_mix,
     channel_mean_std,
     crop_at,
+    cutout,
     mix_batch,
     normalize,
     random_crop,
     random_horizontal_flip,
+    stats_tensor,
 )
 from diffbalance.seeding import forked_rng, generator
 
@@ -79,3 +81,27 @@ def test_batch_mix_draws_from_the_cpu_rng_forked_and_seeded_with_the_step_seed()
         want_x, want_y = mix(x, y)
     got_x, got_y = mix_batch(mix, x, y, seed=23)
     assert torch.equal(got_x, want_x) and torch.equal(got_y, want_y)
+
+
+def test_cutout_zeroes_one_clipped_square_per_image_and_is_seeded():
+    x = torch.ones(64, 2, 9, 9)
+    out = cutout(x, 4, generator(0))
+    holes = (out == 0).all(dim=1)  # (N, H, W): both channels zeroed together
+    assert torch.equal(out == 0, holes[:, None].expand_as(out))
+    for hole in holes:
+        rows, cols = hole.any(dim=1).nonzero().squeeze(1), hole.any(dim=0).nonzero().squeeze(1)
+        assert 1 <= len(rows) <= 4 and 1 <= len(cols) <= 4 and hole.sum() == len(rows) * len(cols)  # one rectangle
+        assert rows.diff().eq(1).all() and cols.diff().eq(1).all()
+    assert (holes.sum(dim=(1, 2)) == 16).any() and (holes.sum(dim=(1, 2)) < 16).any()  # inside, and clipped
+    assert torch.equal(out, cutout(x, 4, generator(0))) and not torch.equal(out, cutout(x, 4, generator(1)))
+    assert cutout(x, 0, generator(0)) is x
+    u8 = torch.full((3, 1, 5, 5), 200, dtype=torch.uint8)
+    assert cutout(u8, 5, generator(2)).dtype == torch.uint8
+
+
+def test_normalize_takes_cached_device_tensors():
+    x = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8, generator=generator(0))
+    mean, std = [0.1, 0.5, 0.9], [0.2, 0.3, 0.4]
+    cached = stats_tensor(mean, x.device), stats_tensor(std, x.device)
+    assert cached[0].shape == (1, 3, 1, 1) and cached[0].dtype == torch.float32
+    assert torch.equal(normalize(x, *cached), normalize(x, mean, std))

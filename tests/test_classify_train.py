@@ -8,6 +8,8 @@ import diffbalance.classify.train as train_mod
 from diffbalance.checkpoint import load_training_state, save_training_state
 from diffbalance.classify.augment import normalize
 from diffbalance.classify.config import TrainConfig
+from diffbalance.classify.ema import ema_copy, ema_update
+from diffbalance.classify.schedule import scaled_lr
 from diffbalance.classify.train import TrainedClassifier, lr_factor, train_classifier
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
@@ -191,3 +193,74 @@ def test_shared_checkpoint_round_trip_is_bit_identical(tmp_path):
     assert load_training_state(tmp_path / "none") is None
     with pytest.raises(ValueError):
         save_training_state(tmp_path / "bad", {"optimizer": model}, opt)
+
+
+def _weights(clf) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in clf.model.state_dict().items()}
+
+
+def test_lr_scales_linearly_with_the_batch_when_a_reference_batch_is_given():
+    assert scaled_lr(0.1, 512, 128) == pytest.approx(0.4) and scaled_lr(0.1, 512, 0) == 0.1
+    data = tiny_set()
+    for ref, want in ((0, 0.05), (4, 0.1), (16, 0.025)):  # batch 8
+        run = train_mod._build_run(data, tiny_config(lr_reference_batch=ref), CPU, seed=0)
+        assert run.optimizer.param_groups[0]["initial_lr"] == pytest.approx(want)
+    same = train_classifier(data, tiny_config(epochs=1, lr=0.1, lr_reference_batch=16), device=CPU, seed=0,
+                            progress=False)
+    plain = train_classifier(data, tiny_config(epochs=1, lr=0.05), device=CPU, seed=0, progress=False)
+    assert torch.allclose(same.model.head.weight, plain.model.head.weight)
+
+
+def test_ema_update_is_the_moving_average_and_copies_buffers():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = ema_copy(model)
+    assert not any(p.requires_grad for p in ema.parameters())
+    before = ema[0].weight.clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].running_mean.fill_(3.0)
+    ema_update(ema, model, decay=0.75)
+    torch.testing.assert_close(ema[0].weight, 0.75 * before + 0.25 * model[0].weight)
+    assert torch.equal(ema[1].running_mean, model[1].running_mean)
+
+
+def test_ema_run_returns_the_average_and_resumes_exactly(tmp_path, monkeypatch):
+    data = tiny_set()
+    cfg = tiny_config(epochs=2, ema_decay=0.8, cutout=3)
+    straight = train_classifier(data, cfg, device=CPU, seed=1, progress=False)
+    raw = train_classifier(data, cfg.replace(ema_decay=0.0), device=CPU, seed=1, progress=False)
+    assert not torch.equal(straight.model.head.weight, raw.model.head.weight)  # the average, not the last weights
+    assert torch.equal(straight.predict(data.images), data.labels)
+
+    real_epoch = train_mod._train_one_epoch
+
+    def interrupt_in_epoch_2(run, epoch, *args):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        real_epoch(run, epoch, *args)
+
+    monkeypatch.setattr(train_mod, "_train_one_epoch", interrupt_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(data, cfg, device=CPU, seed=1, checkpoint_dir=tmp_path, progress=False)
+    assert {k.split(".")[0] for k in load_training_state(tmp_path / "resume").tensors} == {"model", "ema", "optimizer"}
+    monkeypatch.undo()
+    resumed = train_classifier(data, cfg, device=CPU, seed=1, checkpoint_dir=tmp_path, progress=False)
+    assert all(torch.equal(v, _weights(resumed)[k]) for k, v in _weights(straight).items())
+
+
+def test_auto_checkpoints_about_four_times_a_stage(tmp_path, monkeypatch):
+    saved = []
+    real_save = train_mod.save_training_state
+    monkeypatch.setattr(train_mod, "save_training_state", lambda f, m, o, s, meta: (saved.append(meta["epoch"]),
+                                                                                    real_save(f, m, o, s, meta)))
+    train_classifier(tiny_set(n=16), tiny_config(epochs=6), device=CPU, seed=0, checkpoint_dir=tmp_path,
+                     progress=False)
+    assert saved == [2, 4, 6]  # every ⌈6 / 4⌉ = 2 epochs
+
+
+def test_single_process_ignores_ddp_and_sync_batchnorm():
+    data = tiny_set()
+    plain = train_classifier(data, tiny_config(epochs=1), device=CPU, seed=0, progress=False)
+    for kwargs, changes in (({"ddp": True}, {}), ({}, {"sync_batchnorm": True})):
+        other = train_classifier(data, tiny_config(epochs=1, **changes), device=CPU, seed=0, progress=False, **kwargs)
+        assert all(torch.equal(v, _weights(other)[k]) for k, v in _weights(plain).items())

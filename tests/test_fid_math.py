@@ -83,3 +83,66 @@ def test_per_class_fid_only_generated_classes():
     real, fake = _feats(200, 4, 15).float(), _feats(40, 4, 16).float()
     out = per_class_fid(real, torch.arange(200) % 4, fake, torch.tensor([1] * 20 + [3] * 20), ("a", "b", "c", "d"))
     assert set(out) == {"b", "d"} and out["b"]["n_real"] == 50 and out["b"]["n_fake"] == 20
+
+
+# --- the device-side maths: same numbers as the references -------------------------------------------------------
+
+
+def test_frechet_matches_sqrtm_on_a_larger_dimension():
+    a, b = gaussian_stats(_feats(500, 160, 20)), gaussian_stats(_feats(500, 160, 21, 0.7, -0.1))
+    ref = _sqrtm_reference(a, b)
+    assert abs(frechet_distance(a, b) - ref) <= 1e-6 * abs(ref)
+
+
+def test_trace_sqrt_product_on_singular_covariances_matches_eigvals():
+    """n < D (Σ singular, per-class FID): eigh of Σ_1 then eigvalsh of Σ_1^½ Σ_2 Σ_1^½ equals the trace from the
+    complex eigenvalues of Σ_1 Σ_2 (torch-fidelity's formula, what this module used before)."""
+    from diffbalance.evaluate.fid.frechet import trace_sqrt_product
+
+    a, b = gaussian_stats(_feats(40, 96, 22)), gaussian_stats(_feats(30, 96, 23, 1.5))
+    ref = np.sum(np.sqrt(np.linalg.eigvals(a.sigma @ b.sigma).astype("complex128")).real)
+    got = trace_sqrt_product(torch.from_numpy(a.sigma), torch.from_numpy(b.sigma))
+    assert got == pytest.approx(ref, rel=1e-7)  # the zero eigenvalues' rounding noise, square-rooted, is ~1e-6
+
+
+def test_stats_as_chunked_matmuls_equal_np_cov(monkeypatch):
+    from diffbalance.evaluate.fid import frechet
+
+    monkeypatch.setattr(frechet, "STATS_CHUNK_ROWS", 7)  # several chunks, the last one short
+    f = _feats(50, 8, 24).float()
+    got, ref = frechet._stats_on(f, torch.device("cpu")), gaussian_stats(f)
+    np.testing.assert_allclose(got.mu, ref.mu, rtol=1e-12)
+    np.testing.assert_allclose(got.sigma, ref.sigma, rtol=1e-10, atol=1e-14)
+    assert got.n == ref.n == 50
+
+
+def test_combined_stats_equal_stats_of_the_union():
+    from diffbalance.evaluate.fid import combine_stats
+
+    parts = [_feats(n, 6, 30 + n, scale=1 + n / 50, shift=n / 10) for n in (2, 17, 64)]
+    got, ref = combine_stats(*map(gaussian_stats, parts)), gaussian_stats(torch.cat(parts))
+    np.testing.assert_allclose(got.mu, ref.mu, rtol=1e-12)
+    np.testing.assert_allclose(got.sigma, ref.sigma, rtol=1e-10, atol=1e-14)
+    assert got.n == 83
+
+
+def test_kid_equals_torch_fidelity_in_blocks(monkeypatch):
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    from diffbalance.evaluate.fid import extra
+
+    x, y = _feats(300, 16, 25).float(), _feats(250, 16, 26, shift=0.3).float()
+    ref = kid_features_to_metric(x.double(), y.double(), kid_subsets=9, kid_subset_size=40, rng_seed=5,
+                                 verbose=False, kid_kernel="poly", kid_kernel_poly_degree=3,
+                                 kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1)
+    monkeypatch.setattr(extra, "CHUNK_BYTES", 8 * (3 * 40 * 40 + 2 * 40 * 16) * 4)  # blocks of 4 subsets
+    got = kid(x, y, subsets=9, subset_size=40, seed=5)
+    assert got["kid_mean"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-9)
+    assert got["kid_std"] == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-9)
+
+
+def test_precision_recall_does_not_depend_on_the_block_size():
+    x, y = _feats(200, 8, 27).float(), _feats(150, 8, 28, shift=0.4).float()
+    whole = precision_recall(x, y, k=3)
+    assert whole == precision_recall(x, y, k=3, batch_rows=7)
+    assert 0 < whole["precision"] < 1 and 0 < whole["recall"] < 1

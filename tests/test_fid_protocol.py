@@ -306,3 +306,63 @@ def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code.value.code == 2 and err.startswith("error:") and "neither an image folder" in err
     assert err.strip().count("\n") == 0
+
+
+# --- each image through the network once --------------------------------------------------------------------------
+
+
+class ImageCounting(RandomConvFeatures):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.images_seen = 0
+
+    def __call__(self, images):
+        self.images_seen += len(images)
+        return super().__call__(images)
+
+
+def test_a_run_embeds_each_image_once():
+    from diffbalance.evaluate.fid import fid_embedder
+
+    original = _set(80, 16)
+    real = original.subset(list(range(0, 80, 3)))  # the imbalanced real part: images of the original set
+    fills = {name: ImageSet(_smooth_images(12, seed), torch.tensor([1, 3] * 6), CLASSES, name)
+             for name, seed in (("m1", 17), ("m2", 18))}
+    ext = ImageCounting()
+    emb = fid_embedder(CFG, "cpu", extractor=ext)
+    for fill in fills.values():
+        quality_report(original, (real, fill), fill, CFG, "cpu", embedder=emb)
+        quality_report(original, real.concat(fill), fill, CFG, "cpu", embedder=emb)  # concatenated: no new images
+    assert ext.images_seen == 80 + 12 + 12
+
+
+def test_rebalanced_as_parts_equals_the_concatenated_set():
+    from diffbalance.evaluate.fid import fid_embedder
+
+    original = _set(90, 19)
+    real, fill = original.subset(list(range(40))), _noisy(_set(30, 20), 25)
+    emb = fid_embedder(CFG, "cpu")  # the same features both ways: only the combination of statistics differs
+    as_parts = quality_report(original, (real, fill), fill, CFG, "cpu", embedder=emb)
+    whole = quality_report(original, real.concat(fill), fill, CFG, "cpu", embedder=emb)
+    assert as_parts["protocol_fid"]["fid"] == pytest.approx(whole["protocol_fid"]["fid"], rel=1e-9)
+    assert as_parts["protocol_fid"]["n_b"] == whole["protocol_fid"]["n_b"] == 70
+    one = fill.subset([0])  # a one-image part has no Σ of its own
+    tiny = quality_report(original, (real, one), fill, CFG, "cpu", embedder=emb)
+    expected = fid(original, real.concat(one), CFG, "cpu", embedder=emb)["fid"]
+    assert tiny["protocol_fid"]["fid"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_features_do_not_depend_on_the_batch_size():
+    images = _smooth_images(23, 21)
+    torch.testing.assert_close(RandomConvFeatures(batch_size=4)(images), RandomConvFeatures(batch_size=64)(images))
+
+
+def test_the_loaded_network_is_reused_until_the_file_changes(tmp_path):
+    import os
+
+    path = tmp_path / "w.pth"
+    torch.save(F._Pool3Net().state_dict(), path)
+    a, b = load_inception(path, "cpu"), load_inception(path, "cpu", batch_size=8)
+    assert a.net is b.net and b.batch_size == 8 and a.checksum == b.checksum
+    os.utime(path, ns=(1, 1))  # a replaced file (new mtime) is loaded again
+    assert load_inception(path, "cpu").net is not a.net

@@ -33,3 +33,18 @@ def test_real_weights_fid_same_images_is_zero():
     s = ImageSet(_cifar_like(100, 1), torch.zeros(100, dtype=torch.long), ("x",))
     r = fid(s, s, FidConfig(weights_path=str(WEIGHTS), batch_size=50, cache=False), device="cpu")
     assert abs(r["fid"]) < 1e-2 and r["weights_sha256"] == KNOWN_TORCHSCRIPT_SHA256 and r["n_a"] == 100
+
+
+def test_real_weights_load_once_and_parts_give_the_rebalanced_fid():
+    from diffbalance.evaluate.fid import fid_embedder, quality_report
+
+    cfg = FidConfig(weights_path=str(WEIGHTS), batch_size=16, cache=False, kid_subsets=5, kid_subset_size=10)
+    emb = fid_embedder(cfg, "cpu")
+    assert load_inception(WEIGHTS, "cpu").net is emb.extractor.net  # one network per process and device
+    classes = ("x", "y")
+    original = ImageSet(_cifar_like(24, 2), torch.arange(24) % 2, classes)
+    fill = ImageSet(_cifar_like(12, 3), torch.zeros(12, dtype=torch.long), classes)
+    real = original.subset(list(range(12)))
+    parts = quality_report(original, (real, fill), fill, cfg, "cpu", embedder=emb)["protocol_fid"]["fid"]
+    whole = fid(original, real.concat(fill), cfg, "cpu", embedder=emb)["fid"]
+    assert parts == pytest.approx(whole, rel=1e-6) and parts > 0

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import diffbalance.classify.head_retrain as head_mod
+import diffbalance.classify.step as step_mod
 import diffbalance.classify.train as train_mod
 from diffbalance.classify.augment import build_batch_mix, mix_batch, mix_values
 from diffbalance.classify.config import TrainConfig
@@ -125,10 +126,10 @@ def test_training_step_weights_follow_the_steps_own_mix():
     for step in range(4):
         _, soft = mix_batch(run.mix, x, data.labels[idx], train_mod.derive_seed(0, "mix", step))
         share = soft[:, 1]  # each mixed sample's generated share, λ s_i + (1 − λ) s_{i−1}, read off its labels
-        torch.testing.assert_close(train_mod._loss_weights(run, idx, x, step), 1 - 0.75 * share)
+        torch.testing.assert_close(step_mod.loss_weights(run, idx, x, step), 1 - 0.75 * share)
     # unmixed: 1 for a real image, synthetic_weight for a generated one; every image weighing 1: no weights at all
     plain = train_mod._build_run(data, tiny_config(synthetic_weight=0.25), CPU, 0, synthetic)
-    assert train_mod._loss_weights(plain, idx, x, 0).tolist() == [1.0, 0.25] * 4
+    assert step_mod.loss_weights(plain, idx, x, 0).tolist() == [1.0, 0.25] * 4
     assert train_mod._build_run(data, tiny_config(), CPU, 0, synthetic).weighted is None
 
 

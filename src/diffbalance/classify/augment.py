@@ -4,13 +4,18 @@
   (dy, dx) ~ U{0..2p}² drawn per image:  out[n, c, i, j] = pad(x)[n, c, dy_n + i, dx_n + j].
 - Horizontal flip: out[n, c, i, j] = x[n, c, i, W − 1 − j] for a Bernoulli(½) subset of the batch.
 - Normalisation: x̂ = (x / 255 − μ_c) / σ_c with μ, σ the per-channel mean and std of the training set.
+- Cutout (DeVries & Taylor 2017, "Improved regularization of CNNs with Cutout"): zero an L×L square (clipped at
+  the border) centred at a uniform pixel (cy, cx) of each normalised image, so the hole holds the mean colour.
 - Batch mixing, torchvision v2.MixUp / v2.CutMix (paper eqs. 1–2):
   x̃ = λ x_i + (1 − λ) x_j or
   x̃ = M ⊙ x_i + (1 − M) ⊙ x_j, ỹ = λ y_i + (1 − λ) y_j, λ ~ Beta(α, α), j = i − 1 (the batch rolled by one).
   A per-sample value v (a loss weight) of a mixed sample is mixed like the labels: ṽ = λ v_i + (1 − λ) v_j.
 
-Offsets and flips come from an explicit `torch.Generator` (CPU, then moved to the device, so the CPU and GPU
-draw the same numbers); mixing runs under a forked CPU RNG seeded per step, never the unseeded global RNG.
+Offsets, flips and cutout centres come from an explicit `torch.Generator` on the images' device (drawn there, so
+a training step never copies random numbers from the host and never waits for the GPU; a CPU run draws exactly
+what it drew before this rule). Mixing draws only scalars (λ, a box, MixUp-or-CutMix), which reach the kernels
+as arguments, not as copied tensors: it runs under a forked CPU RNG seeded per step, never the unseeded global
+RNG, so a mixed run draws the same λ on the CPU and on the GPU.
 """
 
 from __future__ import annotations
@@ -37,10 +42,20 @@ def channel_mean_std(images: torch.Tensor, chunk_size: int = 8192) -> tuple[list
     return mean.tolist(), std.tolist()
 
 
-def normalize(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+Stats = list[float] | torch.Tensor  # per-channel values: a list, or a float32 (1, C, 1, 1) tensor (`stats_tensor`)
+
+
+def stats_tensor(values: Stats, device: torch.device) -> torch.Tensor:
+    """Per-channel μ or σ as a float32 (1, C, 1, 1) tensor on `device`: made once per run, so a training step does
+    not copy them from the host again."""
+    if isinstance(values, torch.Tensor):
+        return values.to(device=device, dtype=torch.float32).view(1, -1, 1, 1)
+    return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+
+def normalize(images: torch.Tensor, mean: Stats, std: Stats) -> torch.Tensor:
     """uint8 (N, C, H, W) → float32 (x / 255 − μ) / σ, on the images' device."""
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    m, s = stats_tensor(mean, images.device), stats_tensor(std, images.device)
     return (images.to(torch.float32) / 255 - m) / s
 
 
@@ -48,25 +63,41 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) 
     """Zero-pad by `padding` and crop back to H×W at a per-image random offset; 0 returns the input."""
     if padding == 0:
         return images
-    offsets = torch.randint(0, 2 * padding + 1, (len(images), 2), generator=generator)  # (N, 2): dy, dx
-    return crop_at(images, padding, offsets.to(images.device))
+    offsets = torch.randint(0, 2 * padding + 1, (len(images), 2), generator=generator, device=generator.device)
+    return crop_at(images, padding, offsets.to(images.device))  # offsets (N, 2): dy, dx
 
 
 def crop_at(images: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
     """out[n, c, i, j] = pad(x)[n, c, dy_n + i, dx_n + j] for offsets (N, 2) of (dy, dx) in [0, 2p]."""
-    n, _, h, w = images.shape
+    n, c, h, w = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))  # (N, C, H + 2p, W + 2p), zeros
     rows = offsets[:, 0:1] + torch.arange(h, device=images.device)  # (N, H)
     cols = offsets[:, 1:2] + torch.arange(w, device=images.device)  # (N, W)
-    batch = torch.arange(n, device=images.device)[:, None, None]  # (N, 1, 1)
-    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C): advanced indices come first
-    return out.permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+    flat = rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]  # (N, H, W): positions in a padded image
+    flat = flat.view(n, 1, h * w).expand(n, c, h * w)
+    return padded.view(n, c, -1).gather(2, flat).view(n, c, h, w)  # one gather, already (N, C, H, W)
 
 
 def random_horizontal_flip(images: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
     """Mirror each image left-right with probability p."""
-    flip = (torch.rand(len(images), generator=generator) < p).to(images.device)  # (N,)
+    flip = (torch.rand(len(images), generator=generator, device=generator.device) < p).to(images.device)  # (N,)
     return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+def cutout(images: torch.Tensor, side: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero a side×side square, clipped at the border, centred at a uniform pixel of each image; 0 returns the input.
+    Rows [cy − ⌊L/2⌋, cy − ⌊L/2⌋ + L) and the same columns, so an interior hole is exactly L×L."""
+    if side == 0:
+        return images
+    n, _, h, w = images.shape
+    cy = torch.randint(0, h, (n, 1), generator=generator, device=generator.device).to(images.device) - side // 2
+    cx = torch.randint(0, w, (n, 1), generator=generator, device=generator.device).to(images.device) - side // 2
+    rows = torch.arange(h, device=images.device)  # (H,)
+    cols = torch.arange(w, device=images.device)  # (W,)
+    in_rows = (rows >= cy) & (rows < cy + side)  # (N, H)
+    in_cols = (cols >= cx) & (cols < cx + side)  # (N, W)
+    hole = in_rows[:, None, :, None] & in_cols[:, None, None, :]  # (N, 1, H, W)
+    return images.masked_fill(hole, 0)
 
 
 def augment_batch(

@@ -13,13 +13,21 @@ Synthetic-aware options (no-ops at their defaults, so a run without them is toda
 - head_retrain_epochs / head_retrain_lr: classifier re-training (cRT, Kang et al. 2020, "Decoupling representation
   and classifier for long-tailed recognition"; LDMLR's last-layer retraining): after the main training, freeze the
   features, re-initialise the linear head and train it on class-balanced *real* images (classify.head_retrain).
+
+Speed and scale options (no-ops at their defaults on one process):
+- lr_reference_batch: the batch `lr` is given for; lr is scaled linearly to batch_size (classify.schedule).
+- cutout, ema_decay: the fast recipe's optional regularisers (classify.augment, classify.ema).
+- sync_batchnorm: under DDP (several processes, classify.train) batch norm normalises each rank's slice of the
+  global batch with that slice's statistics; true converts it to nn.SyncBatchNorm, so the statistics are the
+  global batch's, as on one process. CUDA only in this torch: a CPU (gloo) DDP run refuses it at start.
+- FAST_RECIPE below: the TrainConfig overrides of the fast CIFAR recipe, for presets.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from diffbalance.classify.models import CLASSIFIERS
 from diffbalance.configs import Config
@@ -49,11 +57,17 @@ class TrainConfig(Config):
     channels_last: bool = True  # channels_last memory format (CUDA only)
     compile: bool = False  # torch.compile the model (CUDA only)
     eval_batch_size: int = 1024  # images per forward pass when predicting or extracting features
-    checkpoint_every_epochs: int = 1  # a resumable checkpoint every N epochs of either stage (given a folder); 0: never
+    # a resumable checkpoint every N epochs of either stage and after its last (given a folder); 0: never;
+    # "auto": about four per stage, every ⌈epochs / 4⌉ epochs (CHECKPOINTS_PER_STAGE)
+    checkpoint_every_epochs: int | Literal["auto"] = "auto"
     synthetic_weight: float = 1.0  # loss weight of a generated image (real: 1); 0 ignores them in the loss
     prior: Literal["train", "real"] = "train"  # balanced_softmax's class counts: all training images | real ones only
     head_retrain_epochs: int = 0  # cRT: epochs of re-training a fresh head on class-balanced real images; 0: off
     head_retrain_lr: float = 0.1  # start lr of that stage (per-step cosine to 0, no warmup)
+    lr_reference_batch: int = 0  # lr, head_retrain_lr are for this many images per step, scaled ∝ batch; 0: as given
+    cutout: int = 0  # side in pixels of the Cutout square zeroed in each training image; 0: off
+    ema_decay: float = 0.0  # EMA of the weights, updated every step, is the trained model (BN buffers copied); 0: off
+    sync_batchnorm: bool = False  # DDP only: batch norm over the global batch (nn.SyncBatchNorm, CUDA only)
 
     def validate(self) -> None:
         self.require(self.epochs >= 1, "epochs", "at least 1")
@@ -67,10 +81,44 @@ class TrainConfig(Config):
         self.require(self.batch_mix_alpha > 0, "batch_mix_alpha", "positive")
         self.require(self.random_crop_padding >= 0, "random_crop_padding", "0 or more")
         self.require(self.eval_batch_size >= 1, "eval_batch_size", "at least 1")
-        self.require(self.checkpoint_every_epochs >= 0, "checkpoint_every_epochs", "0 or more")
+        self.require(self.checkpoint_every_epochs == "auto" or self.checkpoint_every_epochs >= 0,
+                     "checkpoint_every_epochs", "0 or more, or auto")
         self.require(0 <= self.synthetic_weight < math.inf, "synthetic_weight", "a finite number, 0 or more")
         # plain CE has no prior: a "real" prior there would be silently ignored, so it is refused
         self.require(self.prior == "train" or self.loss == "balanced_softmax", "prior",
                      "'train' unless loss is balanced_softmax (only that loss uses a class prior)")
         self.require(self.head_retrain_epochs >= 0, "head_retrain_epochs", "0 or more")
         self.require(0 < self.head_retrain_lr < math.inf, "head_retrain_lr", "positive")
+        self.require(self.lr_reference_batch >= 0, "lr_reference_batch", "0 (lr as given) or a batch size")
+        self.require(self.cutout >= 0, "cutout", "0 (off) or a side in pixels")
+        self.require(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1) (0: off)")
+
+    def checkpoint_every(self, stage_epochs: int) -> int:
+        """Epochs between the checkpoints of a stage of `stage_epochs` epochs; 0: no checkpoints."""
+        if self.checkpoint_every_epochs == "auto":
+            return max(1, math.ceil(stage_epochs / CHECKPOINTS_PER_STAGE))
+        return self.checkpoint_every_epochs
+
+
+CHECKPOINTS_PER_STAGE = 4  # checkpoint_every_epochs "auto": about this many per stage (one write ≈ the weights' size)
+
+# The fast CIFAR recipe (issue #12): large batch with the lr scaled linearly from 0.1 per 128 images (0.4 at 512),
+# a short warmup then per-step cosine, Nesterov SGD, label smoothing 0.1 (Szegedy et al. 2016), crop + flip; bf16 and
+# channels_last on CUDA. Cutout and EMA stay off: at ~35 epochs with the lr annealed to 0 they are regularisers of
+# longer runs; set cutout (8–16 px at 32×32) or ema_decay (0.999) on top when a study wants them.
+FAST_RECIPE: dict[str, Any] = {
+    "epochs": 35,
+    "batch_size": 512,
+    "lr": 0.1,
+    "lr_reference_batch": 128,
+    "schedule": "cosine",
+    "warmup_epochs": 2.0,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "label_smoothing": 0.1,
+    "random_crop_padding": 4,
+    "horizontal_flip": True,
+    "bf16": True,
+    "channels_last": True,
+}

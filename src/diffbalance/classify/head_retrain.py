@@ -9,7 +9,7 @@ within a class, R = the number of real images), so an epoch is R images rounded 
 generated image never reaches the head. Frozen includes batch norm (eval mode): `forward_features` is bit-identical
 after the stage. Augmentation is the recipe's crop/flip only (no batch mixing); the loss is plain CE (no label
 smoothing, no prior: the sampler already balances); SGD with the recipe's momentum and weight decay, per-step
-cosine from head_retrain_lr to 0 with no warmup.
+cosine from head_retrain_lr (scaled like lr when lr_reference_batch is set) to 0 with no warmup.
 
 Random draws: the head's init under derive_seed(seed, "head_init"), epoch e's draw from (seed, "head_epoch", e),
 step s's crop/flip from (seed, "head_augment", s); so (head weights, optimizer, scheduler, epoch) in a checkpoint
@@ -28,7 +28,7 @@ from torch import nn
 from diffbalance.classify.augment import augment_batch, normalize
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.losses import cross_entropy
-from diffbalance.classify.schedule import lr_scheduler
+from diffbalance.classify.schedule import lr_scheduler, scaled_lr
 from diffbalance.errors import DiffbalanceError
 from diffbalance.seeding import derive_seed, forked_rng, generator
 
@@ -60,8 +60,8 @@ class TrainingRun(Protocol):
     model: nn.Module
     images: torch.Tensor  # (N, C, H, W) uint8, on the device
     labels: torch.Tensor  # (N,) int64, on the device
-    mean: list[float]
-    std: list[float]
+    norm: tuple[torch.Tensor, torch.Tensor]  # μ, σ as float32 (1, C, 1, 1) on the device
+    rng: torch.Generator  # on the device, re-seeded per step
     config: TrainConfig
     seed: int
     device: torch.device
@@ -94,7 +94,7 @@ def build_head_stage(model: nn.Module, labels: torch.Tensor, real: torch.Tensor,
     steps_per_epoch = epoch_size // batch_size  # a partial last batch is dropped, as in stage 1
     optimizer = torch.optim.SGD(
         model.head.parameters(),
-        lr=config.head_retrain_lr,
+        lr=scaled_lr(config.head_retrain_lr, batch_size, config.lr_reference_batch),
         momentum=config.momentum,
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
@@ -114,13 +114,11 @@ def retrain_head_epoch(run: TrainingRun, stage: HeadStage, epoch: int, advance) 
     for i in range(stage.steps_per_epoch):
         step = epoch * stage.steps_per_epoch + i
         idx = order[i * stage.batch_size : (i + 1) * stage.batch_size]
+        run.rng.manual_seed(derive_seed(run.seed, "head_augment", step))
         x = augment_batch(
-            run.images[idx],
-            padding=cfg.random_crop_padding,
-            horizontal_flip=cfg.horizontal_flip,
-            generator=generator(derive_seed(run.seed, "head_augment", step)),
+            run.images[idx], padding=cfg.random_crop_padding, horizontal_flip=cfg.horizontal_flip, generator=run.rng
         )
-        x = normalize(x, run.mean, run.std)  # (B, C, H, W) float32
+        x = normalize(x, *run.norm)  # (B, C, H, W) float32
         if run.fast and cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.fast and cfg.bf16):

@@ -14,6 +14,11 @@ Per-sample weights w (DiffuLT's weighted cross-entropy, Shao et al. 2024: genera
 a weighted mean, so the loss scale (and so the effective lr) does not depend on how many generated images a batch
 holds; a sample with w_i = 0 gets no gradient. Without weights the loss is F.cross_entropy's plain mean, the same
 op as before weights existed, so an unweighted run stays bit-identical.
+
+Data-parallel training (classify.train with DDP) gives each of P ranks a slice of the global batch and averages
+the P gradients. The plain mean needs nothing more (equal slices). The weighted mean passes the global batch's
+weight total as `weight_total` = Σ_global w / P, so rank r's loss is Σ_{i∈r} w_i ℓ_i / (Σ_global w / P) and the
+average of the P gradients is the gradient of Σ_global w ℓ / Σ_global w, the loss at world size 1.
 """
 
 from __future__ import annotations
@@ -23,26 +28,32 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-LossFn = Callable[..., torch.Tensor]  # loss(logits (N, K), targets (N,) or (N, K), weights (N,) | None = None)
+LossFn = Callable[..., torch.Tensor]  # loss(logits (N, K), targets (N,) or (N, K), weights (N,) | None, weight_total)
 
 
 def cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0, weights: torch.Tensor | None = None
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    label_smoothing: float = 0.0,
+    weights: torch.Tensor | None = None,
+    weight_total: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CE of logits (N, K) against class indices (N,) or class probabilities (N, K): the mean over the batch, or
-    the `weights`-weighted mean Σ w ℓ / Σ w when per-sample weights (N,) are given."""
+    the `weights`-weighted mean Σ w ℓ / Σ w when per-sample weights (N,) are given (Σ w: `weight_total` when
+    given, see the module header)."""
     if targets.ndim == 2:
         targets = targets.to(logits.dtype)
     if weights is None:
         return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
     per_sample = F.cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction="none")  # (N,)
-    return weighted_mean(per_sample, weights)
+    return weighted_mean(per_sample, weights, weight_total)
 
 
-def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Σ w_i v_i / Σ w_i; a batch whose weights are all 0 gives 0 (no gradient) instead of 0 / 0."""
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor, total: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ w_i v_i / Σ w_i (or / `total`); a batch whose weights are all 0 gives 0 (no gradient) instead of 0 / 0."""
     weights = weights.to(values.dtype)
-    return (weights * values).sum() / weights.sum().clamp_min(torch.finfo(values.dtype).tiny)
+    total = weights.sum() if total is None else total.to(values.dtype)
+    return (weights * values).sum() / total.clamp_min(torch.finfo(values.dtype).tiny)
 
 
 def log_class_prior(class_counts: Sequence[int] | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
@@ -58,20 +69,23 @@ def balanced_softmax_loss(
     label_smoothing: float = 0.0,
     tau: float = 1.0,
     weights: torch.Tensor | None = None,
+    weight_total: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CE on z + τ log π (Ren et al. 2020 for τ = 1; Menon et al. 2021's logit-adjusted loss for any τ)."""
     adjusted = logits.float() + tau * log_prior.to(logits.device)  # (N, K); fp32 so bf16 logits keep the shift exact
-    return cross_entropy(adjusted, targets, label_smoothing, weights)
+    return cross_entropy(adjusted, targets, label_smoothing, weights, weight_total)
 
 
 def build_loss(kind: str, class_counts: Sequence[int], label_smoothing: float, device: torch.device) -> LossFn:
-    """The training loss named by `TrainConfig.loss`, as `loss(logits, targets, weights=None)`; `class_counts` are
-    balanced_softmax's prior (all training images, or the real ones only: `TrainConfig.prior`)."""
+    """The training loss named by `TrainConfig.loss`, as `loss(logits, targets, weights=None, weight_total=None)`;
+    `class_counts` are balanced_softmax's prior (all training images, or the real ones only: `TrainConfig.prior`)."""
     if kind == "ce":
-        return lambda logits, targets, weights=None: cross_entropy(logits, targets, label_smoothing, weights)
+        return lambda logits, targets, weights=None, weight_total=None: cross_entropy(
+            logits, targets, label_smoothing, weights, weight_total
+        )
     if kind == "balanced_softmax":
         prior = log_class_prior(class_counts, device)
-        return lambda logits, targets, weights=None: balanced_softmax_loss(
-            logits, targets, prior, label_smoothing, weights=weights
+        return lambda logits, targets, weights=None, weight_total=None: balanced_softmax_loss(
+            logits, targets, prior, label_smoothing, weights=weights, weight_total=weight_total
         )
     raise ValueError(f"unknown loss {kind!r}")  # TrainConfig validates the name; reaching here is a bug

@@ -5,6 +5,11 @@
     onecycle: torch's OneCycleLR (Smith & Topin 2019) with cos annealing and fixed momentum: from lr/25 up to lr
               over the first W steps, then down to lr/(25·10⁴); W = warmup_epochs, or 30 % of T when 0.
 
+The peak lr itself follows the linear scaling rule (Goyal et al. 2017, "Accurate, large minibatch SGD", §2.1:
+"when the minibatch size is multiplied by k, multiply the learning rate by k") when `lr_reference_batch` is set:
+
+    lr_peak = lr · B / B_ref     (B: images per optimiser step, B_ref: lr_reference_batch; B_ref = 0: lr_peak = lr)
+
 Both training stages (classify.train, classify.head_retrain) read their lr from here.
 """
 
@@ -14,6 +19,11 @@ import math
 from functools import partial
 
 import torch
+
+
+def scaled_lr(lr: float, batch_size: int, reference_batch: int) -> float:
+    """The peak lr for `batch_size` images per step when `lr` is given for `reference_batch` (0: `lr` as given)."""
+    return lr * batch_size / reference_batch if reference_batch else lr
 
 
 def lr_factor(step: int, *, schedule: str, warmup_steps: int, total_steps: int) -> float:

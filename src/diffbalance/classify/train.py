@@ -1,15 +1,22 @@
 """Train a classifier on an ImageSet; the result classifies (`predict`) and extracts features (`features`).
 
 The whole training set lives on the device as one uint8 tensor; each epoch cuts batches from a permutation
-seeded by (seed, epoch), and each step's crop/flip/mix draws are seeded by (seed, step). So a run is a pure
-function of (data, synthetic mask, config, seed): the same on every call on the CPU, and exactly resumable from a
-checkpoint that stores weights, optimizer buffers, scheduler state and the epoch (the RNG "state" is the epoch).
+seeded by (seed, epoch), and each step's crop/flip/cutout/mix draws are seeded by (seed, step) (classify.step).
+So a run is a pure function of (data, synthetic mask, config, seed): the same on every call on the CPU, and
+exactly resumable from a checkpoint that stores weights (and their EMA), optimizer buffers, scheduler state and
+the epoch (the RNG "state" is the epoch).
 
 Two stages: (1) the whole network on all training images, generated ones weighted by `synthetic_weight`
 (losses.py) and the balanced-softmax prior counted over `prior`; (2) only when `head_retrain_epochs` > 0, cRT:
 a fresh linear head on frozen features and class-balanced real images (head_retrain.py). Stage 2 checkpoints
 like stage 1 (its head optimizer and schedule, plus "head_epoch" in the JSON), so a resume in either stage ends
 with the same weights as an uninterrupted run. The lr schedule of both stages is classify.schedule.
+
+Under torchrun, stage 1 is data-parallel (DDP, classify.ddp): the global batch, the data order and every random
+draw are those of one process, each rank trains on its slice, rank 0 writes the checkpoints, and a checkpoint
+resumes at any number of processes. Stage 2 (a linear head) runs whole on every rank, rank 0's head kept.
+On CUDA (`fast_gpu_path`) a step runs in bf16 autocast with channels_last, cudnn autotuning and, with
+`compile`, torch.compile; the CPU path is plain fp32.
 """
 
 from __future__ import annotations
@@ -26,32 +33,30 @@ from torch import nn
 
 from diffbalance.atomic import ensure_writable_dir
 from diffbalance.checkpoint import load_training_state, save_training_state
-from diffbalance.classify.augment import (
-    augment_batch,
-    build_batch_mix,
-    channel_mean_std,
-    mix_batch,
-    mix_values,
-    normalize,
-)
+from diffbalance.classify import ddp as _ddp  # `ddp` is train_classifier's argument
+from diffbalance.classify.augment import build_batch_mix, channel_mean_std, normalize, stats_tensor
 from diffbalance.classify.checkpoint import RESUME_FOLDER, load_classifier_files, save_classifier
 from diffbalance.classify.config import TrainConfig
+from diffbalance.classify.ema import ema_copy
 from diffbalance.classify.head_retrain import HeadStage, build_head_stage, reset_head, retrain_head_epoch
 from diffbalance.classify.head_retrain import RNG_SCHEME as HEAD_RNG_SCHEME
-from diffbalance.classify.losses import LossFn, build_loss
+from diffbalance.classify.losses import build_loss
 from diffbalance.classify.models import build_classifier
-from diffbalance.classify.schedule import lr_factor, lr_scheduler
+from diffbalance.classify.schedule import lr_factor, lr_scheduler, scaled_lr
+from diffbalance.classify.step import LossReadout, Run, epoch_order, train_step
 from diffbalance.data.imageset import ImageSet
 from diffbalance.device import DeviceLike, fast_gpu_path, resolve_device
+from diffbalance.distributed import Dist
 from diffbalance.errors import DiffbalanceError
 from diffbalance.progress import progress_bar
-from diffbalance.seeding import derive_seed, forked_rng, generator
+from diffbalance.seeding import derive_seed, forked_rng
 
 __all__ = ["TrainedClassifier", "lr_factor", "train_classifier"]  # lr_factor: re-exported from schedule
 
-LOG_EVERY_STEPS = 10  # how often the progress bar reads the loss back (a GPU sync)
+LOG_EVERY_STEPS = 10  # how often the progress bar queues a (non-blocking) read-back of the loss
 # every random draw of a run, so (seed, epoch) in a checkpoint is its whole RNG state
-RNG_SCHEME = "init: derive_seed(seed, 'init'); batch order: (seed, 'epoch', epoch); crop/flip, mix: (seed, ..., step)"
+RNG_SCHEME = ("init: derive_seed(seed, 'init'); batch order: (seed, 'epoch', epoch); crop/flip/cutout on the device: "
+              "(seed, 'augment', step); mix: (seed, 'mix', step)")
 
 
 @dataclass(eq=False)
@@ -89,9 +94,10 @@ class TrainedClassifier:
         self.model.eval()
         fast = fast_gpu_path(self.device)
         step = batch_size or self.config.eval_batch_size
+        mean, std = stats_tensor(self.mean, self.device), stats_tensor(self.std, self.device)
         outputs = []
         for start in range(0, len(images), step):
-            x = normalize(images[start : start + step].to(self.device), self.mean, self.std)
+            x = normalize(images[start : start + step].to(self.device), mean, std)
             if fast and self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=fast and self.config.bf16):
@@ -126,32 +132,6 @@ class TrainedClassifier:
         return cls(model, config, tuple(meta["class_names"]), meta["mean"], meta["std"], meta["train_seconds"], device)
 
 
-@dataclass
-class _Run:
-    """Everything one training step touches."""
-
-    model: nn.Module  # the module whose weights are saved
-    step_model: nn.Module  # `model`, or its torch.compile wrapper
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    loss_fn: LossFn
-    mix: object  # a torchvision v2 transform or None
-    images: torch.Tensor  # (N, C, H, W) uint8, on the device
-    labels: torch.Tensor  # (N,) int64, on the device
-    weighted: torch.Tensor | None  # (N,) bool on the device, the generated images, when they weigh ≠ 1; else None
-    mean: list[float]
-    std: list[float]
-    config: TrainConfig
-    seed: int
-    device: torch.device
-    batch_size: int  # min(config.batch_size, N)
-    steps_per_epoch: int
-
-    @property
-    def fast(self) -> bool:
-        return fast_gpu_path(self.device)
-
-
 def train_classifier(
     train: ImageSet,
     config: TrainConfig,
@@ -161,17 +141,22 @@ def train_classifier(
     checkpoint_dir: Path | None = None,
     progress: bool = True,
     synthetic: torch.Tensor | None = None,
+    ddp: bool | None = None,
 ) -> TrainedClassifier:
     """Train `config.model` on `train` on `device` ("auto", "cpu", "cuda", "cuda:N" or a torch.device); resumes
-    from `checkpoint_dir/resume` when it holds this run's checkpoint (in either stage).
+    from `checkpoint_dir/resume` when it holds this run's checkpoint (in either stage, written at any world size).
 
     `synthetic` (N,) bool marks the generated images of `train` (None: all real); `synthetic_weight`,
-    `prior: real` and head re-training read it, and with their defaults the run does not depend on it."""
+    `prior: real` and head re-training read it, and with their defaults the run does not depend on it.
+    `ddp`: None (or True) trains data-parallel over the process group when the job has several processes, False
+    trains alone on this rank even then (a runner spreading whole runs over ranks); every rank of a DDP run
+    returns the same plain (unwrapped) model."""
     device = resolve_device(device)
+    world = _ddp.training_world(ddp)
     if len(train) < 2:
         raise DiffbalanceError(f"cannot train a classifier on {len(train)} image(s)", "pass a larger training set")
     synthetic = _synthetic_mask(synthetic, len(train))
-    run = _build_run(train, config, device, seed, synthetic)
+    run = _build_run(train, config, device, seed, synthetic, world)
     head = build_head_stage(run.model, train.labels, ~synthetic, config) if config.head_retrain_epochs else None
     meta = {"config": config.to_dict(), "seed": seed, "data": _fingerprint(train), "rng": RNG_SCHEME}
     meta.update(_synthetic_fingerprint(synthetic, config))
@@ -179,23 +164,28 @@ def train_classifier(
         meta["rng"] += "; " + HEAD_RNG_SCHEME
     folder = None if checkpoint_dir is None else ensure_writable_dir(Path(checkpoint_dir)) / RESUME_FOLDER
     start_epoch, head_start, seconds_before = _resume(folder, meta, run, head)
+    progress = progress and world.is_main
 
     started = time.perf_counter()
 
     def elapsed() -> float:  # training seconds, summed over resumed parts
         return seconds_before + time.perf_counter() - started
 
-    steps_left = (config.epochs - start_epoch) * run.steps_per_epoch
-    with progress_bar(f"train {config.model}", steps_left, enabled=progress) as advance:
-        for epoch in range(start_epoch, config.epochs):
-            _train_one_epoch(run, epoch, advance, time.perf_counter())
-            done = epoch + 1
-            if _checkpoint_due(folder, config.checkpoint_every_epochs, done, config.epochs):
-                state = {**meta, "epoch": done, "train_seconds": elapsed()}
-                save_training_state(folder, {"model": run.model}, run.optimizer, run.scheduler, state)
+    if head_start == 0:  # a stage-2 checkpoint holds the finished stage 1
+        every = config.checkpoint_every(config.epochs)
+        steps_left = (config.epochs - start_epoch) * run.steps_per_epoch
+        with progress_bar(f"train {config.model}", steps_left, enabled=progress) as advance:
+            for epoch in range(start_epoch, config.epochs):
+                _train_one_epoch(run, epoch, advance, time.perf_counter())
+                done = epoch + 1
+                if _checkpoint_due(folder, every, done, config.epochs):
+                    state = {**meta, "epoch": done, "train_seconds": elapsed()}
+                    _save(run, folder, _stage_one_modules(run), run.optimizer, run.scheduler, state)
+        _end_stage_one(run)
     if head is not None:
         _retrain_head(run, head, head_start, folder, meta, elapsed, progress)
-    return TrainedClassifier(run.model.eval(), config, train.class_names, run.mean, run.std, elapsed(), device)
+    model = _plain_model(run, train).eval()
+    return TrainedClassifier(model, config, train.class_names, run.mean, run.std, elapsed(), device)
 
 
 def _checkpoint_due(folder: Path | None, every: int, done: int, total: int) -> bool:
@@ -203,22 +193,43 @@ def _checkpoint_due(folder: Path | None, every: int, done: int, total: int) -> b
     return folder is not None and every > 0 and (done % every == 0 or done == total)
 
 
+def _stage_one_modules(run: Run) -> dict[str, nn.Module]:
+    """What a stage-1 checkpoint holds: the model (unwrapped, so any world size can resume it) and its EMA."""
+    return {"model": run.model, **({"ema": run.ema} if run.ema is not None else {})}
+
+
+def _save(run: Run, folder: Path, modules: dict, optimizer, scheduler, state: dict) -> None:
+    """Rank 0 writes the checkpoint while the other ranks wait (their weights and optimizers are the same)."""
+    _ddp.on_main(run.world, lambda: save_training_state(folder, modules, optimizer, scheduler, state))
+
+
+def _end_stage_one(run: Run) -> None:
+    """Rank 0's batch-norm statistics on every rank; with an EMA, the average becomes the model (stage 2 and the
+    returned classifier use it)."""
+    _ddp.broadcast_state(run.world, run.model, run.ema)
+    if run.ema is not None:
+        run.model.load_state_dict(run.ema.state_dict())
+
+
 def _retrain_head(
-    run: _Run, head: HeadStage, start: int, folder: Path | None, meta: dict, elapsed: Callable[[], float],
+    run: Run, head: HeadStage, start: int, folder: Path | None, meta: dict, elapsed: Callable[[], float],
     progress: bool,
 ) -> None:
-    """Stage 2 from head epoch `start`: a fresh head when it begins, then class-balanced epochs, checkpointed."""
+    """Stage 2 from head epoch `start`: a fresh head when it begins, then class-balanced epochs, checkpointed.
+    Every rank trains the same head on the whole batch (it is small); rank 0's is kept."""
     cfg = run.config
     if start == 0:  # a resumed stage 2 has its partly trained head back from the checkpoint
         reset_head(run.model, run.seed)
+    every = cfg.checkpoint_every(cfg.head_retrain_epochs)
     steps_left = (cfg.head_retrain_epochs - start) * head.steps_per_epoch
     with progress_bar(f"retrain head {cfg.model}", steps_left, enabled=progress) as advance:
         for epoch in range(start, cfg.head_retrain_epochs):
             retrain_head_epoch(run, head, epoch, advance)
             done = epoch + 1
-            if _checkpoint_due(folder, cfg.checkpoint_every_epochs, done, cfg.head_retrain_epochs):
+            if _checkpoint_due(folder, every, done, cfg.head_retrain_epochs):
                 state = {**meta, "epoch": cfg.epochs, "head_epoch": done, "train_seconds": elapsed()}
-                save_training_state(folder, {"model": run.model}, head.optimizer, head.scheduler, state)
+                _save(run, folder, {"model": run.model}, head.optimizer, head.scheduler, state)
+    _ddp.broadcast_state(run.world, run.model.head, buffers_only=False)
 
 
 def _synthetic_mask(synthetic: torch.Tensor | None, n: int) -> torch.Tensor:
@@ -235,48 +246,92 @@ def _synthetic_mask(synthetic: torch.Tensor | None, n: int) -> torch.Tensor:
 
 
 def _build_run(
-    train: ImageSet, config: TrainConfig, device: torch.device, seed: int, synthetic: torch.Tensor | None = None
-) -> _Run:
+    train: ImageSet,
+    config: TrainConfig,
+    device: torch.device,
+    seed: int,
+    synthetic: torch.Tensor | None = None,
+    world: Dist | None = None,
+) -> Run:
+    """The run's state on `device`; under DDP (`world` active) every rank builds the same, and a failure on one
+    rank is raised on all of them before the model is wrapped (a collective)."""
+    world = world or Dist()
     synthetic = _synthetic_mask(synthetic, len(train))
-    mean, std = channel_mean_std(train.images)
+    batch_size = min(config.batch_size, len(train))
+    local = _ddp.check_world(world, device, batch_size, config.sync_batchnorm)
+    run = _ddp.agree(world, lambda: _local_run(train, config, device, seed, synthetic, batch_size))
+    run.world, run.local = world, local
+    run.step_model = _step_model(run.model, config, device, world)
+    run.model = _ddp.unwrapped(run.step_model)  # the same module unless sync batch norm replaced a BN root
+    return run
+
+
+def _local_run(
+    train: ImageSet, config: TrainConfig, device: torch.device, seed: int, synthetic: torch.Tensor, batch_size: int
+) -> Run:
+    images = train.images.to(device)
+    mean, std = channel_mean_std(images)  # once per run, where the images are
     with forked_rng(derive_seed(seed, "init")):  # same seed → same initial weights, caller's RNG untouched
         model = build_classifier(config.model, train.num_classes, train.channels)
-    fast = fast_gpu_path(device)
     model = model.to(device)
-    if fast and config.channels_last:
+    if fast_gpu_path(device) and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if fast and config.compile else model
-    batch_size = min(config.batch_size, len(train))
     steps_per_epoch = len(train) // batch_size  # the last partial batch is dropped (batch norm, equal steps)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
     optimizer = torch.optim.SGD(
         model.parameters(),
-        lr=config.lr,
+        lr=scaled_lr(config.lr, batch_size, config.lr_reference_batch),
         momentum=config.momentum,
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
     )
     scheduler = lr_scheduler(optimizer, schedule=config.schedule, warmup_steps=warmup_steps, total_steps=total_steps)
-    return _Run(
+    return Run(
         model=model,
-        step_model=step_model,
+        step_model=model,
+        ema=ema_copy(model) if config.ema_decay > 0 else None,
         optimizer=optimizer,
         scheduler=scheduler,
         loss_fn=build_loss(config.loss, _prior_counts(train, synthetic, config), config.label_smoothing, device),
         mix=build_batch_mix(config.batch_mix, config.batch_mix_alpha, train.num_classes),
-        images=train.images.to(device),
+        images=images,
         labels=train.labels.to(device),
         # unweighted when every image weighs 1, so the loss stays the plain batch mean (bit-identical to no mask)
         weighted=synthetic.to(device) if config.synthetic_weight != 1 and bool(synthetic.any()) else None,
         mean=mean,
         std=std,
+        norm=(stats_tensor(mean, device), stats_tensor(std, device)),
+        rng=torch.Generator(device=device),
         config=config,
         seed=seed,
         device=device,
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
+        world=Dist(),
+        local=slice(0, batch_size),
     )
+
+
+def _step_model(model: nn.Module, config: TrainConfig, device: torch.device, world: Dist) -> nn.Module:
+    """`model` as a step calls it: under DDP over `world`, then torch.compile'd on the fast GPU path."""
+    step_model = _ddp.wrap(model, device, world, config.sync_batchnorm)
+    if fast_gpu_path(device):
+        torch.backends.cudnn.benchmark = True  # every step has the same shapes (the partial batch is dropped)
+        if config.compile:
+            step_model = torch.compile(step_model)
+    return step_model
+
+
+def _plain_model(run: Run, train: ImageSet) -> nn.Module:
+    """The trained module without sync batch norm (a fresh copy with plain BatchNorm2d when it was converted)."""
+    if not any(isinstance(m, nn.SyncBatchNorm) for m in run.model.modules()):
+        return run.model
+    with forked_rng(derive_seed(run.seed, "init")):
+        plain = build_classifier(run.config.model, train.num_classes, train.channels)
+    plain.load_state_dict(run.model.state_dict())
+    plain = plain.to(run.device)
+    return plain.to(memory_format=torch.channels_last) if run.fast and run.config.channels_last else plain
 
 
 def _prior_counts(train: ImageSet, synthetic: torch.Tensor, config: TrainConfig) -> list[int]:
@@ -286,60 +341,30 @@ def _prior_counts(train: ImageSet, synthetic: torch.Tensor, config: TrainConfig)
     return torch.bincount(train.labels[~synthetic], minlength=train.num_classes).tolist()
 
 
-def _loss_weights(run: _Run, idx: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor | None:
-    """(B,) loss weights of a batch: synthetic_weight for a generated image, 1 for a real one, λ-mixed like the
-    labels under batch mixing (a mixed sample weighs λ w_i + (1 − λ) w_j); None when every image weighs 1."""
-    if run.weighted is None:
-        return None
-    weights = torch.where(run.weighted[idx], run.config.synthetic_weight, 1.0)  # (B,) float32
-    if run.mix is not None:  # the same seed as the step's mix_batch, so the same λ and box
-        weights = mix_values(run.mix, x, weights, derive_seed(run.seed, "mix", step))
-    return weights
-
-
-def _train_one_epoch(run: _Run, epoch: int, advance, since: float) -> None:
-    cfg = run.config
+def _train_one_epoch(run: Run, epoch: int, advance, since: float) -> None:
+    """Every step of epoch `epoch`; the loss is read back (a GPU sync) once, at the end, to check it is finite."""
     run.model.train()
-    order = torch.randperm(len(run.images), generator=generator(derive_seed(run.seed, "epoch", epoch)))
-    order = order.to(run.device)
+    order = epoch_order(run, epoch)
     loss_sum = torch.zeros((), device=run.device)
+    readout = LossReadout(run.device)
     images_done = 0
     for i in range(run.steps_per_epoch):
-        step = epoch * run.steps_per_epoch + i
-        idx = order[i * run.batch_size : (i + 1) * run.batch_size]
-        x, y = run.images[idx], run.labels[idx]  # (B, C, H, W) uint8, (B,)
-        x = augment_batch(
-            x,
-            padding=cfg.random_crop_padding,
-            horizontal_flip=cfg.horizontal_flip,
-            generator=generator(derive_seed(run.seed, "augment", step)),
-        )
-        x = normalize(x, run.mean, run.std)
-        weights = _loss_weights(run, idx, x, step)  # (B,) or None
-        if run.mix is not None:
-            x, y = mix_batch(run.mix, x, y, derive_seed(run.seed, "mix", step))  # y: (B, K) soft labels
-        if run.fast and cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.fast and cfg.bf16):
-            logits = run.step_model(x)
-        loss = run.loss_fn(logits.float(), y, weights)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
-        run.scheduler.step()
-        loss_sum += loss.detach()
-        images_done += len(x)
-        if (i + 1) % LOG_EVERY_STEPS == 0 or i + 1 == run.steps_per_epoch:
+        idx = order[i * run.batch_size : (i + 1) * run.batch_size]  # (B,) the global batch
+        loss_sum += train_step(run, idx, epoch * run.steps_per_epoch + i)
+        images_done += run.batch_size
+        if (i + 1) % LOG_EVERY_STEPS == 0:
             img_s = images_done / max(1e-9, time.perf_counter() - since)
-            advance(1, epoch=epoch + 1, loss=float(loss_sum) / (i + 1), img_s=int(img_s))
+            advance(1, epoch=epoch + 1, **readout.update(loss_sum, i + 1), img_s=int(img_s))
             images_done, since = 0, time.perf_counter()
         else:
             advance(1)
-    if not math.isfinite(float(loss_sum)):
-        raise DiffbalanceError(f"training loss became {float(loss_sum)} in epoch {epoch + 1}", "lower lr")
+    loss = float(_ddp.all_reduce_mean(run.world, loss_sum)) / run.steps_per_epoch  # every rank decides alike
+    advance(0, epoch=epoch + 1, loss=loss)
+    if not math.isfinite(loss):
+        raise DiffbalanceError(f"training loss became {loss} in epoch {epoch + 1}", "lower lr")
 
 
-def _resume(folder: Path | None, meta: dict, run: _Run, head: HeadStage | None = None) -> tuple[int, int, float]:
+def _resume(folder: Path | None, meta: dict, run: Run, head: HeadStage | None = None) -> tuple[int, int, float]:
     """(epochs done, head epochs done, seconds spent); loads the checkpoint into `run` (stage 1) or into the model
     and `head`'s optimizer and schedule (a checkpoint written in stage 2) when there is one."""
     loaded = None if folder is None else load_training_state(folder)
@@ -355,7 +380,7 @@ def _resume(folder: Path | None, meta: dict, run: _Run, head: HeadStage | None =
     if head_done and head is not None:  # the configs match, so a stage-2 checkpoint implies a head stage here
         loaded.restore({"model": run.model}, head.optimizer, head.scheduler)
     else:
-        loaded.restore({"model": run.model}, run.optimizer, run.scheduler)
+        loaded.restore(_stage_one_modules(run), run.optimizer, run.scheduler)
     return int(saved["epoch"]), head_done, float(saved["train_seconds"])
 
 

@@ -28,7 +28,7 @@ def fid_command(
         None, help="domain features: a saved classifier folder, e.g. RUN/reference-classifier"),
     resize: str = typer.Option("bilinear-torch", help="bilinear-torch (pytorch-fid) | bilinear-tf1x (torch-fidelity)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
-    batch_size: int = typer.Option(64, help="images per forward pass"),
+    batch_size: int = typer.Option(256, help="images per forward pass"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write $DIFFBALANCE_CACHE"),
     on_corrupt: str = typer.Option(
         "error", "--on-corrupt", help="skip | error: what an unreadable image in a folder does; error by default, "

@@ -15,7 +15,7 @@ from diffbalance.experiment.sweep import run_sweep
 from diffbalance.progress import console
 from diffbalance.rebalance.store import copy_fill, fill
 from diffbalance.experiment.stage import Stage, method_rebalancer
-from diffbalance.experiment.quality import balanced_original, reference_classifier
+from diffbalance.experiment.quality import balanced_original, reference_classifier, run_embedder
 
 
 def sweep_table(st: Stage, config: ExperimentConfig) -> dict:
@@ -35,9 +35,8 @@ def sweep_table(st: Stage, config: ExperimentConfig) -> dict:
     def quality(fills: ImageSet) -> dict | None:
         if config.fid is None:
             return None
-        domain = reference_classifier(st, config) if config.fid.features == "domain" else None
-        q = quality_report(balanced_original(st), st.imbalanced.concat(fills), fills, config.fid, device=st.device,
-                           domain_model=domain)
+        q = quality_report(balanced_original(st), (st.imbalanced, fills), fills, config.fid, device=st.device,
+                           embedder=run_embedder(st))
         return {"precision_recall": q["precision_recall"], "generated_fid": q["generated_fid"]["fid"],
                 "features": q["features"]}
 

@@ -8,7 +8,8 @@ from diffbalance import distributed
 from diffbalance.classify.train import TrainedClassifier, train_classifier
 from diffbalance.data.imageset import ImageSet
 from diffbalance.evaluate.consistency import class_consistency
-from diffbalance.evaluate.fid.protocol import quality_report
+from diffbalance.evaluate.fid.embedder import Embedder
+from diffbalance.evaluate.fid.protocol import fid_embedder, quality_report
 from diffbalance.experiment.config import ExperimentConfig
 from diffbalance.imbalance.subset import make_imbalanced
 from diffbalance.progress import console
@@ -44,14 +45,22 @@ def consistency_table(st: Stage, config: ExperimentConfig, generated: dict[str, 
 
 
 def quality_table(st: Stage, generated: dict[str, ImageSet]) -> dict:
-    """The paper's Table 2 (FID of the rebalanced set vs the original balanced train set) and what it hides."""
-    cfg = st.config.fid
-    domain = reference_classifier(st, st.config) if cfg.features == "domain" else None
-    return {
-        name: quality_report(balanced_original(st), st.imbalanced.concat(fills), fills, cfg, device=st.device,
-                             domain_model=domain)
-        for name, fills in generated.items()
-    }
+    """The paper's Table 2 (FID of the rebalanced set vs the original balanced train set) and what it hides. The
+    rebalanced set's statistics come from its parts, so every image goes through the network once per run."""
+    original = balanced_original(st)
+    return {name: quality_report(original, (st.imbalanced, fills), fills, st.config.fid, device=st.device,
+                                 embedder=run_embedder(st))
+            for name, fills in generated.items()}
+
+
+def run_embedder(st: Stage) -> Embedder:
+    """The run's one FID feature network (Inception, or the reference classifier's features) and its memo of the
+    images it has embedded, shared by the sweep and Table 2."""
+    if st.embedder is None:
+        cfg = st.config.fid
+        domain = reference_classifier(st, st.config) if cfg.features == "domain" else None
+        st.embedder = fid_embedder(cfg, st.device, domain_model=domain)
+    return st.embedder
 
 
 def balanced_original(st: Stage) -> ImageSet:

@@ -14,6 +14,7 @@ from diffbalance.classify.train import TrainedClassifier
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.sources import load_train_test
 from diffbalance.device import resolve_device
+from diffbalance.evaluate.fid.embedder import Embedder
 from diffbalance.experiment.config import ExperimentConfig, MethodConfig
 from diffbalance.errors import DiffbalanceError
 from diffbalance.imbalance.subset import apply_profile
@@ -39,6 +40,7 @@ class Stage:
     add: list[int]  # images the target asks for per class (methods that generate add these)
     progress: bool
     reference: TrainedClassifier | None = None  # trained on first use, shared by consistency and domain FID
+    embedder: Embedder | None = None  # the FID feature network and its memo, made on first use (quality.run_embedder)
 
 
 def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True) -> Stage:

@@ -1,5 +1,5 @@
 """Feature statistics cached on disk (safetensors), so a set — above all the original training set — is embedded
-once across runs.
+once across runs (`embedder.Embedder` reads and writes it; under torchrun rank 0 alone writes).
 
 Key = sha256(image bytes and shape) + extractor checksum + resize mode. An entry holds μ, Σ (float64), n and,
 when P/R or KID asked for them, the features (float32). Writes are atomic; an unreadable or inconsistent entry is
@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from diffbalance.atomic import atomic_path
 from diffbalance.evaluate.fid.features import FeatureExtractor
-from diffbalance.evaluate.fid.frechet import GaussianStats, gaussian_stats
+from diffbalance.evaluate.fid.frechet import GaussianStats
 from diffbalance.paths import cache_dir
 
 
@@ -38,10 +38,10 @@ def images_sha256(images: torch.Tensor) -> str:
 
 def cache_key(images: torch.Tensor, extractor: FeatureExtractor) -> str | None:
     """None when the extractor has no checksum (nothing safe to key on)."""
-    return _key(images_sha256(images), extractor) if extractor.checksum else None
+    return entry_key(images_sha256(images), extractor) if extractor.checksum else None
 
 
-def _key(images_hash: str, extractor: FeatureExtractor) -> str:
+def entry_key(images_hash: str, extractor: FeatureExtractor) -> str:
     parts = f"{images_hash}|{extractor.checksum}|{extractor.resize}|{extractor.name}"
     return hashlib.sha256(parts.encode()).hexdigest()
 
@@ -84,22 +84,3 @@ class FeatureCache:
                 save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
         except OSError:  # a read-only cache must not stop an evaluation
             pass
-
-
-def embed(images: torch.Tensor, extractor: FeatureExtractor, cache: FeatureCache | None = None,
-          need_features: bool = False) -> Embedding:
-    """Features → (μ, Σ), through the cache when one is given."""
-    images_hash = images_sha256(images) if cache is not None and extractor.checksum else None
-    key = _key(images_hash, extractor) if images_hash else None
-    if key is not None:
-        hit = cache.get(key, need_features)
-        if hit is not None:
-            return hit
-    features = extractor(images).float()  # (N, D)
-    emb = Embedding(gaussian_stats(features), features if need_features else None)
-    if key is not None:
-        cache.put(key, emb, {
-            "extractor": extractor.name, "checksum": extractor.checksum, "resize": extractor.resize,
-            "images_sha256": images_hash,
-        })
-    return emb

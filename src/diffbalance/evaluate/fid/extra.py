@@ -5,16 +5,19 @@
   precision = share of generated samples inside the real manifold, recall = share of real samples inside the
   generated one.
 - KID: Bińkowski et al. 2018, unbiased MMD² with the kernel k(x, y) = (x·y / d + 1)³, averaged over seeded
-  subsets — torch-fidelity's `kid_features_to_metric`.
+  subsets — torch-fidelity's `kid_features_to_metric` (same subsets, same numbers), batched on the device.
 - Per-class FID: eq. 11 between the generated and the real images of one class.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from diffbalance.evaluate.fid.frechet import frechet_distance, gaussian_stats
 from diffbalance.seeding import generator
+
+CHUNK_BYTES = 256 << 20  # one block of a distance or kernel matrix (P/R, KID) stays under this
 
 
 def seeded_subset(features: torch.Tensor, max_count: int, seed: int) -> torch.Tensor:
@@ -22,6 +25,11 @@ def seeded_subset(features: torch.Tensor, max_count: int, seed: int) -> torch.Te
     if len(features) <= max_count:
         return features
     return features[torch.randperm(len(features), generator=generator(seed))[:max_count]]
+
+
+def _chunk_rows(n_cols: int, bytes_per_value: int = 8) -> int:
+    """Rows per block of an (rows, n_cols) distance or kernel matrix, so one block stays under CHUNK_BYTES."""
+    return max(1, CHUNK_BYTES // max(1, n_cols * bytes_per_value))
 
 
 def _kth_neighbour_radii(x: torch.Tensor, k: int, batch_rows: int) -> torch.Tensor:
@@ -34,50 +42,77 @@ def _kth_neighbour_radii(x: torch.Tensor, k: int, batch_rows: int) -> torch.Tens
 
 
 def _share_inside(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, batch_rows: int) -> float:
-    """Share of query rows within radii[j] of some centre j."""
-    inside = 0
+    """Share of query rows within radii[j] of some centre j (counted on the device, one number read back)."""
+    inside = torch.zeros((), dtype=torch.int64, device=queries.device)
     for i in range(0, len(queries), batch_rows):
         d = torch.cdist(queries[i : i + batch_rows], centres)  # (B, M)
-        inside += int((d <= radii[None, :]).any(dim=1).sum())
-    return inside / len(queries)
+        inside += (d <= radii[None, :]).any(dim=1).sum()
+    return int(inside) / len(queries)
 
 
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, max_count: int = 10_000,
-                     seed: int = 0, batch_rows: int = 1024) -> dict:
-    """Improved precision and recall of `fake` against `real` features (N, D); subsets of `max_count`, seeded."""
-    real = seeded_subset(real.double(), max_count, seed)
-    fake = seeded_subset(fake.double(), max_count, seed + 1)
+                     seed: int = 0, batch_rows: int | None = None, device: torch.device | str | None = None) -> dict:
+    """Improved precision and recall of `fake` against `real` features (N, D); subsets of `max_count`, seeded.
+    Distances in float64 on `device` (the CPU by default), `batch_rows` query rows at a time (None: as many as
+    keep one block of distances under CHUNK_BYTES)."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    real = seeded_subset(real, max_count, seed).to(device, torch.float64)
+    fake = seeded_subset(fake, max_count, seed + 1).to(device, torch.float64)
     if len(real) <= k or len(fake) <= k:
         return {"precision": None, "recall": None, "k": k, "n_real": len(real), "n_fake": len(fake),
                 "note": f"needs more than k = {k} samples per side"}
-    r_real = _kth_neighbour_radii(real, k, batch_rows)
-    r_fake = _kth_neighbour_radii(fake, k, batch_rows)
+    rows = batch_rows or _chunk_rows(max(len(real), len(fake)))
+    r_real = _kth_neighbour_radii(real, k, rows)
+    r_fake = _kth_neighbour_radii(fake, k, rows)
     return {
-        "precision": _share_inside(fake, real, r_real, batch_rows),
-        "recall": _share_inside(real, fake, r_fake, batch_rows),
+        "precision": _share_inside(fake, real, r_real, rows),
+        "recall": _share_inside(real, fake, r_fake, rows),
         "k": k, "n_real": len(real), "n_fake": len(fake), "seed": seed,
     }
 
 
-def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> dict:
-    """KID mean and std over `subsets` seeded subsets (size capped at the smaller set)."""
-    from torch_fidelity.metric_kid import kid_features_to_metric
+def _poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """k(x, y) = (x·y / d + 1)³ for every pair: (S, m, d) × (S, m, d) → (S, m, m)."""
+    return (torch.bmm(a, b.transpose(1, 2)) / a.shape[-1] + 1) ** 3
 
+
+def _mmd2_unbiased(k_xx: torch.Tensor, k_xy: torch.Tensor, k_yy: torch.Tensor) -> torch.Tensor:
+    """Unbiased MMD² per subset (S,): off-diagonal means of K_XX and K_YY minus twice the mean of K_XY."""
+    m = k_xx.shape[-1]
+    off_diagonal = lambda k: k.sum(dim=(1, 2)) - k.diagonal(dim1=1, dim2=2).sum(dim=1)  # noqa: E731
+    return (off_diagonal(k_xx) + off_diagonal(k_yy)) / (m * (m - 1)) - 2 * k_xy.sum(dim=(1, 2)) / (m * m)
+
+
+def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0,
+        device: torch.device | str | None = None) -> dict:
+    """KID mean and std over `subsets` seeded subsets (size capped at the smaller set).
+
+    The subsets are torch-fidelity's (`kid_features_to_metric`: np.random.RandomState(seed).choice, real then
+    fake, per subset) and so are the numbers; the kernels are batched float64 matmuls on `device`, as many
+    subsets at a time as keep the kernel matrices under CHUNK_BYTES."""
     size = min(subset_size, len(real), len(fake))
     if size < 2:
         return {"kid_mean": None, "kid_std": None, "subsets": subsets, "subset_size": size,
                 "note": "needs at least 2 samples per side"}
-    out = kid_features_to_metric(
-        real.double().cpu(), fake.double().cpu(), kid_subsets=subsets, kid_subset_size=size, rng_seed=seed,
-        verbose=False, kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
-        kid_kernel_poly_coef0=1,
-    )
-    return {"kid_mean": out["kernel_inception_distance_mean"], "kid_std": out["kernel_inception_distance_std"],
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    x, y = real.to(device, torch.float64), fake.to(device, torch.float64)  # (N_r, D), (N_f, D)
+    rng = np.random.RandomState(seed)
+    picks = [(rng.choice(len(x), size, replace=False), rng.choice(len(y), size, replace=False))
+             for _ in range(subsets)]
+    per_block = max(1, CHUNK_BYTES // (8 * (3 * size * size + 2 * size * x.shape[1])))
+    mmds = []
+    for i in range(0, subsets, per_block):
+        block = picks[i : i + per_block]
+        xs = x[torch.as_tensor(np.stack([p[0] for p in block]), device=device)]  # (S, m, D)
+        ys = y[torch.as_tensor(np.stack([p[1] for p in block]), device=device)]  # (S, m, D)
+        mmds.append(_mmd2_unbiased(_poly_kernel(xs, xs), _poly_kernel(xs, ys), _poly_kernel(ys, ys)))
+    mmd = torch.cat(mmds).cpu().numpy()
+    return {"kid_mean": float(np.mean(mmd)), "kid_std": float(np.std(mmd)),
             "subsets": subsets, "subset_size": size, "seed": seed, "kernel": "poly(d=3, gamma=1/dim, coef0=1)"}
 
 
 def per_class_fid(real: torch.Tensor, real_labels: torch.Tensor, fake: torch.Tensor, fake_labels: torch.Tensor,
-                  class_names: tuple[str, ...]) -> dict[str, dict]:
+                  class_names: tuple[str, ...], device: torch.device | str | None = None) -> dict[str, dict]:
     """FID(generated of class c, real of class c) for every class with generated images.
 
     With fewer images than feature dimensions Σ is singular and FID is biased upwards: compare only
@@ -86,6 +121,7 @@ def per_class_fid(real: torch.Tensor, real_labels: torch.Tensor, fake: torch.Ten
     out = {}
     for c in sorted(set(fake_labels.tolist())):
         r, f = real[real_labels == c], fake[fake_labels == c]
-        fid = frechet_distance(gaussian_stats(r), gaussian_stats(f)) if len(r) >= 2 and len(f) >= 2 else None
+        enough = len(r) >= 2 and len(f) >= 2
+        fid = frechet_distance(gaussian_stats(r, device), gaussian_stats(f, device), device) if enough else None
         out[class_names[c]] = {"fid": fid, "n_real": len(r), "n_fake": len(f)}
     return out

@@ -2,10 +2,13 @@
 
     FID = ‖μ_1 − μ_2‖² + Tr(Σ_1 + Σ_2 − 2 (Σ_1 Σ_2)^½)
 
-Statistics are float64. The distance itself is torch-fidelity's `fid_statistics_to_metric` (it works on
-precomputed (μ, Σ)): Tr((Σ_1 Σ_2)^½) = Σ_i sqrt(λ_i(Σ_1 Σ_2)), the eigenvalues of the product taken in
-complex128 and the real part kept — the same identity torchmetrics' `_compute_fid` uses, and equal to
-scipy.linalg.sqrtm's trace without its iterative failure modes on near-singular Σ (tests check it against sqrtm).
+Statistics are float64. Tr((Σ_1 Σ_2)^½) = Σ_i sqrt(λ_i(Σ_1 Σ_2)), and Σ_1 Σ_2 has the eigenvalues of the
+symmetric PSD matrix M = Σ_1^½ Σ_2 Σ_1^½ (similar matrices), so two symmetric eigendecompositions (`eigh` of Σ_1,
+`eigvalsh` of M) give the trace: no complex eigenvalues, no iterative sqrtm, and it runs on the device. It equals
+scipy.linalg.sqrtm's trace (tests check it, and against torchmetrics' `_compute_fid`).
+
+Statistics of a set made of parts (a rebalanced set = its real images + the fill) are combined from the parts'
+statistics (`combine_stats`, Chan et al. 1979's pairwise update), so no image is embedded twice.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+STATS_CHUNK_ROWS = 8192  # rows per covariance update on the device (bounds memory: 8192 × D float64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,19 +30,66 @@ class GaussianStats:
     n: int
 
 
-def gaussian_stats(features: torch.Tensor | np.ndarray) -> GaussianStats:
-    """Mean and unbiased covariance (ddof = 1, as np.cov / pytorch-fid) in float64."""
-    f = np.asarray(torch.as_tensor(features).detach().cpu().double().numpy())  # (N, D)
+def _math_device(device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+def gaussian_stats(features: torch.Tensor | np.ndarray, device: torch.device | str | None = None) -> GaussianStats:
+    """Mean and unbiased covariance (ddof = 1, as np.cov / pytorch-fid) in float64; on a CUDA `device` as
+    chunked float64 matmuls, on the CPU with np.cov itself."""
+    f = torch.as_tensor(features).detach()
     if f.ndim != 2 or len(f) < 2:
-        raise ValueError(f"need at least 2 feature vectors (N, D), got shape {f.shape}")
-    return GaussianStats(f.mean(axis=0), np.atleast_2d(np.cov(f, rowvar=False)), len(f))
+        raise ValueError(f"need at least 2 feature vectors (N, D), got shape {tuple(f.shape)}")
+    device = _math_device(device)
+    if device.type == "cpu":
+        x = f.cpu().double().numpy()  # (N, D)
+        return GaussianStats(x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False)), len(x))
+    return _stats_on(f, device)
 
 
-def frechet_distance(a: GaussianStats, b: GaussianStats) -> float:
-    """Eq. 11 on two fitted Gaussians (float64)."""
-    from torch_fidelity.metric_fid import fid_statistics_to_metric
+def _stats_on(f: torch.Tensor, device: torch.device) -> GaussianStats:
+    """μ and Σ (ddof = 1) as float64 matmuls on `device`, STATS_CHUNK_ROWS rows at a time."""
+    mu = torch.zeros(f.shape[1], dtype=torch.float64, device=device)
+    for i in range(0, len(f), STATS_CHUNK_ROWS):
+        mu += f[i : i + STATS_CHUNK_ROWS].to(device, torch.float64).sum(dim=0)
+    mu /= len(f)
+    sigma = torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64, device=device)
+    for i in range(0, len(f), STATS_CHUNK_ROWS):
+        c = f[i : i + STATS_CHUNK_ROWS].to(device, torch.float64) - mu  # (B, D) centred
+        sigma.addmm_(c.T, c)
+    sigma /= len(f) - 1
+    return GaussianStats(mu.cpu().numpy(), sigma.cpu().numpy(), len(f))
 
+
+def combine_stats(*parts: GaussianStats) -> GaussianStats:
+    """The statistics of the union of the parts' feature sets, exactly (float64): n = Σ n_i, μ = Σ n_i μ_i / n,
+    scatter S = Σ [(n_i − 1) Σ_i + n_i (μ_i − μ)(μ_i − μ)ᵀ], Σ = S / (n − 1)."""
+    if not parts:
+        raise ValueError("combine_stats needs at least one part")
+    if len(parts) == 1:
+        return parts[0]
+    n = sum(p.n for p in parts)
+    mu = sum(p.n * p.mu for p in parts) / n
+    scatter = sum((p.n - 1) * p.sigma + p.n * np.outer(p.mu - mu, p.mu - mu) for p in parts)
+    return GaussianStats(mu, scatter / (n - 1), n)
+
+
+def trace_sqrt_product(sigma_1: torch.Tensor, sigma_2: torch.Tensor) -> float:
+    """Tr((Σ_1 Σ_2)^½) = Σ_i sqrt(λ_i(Σ_1^½ Σ_2 Σ_1^½)) for symmetric PSD Σ (float64, on their device)."""
+    w, v = torch.linalg.eigh(sigma_1)  # Σ_1 = V diag(w) Vᵀ
+    root_1 = (v * w.clamp(min=0).sqrt()) @ v.T  # Σ_1^½
+    m = root_1 @ sigma_2 @ root_1
+    lam = torch.linalg.eigvalsh((m + m.T) / 2)  # symmetrised against rounding; PSD up to rounding
+    return float(lam.clamp(min=0).sqrt().sum())
+
+
+def frechet_distance(a: GaussianStats, b: GaussianStats, device: torch.device | str | None = None) -> float:
+    """Eq. 11 on two fitted Gaussians (float64, on `device`: the CPU by default)."""
     if a.mu.shape != b.mu.shape:
         raise ValueError(f"feature sizes differ: {a.mu.shape} vs {b.mu.shape}")
-    stat = lambda s: {"mu": s.mu.astype(np.float64), "sigma": s.sigma.astype(np.float64)}  # noqa: E731
-    return float(fid_statistics_to_metric(stat(a), stat(b), verbose=False)["frechet_inception_distance"])
+    device = _math_device(device)
+    t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64), device=device)  # noqa: E731
+    mu_1, mu_2, sigma_1, sigma_2 = t(a.mu), t(b.mu), t(a.sigma), t(b.sigma)
+    diff = mu_1 - mu_2
+    tr_covmean = trace_sqrt_product(sigma_1, sigma_2)
+    return float(diff @ diff + torch.trace(sigma_1) + torch.trace(sigma_2)) - 2 * tr_covmean

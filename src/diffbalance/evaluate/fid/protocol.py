@@ -3,13 +3,19 @@
 `fid(a, b, cfg, device)` is one number with its provenance; `quality_report(original, rebalanced, generated, cfg,
 device)` adds FID/precision/recall/KID of the generated images alone against the real images of the same classes,
 and per-class FID. Every result records sample counts, resize mode, weights checksum, feature dtype and device.
-The device ("auto", "cpu", "cuda:N" or a torch.device) is an argument, resolved once per call, not a config field.
+The device ("auto", "cpu", "cuda:N" or a torch.device) is an argument, resolved once per call, not a config field;
+statistics, the matrix square root, precision/recall and KID run there too (float64).
+
+Each image is embedded once: pass one `fid_embedder(cfg, device)` to every call of a run (it keeps the loaded
+network and every feature it made), and the rebalanced set as its parts `(real, fill)`, whose statistics are
+combined from the parts' own (`Embedder.stats_of_parts`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -17,8 +23,10 @@ import torch
 from diffbalance.configs import Config
 from diffbalance.data.imageset import ImageSet
 from diffbalance.device import DeviceLike, describe, resolve_device
+from diffbalance.distributed import current
 from diffbalance.errors import DiffbalanceError
-from diffbalance.evaluate.fid.cache import Embedding, FeatureCache, embed
+from diffbalance.evaluate.fid.cache import FeatureCache
+from diffbalance.evaluate.fid.embedder import Embedder
 from diffbalance.evaluate.fid.extra import kid, per_class_fid, precision_recall
 from diffbalance.evaluate.fid.features import (
     DomainFeatures, FeatureExtractor, RandomConvFeatures, ResizeMode, load_inception,
@@ -37,7 +45,7 @@ class FidConfig(Config):
     features: FeatureKind = "inception"  # "inception" (the paper's), "domain" (classifier features), "random" (tests)
     weights_path: str | None = None  # Inception weights (TorchScript or .pth); None → env, ../shared, download
     resize: ResizeMode = "bilinear-torch"  # 32→299: "bilinear-torch" (F.interpolate, pytorch-fid) or "bilinear-tf1x"
-    batch_size: int = 64  # images per forward pass
+    batch_size: int = 256  # images per forward pass
     max_images_pr: int = 10_000  # precision/recall: seeded subset of at most this many images per side
     pr_k: int = 3  # precision/recall: k-th nearest neighbour radius
     kid_subsets: int = 100  # KID: number of seeded subsets
@@ -64,31 +72,29 @@ def build_extractor(cfg: FidConfig, device: DeviceLike = "auto", domain_model=No
     return DomainFeatures(domain_model, cfg.batch_size)
 
 
-class _Embedder:
-    """Embeds each distinct image tensor once per call (and once ever, with the disk cache)."""
-
-    def __init__(self, extractor: FeatureExtractor, cfg: FidConfig):
-        self.extractor, self.cache = extractor, FeatureCache() if cfg.cache else None
-        self._memo: dict[int, Embedding] = {}
-
-    def __call__(self, images: torch.Tensor, need_features: bool = False) -> Embedding:
-        hit = self._memo.get(id(images))
-        if hit is None or (need_features and hit.features is None):
-            hit = self._memo[id(images)] = embed(images, self.extractor, self.cache, need_features)
-        return hit
+def fid_embedder(cfg: FidConfig = FidConfig(), device: DeviceLike = "auto", domain_model=None,
+                 extractor: FeatureExtractor | None = None) -> Embedder:
+    """The feature network `cfg` names on `device`, with the disk cache `cfg.cache` asks for: make one per run and
+    pass it to every `fid` / `quality_report` call, so each image goes through the network once."""
+    device = resolve_device(device)
+    extractor = extractor or build_extractor(cfg, device, domain_model)
+    return Embedder(extractor, FeatureCache() if cfg.cache else None, stats_device=device)
 
 
-def _provenance(extractor: FeatureExtractor, device: torch.device) -> dict:
+def _provenance(emb: Embedder) -> dict:
     """What every score states: features, preprocessing, weights, dtypes and the device the features ran on."""
-    device = torch.device(getattr(extractor, "device", None) or device)
+    extractor = emb.extractor
+    device = torch.device(getattr(extractor, "device", None) or emb.stats_device)
     name = extractor.name
     return {
         "features": name,
         "resize": extractor.resize,
         "weights_sha256": extractor.checksum,
         "feature_dtype": getattr(extractor, "feature_dtype", "float32"),
+        **({"conv_math": extractor.conv_math} if hasattr(extractor, "conv_math") else {}),
         "statistics_dtype": "float64",
         "device": describe(device),
+        **({"processes": current().world_size} if current().active else {}),
         **({"note": "domain-FID (not Inception FID)"} if name.startswith("domain") else {}),
     }
 
@@ -100,54 +106,66 @@ def _check_sizes(*sets: tuple[str, ImageSet]) -> None:
                                    "pass larger image sets")
 
 
+def _embedder(embedder: Embedder | None, cfg: FidConfig, device: DeviceLike, domain_model,
+              extractor: FeatureExtractor | None) -> Embedder:
+    return embedder if embedder is not None else fid_embedder(cfg, device, domain_model, extractor)
+
+
 def fid(a: ImageSet, b: ImageSet, cfg: FidConfig = FidConfig(), device: DeviceLike = "auto", domain_model=None,
-        extractor: FeatureExtractor | None = None) -> dict:
-    """FID(a, b) (eq. 11) with how it was measured."""
+        extractor: FeatureExtractor | None = None, embedder: Embedder | None = None) -> dict:
+    """FID(a, b) (eq. 11) with how it was measured (`embedder`: one shared by the calls of a run)."""
     _check_sizes(("A", a), ("B", b))
     start = time.perf_counter()
-    device = resolve_device(device)
-    extractor = extractor or build_extractor(cfg, device, domain_model)
-    emb = _Embedder(extractor, cfg)
+    emb = _embedder(embedder, cfg, device, domain_model, extractor)
     ea, eb = emb(a.images), emb(b.images)
     return {
-        "fid": frechet_distance(ea.stats, eb.stats),
+        "fid": frechet_distance(ea.stats, eb.stats, emb.stats_device),
         "n_a": len(a), "n_b": len(b),
-        **_provenance(extractor, device),
+        **_provenance(emb),
         "cache_hits": int(ea.cache_hit) + int(eb.cache_hit),
         "seconds": round(time.perf_counter() - start, 3),
     }
 
 
-def quality_report(original_train: ImageSet, rebalanced: ImageSet, generated: ImageSet, cfg: FidConfig = FidConfig(),
-                   device: DeviceLike = "auto", domain_model=None, extractor: FeatureExtractor | None = None) -> dict:
-    """The paper's FID(original balanced train, rebalanced) plus what it hides about the generated images."""
-    _check_sizes(("the original training set", original_train), ("the rebalanced set", rebalanced),
-                 ("the generated set", generated))
+def quality_report(original_train: ImageSet, rebalanced: ImageSet | Sequence[ImageSet], generated: ImageSet,
+                   cfg: FidConfig = FidConfig(), device: DeviceLike = "auto", domain_model=None,
+                   extractor: FeatureExtractor | None = None, embedder: Embedder | None = None) -> dict:
+    """The paper's FID(original balanced train, rebalanced) plus what it hides about the generated images.
+
+    `rebalanced` is the rebalanced set, or its parts (e.g. `(imbalanced real, generated)`): its statistics are
+    then combined from the parts' (exact), and no image is embedded twice. `embedder`: one shared by the calls
+    of a run (`fid_embedder`), so the original set and the real part are embedded once per run, not per call."""
+    parts = [rebalanced] if isinstance(rebalanced, ImageSet) else list(rebalanced)
+    n_rebalanced = sum(len(p) for p in parts)
+    _check_sizes(("the original training set", original_train), ("the generated set", generated))
+    if n_rebalanced < 2:
+        raise DiffbalanceError(f"FID needs at least 2 images per set; the rebalanced set has {n_rebalanced}",
+                               "pass larger image sets")
     if generated.class_names != original_train.class_names:
         raise DiffbalanceError("generated and original images have different classes", "use the same class list")
     start = time.perf_counter()
-    device = resolve_device(device)
-    extractor = extractor or build_extractor(cfg, device, domain_model)
-    emb = _Embedder(extractor, cfg)
-    orig = emb(original_train.images, need_features=True)  # embedded once; per-class real features are its rows
+    emb = _embedder(embedder, cfg, device, domain_model, extractor)
+    on = emb.stats_device  # statistics, sqrtm, P/R and KID in float64 where the features were made
+    orig = emb(original_train.images, need_features=True)  # per-class real features are its rows
     gen = emb(generated.images, need_features=True)
-    paper_fid = frechet_distance(orig.stats, emb(rebalanced.images).stats)
+    paper_fid = frechet_distance(orig.stats, emb.stats_of_parts([p.images for p in parts]), on)
 
     classes = sorted(set(generated.labels.tolist()))  # only classes that got generated images
     same = torch.isin(original_train.labels, torch.tensor(classes))
     real_feats = orig.features[same]
     return {
         "protocol_fid": {"fid": paper_fid, "a": "original balanced train", "b": "rebalanced set",
-                         "n_a": len(original_train), "n_b": len(rebalanced)},
-        "generated_fid": {"fid": frechet_distance(gaussian_stats(real_feats), gen.stats),
+                         "n_a": len(original_train), "n_b": n_rebalanced},
+        "generated_fid": {"fid": frechet_distance(gaussian_stats(real_feats, on), gen.stats, on),
                           "a": "real original images of the generated classes", "b": "generated images",
                           "classes": [original_train.class_names[c] for c in classes],
                           "n_a": len(real_feats), "n_b": len(generated)},
         "per_class_fid": per_class_fid(orig.features, original_train.labels, gen.features, generated.labels,
-                                       original_train.class_names),
-        "precision_recall": precision_recall(real_feats, gen.features, cfg.pr_k, cfg.max_images_pr, cfg.seed),
-        "kid": kid(real_feats, gen.features, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed),
-        **_provenance(extractor, device),
+                                       original_train.class_names, on),
+        "precision_recall": precision_recall(real_feats, gen.features, cfg.pr_k, cfg.max_images_pr, cfg.seed,
+                                             device=on),
+        "kid": kid(real_feats, gen.features, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed, device=on),
+        **_provenance(emb),
         "config": cfg.to_dict(),
         "seconds": round(time.perf_counter() - start, 3),
     }

@@ -1,0 +1,135 @@
+"""One optimiser step of classifier training, and the state it touches (`Run`); classify.train drives the epochs.
+
+A step, for the global batch of image indices `idx` (the same on every rank, see classify.ddp):
+
+    x = crop/flip(images[idx]) → normalise → cutout      (draws from the run's device generator, seeded per step)
+    w = per-sample loss weights (synthetic_weight), mixed like the labels when batch mixing is on
+    x, y, w = mix(x, y, w)                               (the step's own seed; λ and the box are host scalars)
+    x, y, w = this rank's slice                          (all of it on one process)
+    loss(model(x), y, w) → backward (DDP averages the ranks' gradients) → SGD step → lr step → EMA
+
+Nothing in it waits for the GPU: random numbers are drawn on the device, μ and σ are device tensors made once,
+and the loss stays on the device (`LossReadout` reads it back for the progress bar without blocking).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from diffbalance.classify.augment import augment_batch, cutout, mix_batch, mix_values, normalize
+from diffbalance.classify.config import TrainConfig
+from diffbalance.classify.ema import ema_update
+from diffbalance.classify.losses import LossFn
+from diffbalance.device import fast_gpu_path
+from diffbalance.distributed import Dist
+from diffbalance.seeding import derive_seed, generator
+
+
+@dataclass
+class Run:
+    """Everything one training step touches."""
+
+    model: nn.Module  # the module whose weights are saved (never a DDP or compile wrapper)
+    step_model: nn.Module  # what the step calls: `model`, under DDP and/or torch.compile
+    ema: nn.Module | None  # the weights' moving average (ema_decay > 0), else None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    loss_fn: LossFn
+    mix: object  # a torchvision v2 transform or None
+    images: torch.Tensor  # (N, C, H, W) uint8, on the device
+    labels: torch.Tensor  # (N,) int64, on the device
+    weighted: torch.Tensor | None  # (N,) bool on the device, the generated images, when they weigh ≠ 1; else None
+    mean: list[float]  # per-channel training-set mean, [0, 1] units
+    std: list[float]  # per-channel training-set std, [0, 1] units
+    norm: tuple[torch.Tensor, torch.Tensor]  # the same μ, σ as float32 (1, C, 1, 1) tensors on the device
+    rng: torch.Generator  # on the device; re-seeded by every step (and head step) from (seed, what, step)
+    config: TrainConfig
+    seed: int
+    device: torch.device
+    batch_size: int  # the global batch: min(config.batch_size, N), whatever the number of processes
+    steps_per_epoch: int
+    world: Dist  # the processes sharing each step (rank 0 of 1 when training alone)
+    local: slice  # this rank's part of a global batch
+
+    @property
+    def fast(self) -> bool:
+        return fast_gpu_path(self.device)
+
+
+def epoch_order(run: Run, epoch: int) -> torch.Tensor:
+    """(N,) int64 on the device: epoch `epoch`'s permutation, seeded by (seed, epoch), so every rank and every
+    device draws the same one (on the CPU; one copy per epoch, queued without waiting on CUDA)."""
+    order = torch.randperm(len(run.images), generator=generator(derive_seed(run.seed, "epoch", epoch)))
+    if run.device.type == "cuda":
+        return order.pin_memory().to(run.device, non_blocking=True)
+    return order.to(run.device)
+
+
+def loss_weights(run: Run, idx: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor | None:
+    """(B,) loss weights of a batch: synthetic_weight for a generated image, 1 for a real one, λ-mixed like the
+    labels under batch mixing (a mixed sample weighs λ w_i + (1 − λ) w_j); None when every image weighs 1."""
+    if run.weighted is None:
+        return None
+    weights = torch.where(run.weighted[idx], run.config.synthetic_weight, 1.0)  # (B,) float32
+    if run.mix is not None:  # the same seed as the step's mix_batch, so the same λ and box
+        weights = mix_values(run.mix, x, weights, derive_seed(run.seed, "mix", step))
+    return weights
+
+
+def train_step(run: Run, idx: torch.Tensor, step: int) -> torch.Tensor:
+    """One optimiser step on the global batch `idx` (B,) at 0-based step `step`; returns this rank's loss (0-dim,
+    detached, on the device)."""
+    cfg = run.config
+    x, y = run.images[idx], run.labels[idx]  # (B, C, H, W) uint8, (B,): the global batch
+    run.rng.manual_seed(derive_seed(run.seed, "augment", step))
+    x = augment_batch(x, padding=cfg.random_crop_padding, horizontal_flip=cfg.horizontal_flip, generator=run.rng)
+    x = cutout(normalize(x, *run.norm), cfg.cutout, run.rng)  # (B, C, H, W) float32
+    weights = loss_weights(run, idx, x, step)  # (B,) or None
+    if run.mix is not None:
+        x, y = mix_batch(run.mix, x, y, derive_seed(run.seed, "mix", step))  # y: (B, K) soft labels
+    x, y = x[run.local], y[run.local]  # this rank's slice (B / P images)
+    weight_total = None
+    if weights is not None:  # the global Σw / P (losses.py): the ranks' averaged gradient is the world-1 gradient
+        weight_total = weights.sum() / run.world.world_size
+        weights = weights[run.local]
+    if run.fast and cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.fast and cfg.bf16):
+        logits = run.step_model(x)
+    loss = run.loss_fn(logits.float(), y, weights, weight_total)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.scheduler.step()
+    if run.ema is not None:
+        ema_update(run.ema, run.model, cfg.ema_decay)
+    return loss.detach()
+
+
+class LossReadout:
+    """The running mean loss for the progress bar, read back without stalling the GPU: `update` queues a
+    non_blocking copy into pinned host memory (unless the previous one is still on its way) and returns the newest
+    value that has landed. On the CPU the copy is immediate."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.host = torch.zeros((), pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+        self.queued = False
+        self.value: float | None = None
+
+    def update(self, loss_sum: torch.Tensor, steps: int) -> dict[str, float]:
+        """{"loss": the newest mean of loss_sum / steps read back} ({} before the first one lands)."""
+        if self.event is None:
+            self.host.copy_(loss_sum / steps)
+            self.value = float(self.host)
+        elif self.event.query():  # the previous copy has landed (or none was queued)
+            if self.queued:
+                self.value = float(self.host)
+            self.host.copy_(loss_sum / steps, non_blocking=True)
+            self.event.record()
+            self.queued = True
+        return {} if self.value is None else {"loss": self.value}
