@@ -177,3 +177,20 @@ def test_fid_cli_reads_a_runs_rebalanced_set(tmp_path, capsys):
                     str(tmp_path / "nowhere")])[0] == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "\n" not in err.strip()
+
+
+def test_ceiling_row_trains_on_the_balanced_set_and_is_never_chosen(tmp_path):
+    config = tiny_config(tmp_path, methods=["none", "oversample"], seeds=[0, 1], ceiling=True,
+                         validation={"per_class": 1, "seed": 0})
+    out = tmp_path / "run"
+    main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"])
+    results = json.loads((out / "results.json").read_text())
+    ceiling = [r for r in results["runs"] if r["method"] == "balanced-ceiling"]
+    assert len(ceiling) == 2 and all(r["ceiling"] for r in ceiling)
+    # the whole balanced train split (9 per class after the test split) less the 3 validation images
+    assert ceiling[0]["train_images"] == 3 * 9 - 3
+    from diffbalance.report.verdict import best_by_validation
+
+    best_ceiling = [{**r, "validation": {"accuracy": 2.0}} for r in ceiling]  # even when it scores best
+    assert best_by_validation(results["runs"] + best_ceiling, "small_cnn", False) in ("none", "oversample")
+    assert "balanced-ceiling" in (out / "report.md").read_text()

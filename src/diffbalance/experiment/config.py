@@ -70,6 +70,8 @@ class ExperimentConfig(Config):
     fid: FidConfig | None = None  # generation-quality section; None = skip
     sweep: SweepConfig | None = None  # choose a cfg method's guidance w (and sampler) on validation accuracy
     grid_images_per_class: int = 8  # fill images per class in the report's sample grids
+    ceiling: bool = False  # also train every classifier × seed on the original balanced training set (real images,
+    # the validation part held out): the "balanced-ceiling" row every method is read against, never chosen
     parallel: Literal["auto", "runs", "ddp"] = "auto"  # under torchrun: spread whole classifier runs over the
     # ranks (runs), or train each run with DDP on all of them (ddp); auto = runs for images up to 64 px (CIFAR-scale
     # models, where whole runs scale linearly), ddp above

@@ -27,7 +27,7 @@ def _by_method(runs: list[dict], classifier: str, key) -> dict[str, dict[int, fl
 
 def best_by_validation(runs: list[dict], classifier: str, generative: bool) -> str | None:
     """The method with the highest mean validation accuracy among generative (or non-generative) methods."""
-    val = _by_method([r for r in runs if bool(r.get("generative")) == generative], classifier,
+    val = _by_method([r for r in runs if bool(r.get("generative")) == generative and not r.get("ceiling")], classifier,
                      lambda r: (r.get("validation") or {}).get("accuracy"))
     if not val:
         return None
