@@ -143,6 +143,18 @@ def test_presets_parse_and_cover_the_paper():
     assert paper.imbalance.n_min == 500 and set(paper.classifiers) == {"resnet18", "resnet50"}
     assert {"mixup", "cutmix", "cfg", "ldm", "ldm-img2img"} <= {m.rebalancer for m in paper.methods}
     assert ExperimentConfig.from_dict(paper.to_dict()) == paper  # round trip
+    quick = load_config("paper-cifar10-quick")
+    assert quick.classifiers == ("resnet18",) and len(quick.seeds) == 1 and quick.ceiling and paper.ceiling
+    assert {m.rebalancer for m in paper.methods} - {"ldm-img2img"} <= {m.rebalancer for m in quick.methods}
+    assert {m.name for m in quick.methods} >= {"balanced-softmax", "batch-mixup-cutmix", "oversample"}
+
+
+def test_gpu_presets_train_with_the_fast_recipe():
+    from diffbalance.classify.config import FAST_RECIPE
+
+    for name in ("paper-cifar10", "paper-cifar10-quick"):
+        recipe = load_config(name).train.to_dict()
+        assert {k: recipe[k] for k in FAST_RECIPE} == FAST_RECIPE, name
 
 
 def test_duplicate_method_names_rejected():

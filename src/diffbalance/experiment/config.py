@@ -31,7 +31,7 @@ from diffbalance.imbalance.targets import STRATEGIES
 from diffbalance.imbalance.validation import ValidationConfig
 from diffbalance.rebalance.registry import build_rebalancer
 
-PRESETS = ("demo", "fashion-lt-study", "paper-cifar10")
+PRESETS = ("demo", "fashion-lt-study", "paper-cifar10", "paper-cifar10-quick")
 # set once for the whole experiment (top-level keys), never per method
 EXPERIMENT_LEVEL_PARAMS = {"sampling_strategy": "target", "random_state": "fill_seed", "device": "device"}
 
