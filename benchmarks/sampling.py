@@ -1,12 +1,22 @@
 """Compare CFG samplers on one generator and one reference classifier (run by hand; prints a table).
 
     python benchmarks/sampling.py [--generator DIR] [--images-per-class 8] [--guidance-w 7.5] [--device auto]
+    python benchmarks/sampling.py --speed [--device cuda] [--model-size small] [--batch 512] [--steps 20]
+                                  [--sampler dpmpp] [--generator DIR]
 
 Without --generator a tiny generator is trained on imbalanced Fashion-MNIST (linear profile, 60..600 per class)
 into --workdir first. The reference classifier (small_cnn) is trained on the balanced real training set.
 Rows: DDPM with all T steps (paper-faithful), DDIM-50, DPM-Solver++(2M)-20 (ODE) and SDE-DPM-Solver++(2M)-20. Columns: images/s, network
 evaluations per image (a guided step costs 2: the conditional and null halves, batched in one forward),
 and class consistency (% of images the reference classifier assigns to the intended class).
+
+--speed: images/s of the CFG sampler at --steps against the naive reference, DDPM's ancestral sampler over all
+T = 1000 steps (Ho et al. 2020, Alg. 2), with the same model in the same run; fp32 against bf16 (CUDA only); and
+the mean |pixel difference| between bf16 and fp32 images of the same seeds (grey levels 0–255), beside that of two
+different seeds for scale. Without --generator the UNet of --model-size has random weights (CIFAR-10 shape):
+speed does not depend on the weights, but the bf16 difference then measures round-off on an untrained network —
+pass a trained generator to judge quality. On the CPU the defaults are the tiny model and a few images (~1–2 min
+on 2 cores); on CUDA `small`, batches of 512. A sampling batch never waits for the GPU before its final copy.
 """
 
 from __future__ import annotations
@@ -23,15 +33,17 @@ from diffbalance.device import describe, resolve_device
 from diffbalance.evaluate.consistency import class_consistency
 from diffbalance.generate.cfg.config import CFGTrainConfig
 from diffbalance.generate.cfg.generator import load_generator
-from diffbalance.generate.cfg.sampling import build_sampler
+from diffbalance.generate.cfg.sampling import SAMPLERS, build_sampler
 from diffbalance.generate.cfg.train import train_generator
-from diffbalance.seeding import derive_seed
+from diffbalance.generate.cfg.unet import build_unet
+from diffbalance.seeding import derive_seed, forked_rng
 
 SETTINGS = (("ddpm", None), ("ddim", 50), ("dpmpp", 20), ("dpmpp-sde", 20))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--speed", action="store_true", help="time the sampler (no data, no classifier)")
     ap.add_argument("--generator", type=Path, help="a trained generator folder (default: train a tiny one)")
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench-sampling"))
     ap.add_argument("--images-per-class", type=int, default=8)
@@ -40,7 +52,17 @@ def main() -> None:
     ap.add_argument("--classifier-epochs", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", type=Path, help="also write the table as JSON here")
+    speed_options = ap.add_argument_group("--speed")
+    speed_options.add_argument("--model-size", choices=("tiny", "small", "paper"), help="default: small (CUDA), tiny")
+    speed_options.add_argument("--batch", type=int, help="images per sampling batch (default: 512 on CUDA, 2)")
+    speed_options.add_argument("--steps", type=int, default=20, help="denoising steps of --sampler")
+    speed_options.add_argument("--sampler", choices=[s for s in SAMPLERS if s != "ddpm"], default="dpmpp")
+    speed_options.add_argument("--images", type=int, help="images timed per setting (default: 4 batches)")
+    speed_options.add_argument("--reference-images", type=int, help="images of the DDPM-1000 reference "
+                               "(default: one batch)")
     args = ap.parse_args()
+    if args.speed:
+        return speed(args)
     device = resolve_device(args.device)
 
     from diffbalance.classify.config import TrainConfig
@@ -74,6 +96,67 @@ def main() -> None:
         print(f"{r['sampler']:<12} {r['images_per_s']:>9.2f} {r['nfe_per_image']:>10d} {r['consistency_pct']:>14.1f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+
+
+def speed(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    batch = args.batch or (512 if cuda else 2)
+    images = args.images or 4 * batch
+    reference_images = args.reference_images or batch  # one batch of the same size: a like-for-like batch
+    unet, schedule, num_classes, what = _speed_model(args, device)
+    w = args.guidance_w
+    labels = [k % num_classes for k in range(max(images, reference_images))]
+    seeds = [derive_seed(0, k) for k in range(len(labels))]
+
+    def timed(sampler: str, steps: int | None, bf16: bool, n: int) -> tuple[torch.Tensor, float, int]:
+        run = build_sampler(unet, schedule, sampler, steps, w, bf16=bf16)
+        warm_up = build_sampler(unet, schedule, "ddim", 2, w, bf16=bf16)  # the same network calls, 2 steps
+        warm_up(labels[: min(n, batch)], seeds[: min(n, batch)])  # kernels loaded and chosen, memory pooled
+        tic = time.perf_counter()
+        out = torch.cat([run(labels[k : min(k + batch, n)], seeds[k : min(k + batch, n)])
+                         for k in range(0, n, batch)])
+        return out, n / (time.perf_counter() - tic), run.steps * (2 if w else 1)  # uint8 on the CPU: synced
+
+    rows, out = [], {}
+    settings = [(args.sampler, args.steps, False, images)] + ([(args.sampler, args.steps, True, images)] if cuda else [])
+    for sampler, steps, bf16, n in [*settings, ("ddpm", None, False, reference_images)]:
+        out[sampler, bf16], images_s, nfe = timed(sampler, steps, bf16, n)
+        rows.append({"sampler": sampler, "precision": "bf16" if bf16 else "fp32", "nfe_per_image": nfe, "images": n,
+                     "images_per_s": images_s})
+    reference = rows[-1]["images_per_s"]
+    print(f"\n{what}, w = {w} (ho), batch {batch}, device {describe(device)}")
+    print(f"{'sampler':<10} {'precision':<9} {'NFE/image':>9} {'images':>7} {'images/s':>10} {'vs DDPM-1000':>13}")
+    for r in rows:
+        r["speedup_vs_reference"] = r["images_per_s"] / reference
+        print(f"{r['sampler']:<10} {r['precision']:<9} {r['nfe_per_image']:>9d} {r['images']:>7d} "
+              f"{r['images_per_s']:>10.3g} {r['speedup_vs_reference']:>12.1f}x")
+    fp32 = out[args.sampler, False]
+    half = len(fp32) // 2
+    other_seeds = (fp32[:half].int() - fp32[half : 2 * half].int()).abs().float().mean().item()
+    summary = {"rows": rows, "mean_abs_diff_other_seeds": other_seeds}
+    if cuda:
+        diff = (out[args.sampler, True].int() - fp32.int()).abs().float()
+        off = 100 * (diff > 8).float().mean().item()
+        summary.update(mean_abs_diff_bf16_fp32=diff.mean().item(), pct_pixels_off_by_8=off)
+        print(f"bf16 vs fp32, same seeds: mean |Δpixel| {diff.mean():.2f} grey levels, {off:.2f} % of pixels off "
+              f"by > 8 (two different seeds: {other_seeds:.1f})")
+    else:
+        print(f"bf16: CUDA only (the CPU samples in fp32); two different seeds differ by {other_seeds:.1f} grey levels")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+
+
+def _speed_model(args: argparse.Namespace, device: torch.device):
+    """(unet, noise schedule, classes, description): a trained generator, or a random UNet of --model-size."""
+    if args.generator:
+        gen = load_generator(args.generator, device)
+        return gen.unet, gen.noise_schedule, gen.num_classes, f"generator {args.generator}"
+    size = args.model_size or ("small" if device.type == "cuda" else "tiny")
+    with forked_rng(0):
+        unet = build_unet(size, 10, 3, (32, 32)).to(device).eval().requires_grad_(False)
+    params = sum(p.numel() for p in unet.parameters()) / 1e6
+    return unet, CFGTrainConfig().noise_schedule(), 10, f"random {size} UNet ({params:.1f}M, 3x32x32, 10 classes)"
 
 
 def _train_tiny(train: ImageSet, workdir: Path, device: torch.device) -> Path:

@@ -3,6 +3,7 @@ the rebalancer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 
@@ -23,6 +24,7 @@ from diffbalance.generate.cfg.sampling import build_sampler, make_cfg_scheduler,
 from diffbalance.generate.cfg.train import train_generator
 from diffbalance.generate.cfg.unet import build_unet, crop_images, null_class, pad_images
 from diffbalance.generate.guidance import guide, ho_weight, sd_scale
+from diffbalance.generate.schedulers import make_scheduler
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import fill, read_manifest
 
@@ -170,9 +172,52 @@ def test_cfg_schedulers_use_only_the_forward_process():
     }
     for name, want in expected.items():
         got = make_cfg_scheduler(name, saved)
-        assert type(got) is type(want)
+        assert isinstance(got, type(want)) and type(got).__name__ == type(want).__name__  # dpmpp*: the clamp below
         assert _settings(got) == _settings(want), name
     assert make_cfg_scheduler("dpmpp", saved).config.timestep_spacing == "linspace"  # DDPM's "leading" not leaked
+
+
+def reference_images(unet, sampler: str, steps: int | None, w: float, labels, seeds) -> torch.Tensor:
+    """The sampler as first written: stock diffusers schedulers (DPM-Solver's thresholding by a per-step quantile),
+    timesteps on the model's device, per-image CPU generators. The speed-ups must not move a CPU image."""
+    from diffusers import DDIMScheduler as DDIM, DDPMScheduler as DDPM, DPMSolverMultistepScheduler as DPM
+
+    scheduler = {"ddpm": lambda: DDPM(**SCHEDULE, clip_sample=True),
+                 "ddim": lambda: DDIM(**SCHEDULE, clip_sample=True, timestep_spacing="trailing"),
+                 "dpmpp": lambda: DPM(**SCHEDULE, algorithm_type="dpmsolver++", solver_order=2, thresholding=True,
+                                      sample_max_value=1.0),
+                 "dpmpp-sde": lambda: DPM(**SCHEDULE, algorithm_type="sde-dpmsolver++", solver_order=2,
+                                          thresholding=True, sample_max_value=1.0)}[sampler]()
+    scheduler.set_timesteps(steps or SCHEDULE["num_train_timesteps"], device=CPU)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    x = torch.stack([torch.randn((1, 8, 8), generator=g) for g in gens])
+    labels = torch.tensor(labels)
+    options = {"generator": gens} if sampler in ("ddpm", "dpmpp-sde") else {}
+    options.update({"eta": 0.0, "use_clipped_model_output": True} if sampler == "ddim" else {})
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            eps = unet(torch.cat([x, x]), t, class_labels=torch.cat([labels, torch.full_like(labels, 3)])).sample
+            x = scheduler.step(guide(*eps.chunk(2), w), t, x, **options).prev_sample
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddpm", None), ("ddim", 3), ("dpmpp", 3), ("dpmpp-sde", 3)])
+def test_cpu_images_are_those_of_the_plain_diffusers_loop(sampler, steps, monkeypatch):
+    unet, labels, seeds = tiny_unet(), [0, 1, 2], [5, 6, 7]
+    want = reference_images(unet, sampler, steps, 2.0, labels, seeds)
+    monkeypatch.setattr(torch, "quantile", lambda *a, **k: pytest.fail("a per-step quantile"))
+    got = build_sampler(unet, SCHEDULE, sampler, steps, 2.0, bf16=True)(labels, seeds)  # bf16: CUDA only
+    assert torch.equal(got, want)
+
+
+def test_thresholding_at_one_is_the_clamp_it_amounts_to():
+    scheduler = make_cfg_scheduler("dpmpp", SCHEDULE)
+    stock = DPMSolverMultistepScheduler(**SCHEDULE, thresholding=True, sample_max_value=1.0)
+    x0 = 3 * torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(scheduler._threshold_sample(x0), stock._threshold_sample(x0))
+    assert torch.equal(scheduler._threshold_sample(x0), x0.clamp(-1, 1))
+    wider = make_scheduler("dpmpp", SCHEDULE, thresholding=True, sample_max_value=2.0)  # a real quantile: left alone
+    assert type(wider) is DPMSolverMultistepScheduler
 
 
 def test_steps_beyond_the_schedule_are_an_error():
@@ -200,6 +245,17 @@ def test_ddpm_loss_draws_labels_then_t_then_noise():
     assert torch.equal(seen["c"], torch.where(drop, 3, labels)) and torch.equal(seen["t"], t)
     assert torch.equal(seen["x_t"], a.sqrt() * x0 + (1 - a).sqrt() * eps)
     assert torch.equal(loss, eps.square().mean())  # ‖ε − 0‖²
+
+
+def test_ddpm_loss_of_equal_parts_averages_to_the_whole_batch():
+    model = tiny_unet()  # what DDP relies on: every rank draws for the whole batch, then evaluates its part
+    x0, labels = torch.rand(6, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 2, 0, 1, 2])
+    alphas = DDPMScheduler(**SCHEDULE).alphas_cumprod
+
+    def loss(part=slice(None)):
+        return ddpm_loss(model, x0, labels, 3, alphas, 0.5, torch.Generator().manual_seed(7), part)
+
+    assert torch.allclose((loss(slice(0, 3)) + loss(slice(3, 6))) / 2, loss(), rtol=1e-6)
 
 
 # --- training and the generator folder ------------------------------------------------------------
@@ -257,6 +313,37 @@ def test_changed_config_does_not_resume(trained, tmp_path):
     data, _, out = trained
     with pytest.raises(DiffbalanceError, match="other settings"):
         train_generator(data, CFGTrainConfig(**{**TINY, "lr": 1e-4}), out, CPU, progress=False)
+
+
+def test_one_permutation_per_epoch_and_a_loss_read_every_n_steps(monkeypatch, tmp_path):
+    data, perms, shown = toy_set(), [], []  # 24 images, batch 8: 4 steps cover epochs 0 and 1
+    real_randperm = torch.randperm
+    monkeypatch.setattr(torch, "randperm", lambda *a, **k: perms.append(a[0]) or real_randperm(*a, **k))
+
+    @contextlib.contextmanager
+    def bar(description, total, enabled=True):
+        yield lambda n=1, **fields: shown.append(sorted(fields))
+
+    monkeypatch.setattr(train_module, "progress_bar", bar)
+    monkeypatch.setattr(train_module, "LOSS_EVERY_STEPS", 2)
+    train_generator(data, CFGTrainConfig(**{**TINY, "train_steps": 5}), tmp_path, CPU)
+    assert perms == [24, 24]
+    assert shown == [[], [], ["img_s", "loss"], [], ["img_s", "loss"], ["img_s", "loss"]]  # start, steps 1..5
+
+
+def test_batch_defaults_by_model_size():
+    assert CFGTrainConfig().batch_size == 32 and CFGTrainConfig(model_size="small").batch_size == 128
+    assert CFGTrainConfig(model_size="paper", batch_size=64).batch_size == 64
+    assert CFGTrainConfig.from_dict(CFGTrainConfig(model_size="paper").to_dict()).batch_size == 128
+    with pytest.raises(DiffbalanceError, match="batch_size"):
+        CFGTrainConfig(batch_size=-1)
+
+
+def test_compile_is_ignored_on_the_cpu(trained, tmp_path):
+    data, final, _ = trained
+    again = train_generator(data, CFGTrainConfig(**TINY), tmp_path, CPU, progress=False, compile=True)
+    a, b = weights(final), weights(again)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_config_rejects_unknown_keys_bad_values_and_round_trips():

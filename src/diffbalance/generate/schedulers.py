@@ -11,12 +11,21 @@ The base config says which forward process (β schedule, T, prediction type) the
 `cfg` rebalancer passes only those keys of its training scheduler, `ldm` its model's whole saved scheduler config
 (so SD's timestep spacing and offsets carry over). Sampler options the caller wants on top go in `options`.
 A scheduler keeps state while sampling (DPM-Solver's past outputs): build a new one for every batch.
+
+Dynamic thresholding (Saharia et al. 2022, Imagen; diffusers' `thresholding`) clips x̂_0 to ±s with
+s = clamp(quantile(|x̂_0|, ratio), 1, sample_max_value) per image: at sample_max_value = 1, s ≡ 1 and it is the
+plain clamp(−1, 1) of `clip_sample`. The schedulers made here do exactly that clamp then, not a per-step quantile
+(a sort of every image at every step); the numbers are the same.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
 
 SchedulerName = Literal["ddpm", "ddim", "dpmpp", "dpmpp-sde", "euler_a", "default"]
 
@@ -49,4 +58,20 @@ def make_scheduler(name: SchedulerName, base_config: Mapping[str, Any], **option
         cls_name, fixed = KINDS[name]
     else:
         raise ValueError(f"unknown scheduler {name!r}; use one of {', '.join([*KINDS, 'default'])}")
-    return getattr(diffusers, cls_name).from_config({**dict(base_config), **fixed, **options})
+    config = {**dict(base_config), **fixed, **options}
+    cls = getattr(diffusers, cls_name)
+    if config.get("thresholding") and float(config.get("sample_max_value", 1.0)) == 1.0:
+        cls = _clamped(cls)
+    return cls.from_config(config)
+
+
+def _clamp_unit(self, sample: torch.Tensor) -> torch.Tensor:
+    """Dynamic thresholding at sample_max_value = 1: s = clamp(quantile, 1, 1) = 1, so clamp(x̂_0, −1, 1) / 1."""
+    return sample.clamp(-1, 1)
+
+
+@functools.cache
+def _clamped(cls: type) -> type:
+    """`cls` (same name, same config) whose thresholding at sample_max_value = 1 is the clamp it amounts to."""
+    return type(cls.__name__, (cls,), {"_threshold_sample": _clamp_unit, "__module__": __name__,
+                                       "__doc__": f"{cls.__name__} with thresholding at ±1 as a clamp."})

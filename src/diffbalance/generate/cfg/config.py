@@ -1,9 +1,11 @@
 """Training configuration of the class-conditional diffusion model (one frozen config section, saved beside every
 checkpoint). The noise schedule defaults to the paper's DDPM (linear β 1e-4…0.02, T = 1000); the other defaults
 suit the CPU demo (tiny model, Fashion-MNIST, a few minutes on 2 cores), which also switches to the cosine schedule.
+The batch defaults by model size: 32 for tiny (the CPU demo), 128 for the GPU sizes small and paper (DDPM's).
 
-`to_dict()` is hashed into the name of an on-the-fly generator's folder (`cfg-generator-<key>`): field names,
-defaults and order are part of that contract.
+`to_dict()` is hashed into the name of an on-the-fly generator's folder (`cfg-generator-<key>`), compared by a
+resume (train_config.json) and part of a cfg fill's identity: field names, defaults and order are part of that
+contract. Options that change speed but not the weights (device, `compile`) are arguments of `train_generator`.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ from typing import Any, Literal
 from diffbalance.configs import Config
 
 
+# the global batch when batch_size is 0: the tiny CPU model keeps 32 (the demo's runs and their folder keys);
+# the GPU sizes take DDPM's 128 (Ho et al. 2020, CIFAR-10), a batch that keeps an H100 busy
+DEFAULT_BATCH = {"tiny": 32, "small": 128, "paper": 128}
+
+
 @dataclass(frozen=True)
 class CFGTrainConfig(Config):
     model_size: Literal["tiny", "small", "paper"] = "tiny"  # tiny (CPU demo/tests) | small (~10M) | paper (35.7M DDPM)
     block_out_channels: tuple[int, ...] = ()  # override the size's channels per level (tests); () = the size's
     layers_per_block: int = 0  # override the size's res blocks per level; 0 = the size's
     train_steps: int = 1000  # optimiser steps in total
-    batch_size: int = 32  # images per optimiser step
+    batch_size: int = 0  # images per optimiser step over all processes (DDP); 0 = the size's (DEFAULT_BATCH)
     lr: float = 2e-3  # peak AdamW learning rate (after the warmup); the tiny model tolerates a large one
     warmup_steps: int = 50  # linear learning-rate warmup from 0 to lr
     weight_decay: float = 0.0  # AdamW decoupled weight decay
@@ -39,11 +46,16 @@ class CFGTrainConfig(Config):
     seed: int = 0  # seeds initial weights, batch order, label dropout, timesteps and noise
     bf16: bool = True  # bf16 autocast (CUDA only; the CPU path stays fp32)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.batch_size == 0:  # resolved here, so to_dict() and train_config.json carry the number used
+            object.__setattr__(self, "batch_size", DEFAULT_BATCH[self.model_size])
+
     def validate(self) -> None:
         self.require(all(c >= 1 for c in self.block_out_channels), "block_out_channels", "positive channel counts")
         self.require(self.layers_per_block >= 0, "layers_per_block", "≥ 0 (0 = the size's)")
         self.require(self.train_steps >= 1, "train_steps", "at least 1")
-        self.require(self.batch_size >= 1, "batch_size", "at least 1")
+        self.require(self.batch_size >= 0, "batch_size", "at least 1 (or 0 for the model size's default)")
         self.require(self.lr > 0, "lr", "positive")
         self.require(self.weight_decay >= 0, "weight_decay", "≥ 0")
         self.require(0 <= self.p_uncond < 1, "p_uncond", "in [0, 1)")

@@ -8,30 +8,41 @@ Samplers, all built by `generate.schedulers.make_scheduler` over the training fo
     dpmpp-sde  its SDE variant: stochastic like DDPM, ~20 steps. At the paper's strong guidance (w = 7.5) the
            deterministic solvers (ddim, dpmpp) lose class consistency that ancestral DDPM keeps; the stochastic
            variant keeps it (benchmarks/sampling.py), so it is the cfg rebalancer's default.
-Image k's initial noise and every per-step noise draw come from its own CPU torch.Generator seeded with seeds[k],
-so image k is the same at any batch size and on any device (EDM's per-image seeds).
+Image k's initial noise and every per-step noise draw come from its own torch.Generator seeded with seeds[k], on
+the model's device (EDM's per-image seeds): image k is the same at any batch size. On the CPU these are the CPU
+generators diffbalance has always used (the same images as before); on CUDA they are CUDA generators (Philox), so
+the noise is drawn where it is used, but a GPU image is not the CPU image of the same seed.
+
+Speed without changing a CPU image: the scheduler keeps its timesteps and coefficients on the host, so nothing
+in the loop waits for the GPU (the only sync is the copy of the finished images); the network gets its timestep
+from one device copy of the schedule; DPM-Solver's thresholding at ±1 is a clamp, not a per-step quantile
+(generate.schedulers). `bf16=True` runs ε_θ under bf16 autocast on CUDA (the CPU stays fp32); eq. 8 and the
+scheduler still run in fp32.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from diffusers import UNet2DModel
+from diffusers.models.unets.unet_2d import UNet2DOutput
 
+from diffbalance.device import fast_gpu_path
 from diffbalance.errors import DiffbalanceError
 from diffbalance.generate.cfg.guidance import GuidedEpsilon
 from diffbalance.generate.cfg.unet import crop_images, null_class, unet_sample_size
 from diffbalance.generate.schedulers import forward_process, make_scheduler
-from diffbalance.seeding import generators
+from diffbalance.seeding import generator
 
 Sampler = Literal["ddpm", "ddim", "dpmpp", "dpmpp-sde"]
 SAMPLERS = ("ddpm", "ddim", "dpmpp", "dpmpp-sde")
 STOCHASTIC = ("ddpm", "dpmpp-sde")  # samplers that draw fresh noise at every step
-# x̂_0 is clipped to [-1, 1] by every sampler (for DPM-Solver: dynamic thresholding with max 1): near t = T of the
-# cosine schedule ᾱ_t ≈ 0 and the unclipped x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t explodes into speckle
+# x̂_0 is clipped to [-1, 1] by every sampler (for DPM-Solver: dynamic thresholding with max 1, i.e. a clamp): near
+# t = T of the cosine schedule ᾱ_t ≈ 0 and the unclipped x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t explodes into speckle
 SCHEDULER_OPTIONS: dict[str, dict[str, Any]] = {
     "ddpm": {"clip_sample": True},
     "ddim": {"clip_sample": True, "timestep_spacing": "trailing"},
@@ -59,9 +70,14 @@ def sampling_steps(sampler: Sampler, num_inference_steps: int | None, num_train_
     return int(num_inference_steps)
 
 
+def image_generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generator]:
+    """One generator per image, on `device`: image k's noise depends on seeds[k] alone."""
+    return [generator(s, device) for s in seeds]
+
+
 def initial_latents(gens: Sequence[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
-    """x_T ~ N(0, I), image k from gens[k] alone: (B, *shape) on the CPU."""
-    return torch.stack([torch.randn(shape, generator=g) for g in gens])
+    """x_T ~ N(0, I), image k from gens[k] alone: (B, *shape) on the generators' device."""
+    return torch.stack([torch.randn(shape, generator=g, device=g.device) for g in gens])
 
 
 @torch.no_grad()
@@ -73,14 +89,23 @@ def sample(
     gens: Sequence[torch.Generator] | None = None,  # per-image generators, for stochastic samplers
     **step_options: Any,  # extra arguments of scheduler.step (e.g. DDIM's eta)
 ) -> torch.Tensor:
-    """x_0 (B, C, H, W) in the model's range [-1, 1], by the scheduler's reverse process driven by ε̃."""
+    """x_0 (B, C, H, W) in the model's range [-1, 1], by the scheduler's reverse process driven by ε̃. Give the
+    scheduler its timesteps on the CPU: its step arithmetic then stays on the host and never waits for the GPU."""
     if gens is not None:
         step_options["generator"] = list(gens)  # per-step noise drawn image by image (randn_tensor with a list)
     x = latents * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
+    net_timesteps = to_device(scheduler.timesteps, latents.device)  # the network's t, indexed on the device
+    for i, t in enumerate(scheduler.timesteps):
         x_in = scheduler.scale_model_input(x, t)
-        x = scheduler.step(eps(x_in, t, class_labels), t, x, **step_options).prev_sample
+        x = scheduler.step(eps(x_in, net_timesteps[i], class_labels), t, x, **step_options).prev_sample
     return x
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`x` on `device`, copied to a GPU from pinned memory without waiting for it (no host sync)."""
+    if device.type != "cuda" or x.device == device:
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -97,21 +122,36 @@ class CFGSampler:
     sampler: Sampler
     steps: int  # denoising steps actually run
     image_size: tuple[int, int] | None = None  # crop the UNet's (padded) size back to this; None keeps it
+    bf16: bool = False  # ε_θ under bf16 autocast (CUDA only; the CPU stays fp32); eq. 8 and the scheduler in fp32
 
     def __call__(self, class_labels: Sequence[int], seeds: Sequence[int]) -> torch.Tensor:
         """uint8 images (B, C, H, W) on the CPU, image k of class class_labels[k] from seeds[k] alone."""
         unet = self.eps.unet
         device = next(unet.parameters()).device
-        labels = torch.as_tensor(class_labels, dtype=torch.long, device=device)
+        labels = to_device(torch.as_tensor(class_labels, dtype=torch.long), device)
         if len(labels) != len(seeds):
             raise ValueError(f"{len(labels)} labels for {len(seeds)} seeds")
         scheduler = make_cfg_scheduler(self.sampler, self.noise_schedule)  # new per batch: no state carried over
-        scheduler.set_timesteps(self.steps, device=device)
-        gens = generators(seeds)  # CPU generators: the same numbers on every device
-        latents = initial_latents(gens, (unet.config.in_channels, *unet_sample_size(unet))).to(device)
-        x = sample(self.eps, latents, labels, scheduler, gens if self.sampler in STOCHASTIC else None,
+        scheduler.set_timesteps(self.steps)  # on the CPU (see `sample`)
+        gens = image_generators(seeds, device)
+        latents = initial_latents(gens, (unet.config.in_channels, *unet_sample_size(unet)))
+        eps = dataclasses.replace(self.eps, unet=Bf16(unet)) if self.bf16 and fast_gpu_path(device) else self.eps
+        x = sample(eps, latents, labels, scheduler, gens if self.sampler in STOCHASTIC else None,
                    **STEP_OPTIONS.get(self.sampler, {}))
         return to_uint8(x if self.image_size is None else crop_images(x, self.image_size))
+
+
+@dataclass(frozen=True, eq=False)
+class Bf16:
+    """ε_θ under bf16 autocast, its output back in fp32: GuidedEpsilon then forms (1 + w)·ε_c − w·ε_u in fp32 (in
+    bf16, 8 mantissa bits, that difference at w = 7.5 would lose a few per cent of ε)."""
+
+    unet: UNet2DModel
+
+    def __call__(self, *args: Any, **kwargs: Any) -> UNet2DOutput:
+        with torch.autocast("cuda", torch.bfloat16):
+            out = self.unet(*args, **kwargs).sample
+        return UNet2DOutput(sample=out.float())
 
 
 def build_sampler(
@@ -121,8 +161,9 @@ def build_sampler(
     num_inference_steps: int | None,
     w: float,
     image_size: tuple[int, int] | None = None,
+    bf16: bool = False,
 ) -> CFGSampler:
-    """A CFGSampler for `unet` (eval mode, on its device) with Ho's guidance weight `w`."""
+    """A CFGSampler for `unet` (eval mode, on its device) with Ho's guidance weight `w`; `bf16` on CUDA only."""
     steps = sampling_steps(sampler, num_inference_steps, int(noise_schedule["num_train_timesteps"]))
     return CFGSampler(GuidedEpsilon(unet, null_class(unet), float(w)), dict(noise_schedule), sampler, steps,
-                      None if image_size is None else tuple(image_size))
+                      None if image_size is None else tuple(image_size), bool(bf16))

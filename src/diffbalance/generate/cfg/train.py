@@ -1,11 +1,20 @@
 """Train the class-conditional ε-network on the (imbalanced) training set.
 
 The loss is paper eq. 7 with label dropout (cfg/loss.py). AdamW with linear warmup, gradient clipping, an EMA of
-the weights (the EMA network is what gets sampled), bf16 autocast on CUDA only.
+the weights (the EMA network is what gets sampled); on CUDA bf16 autocast, fused AdamW and (`compile=True`) a
+compiled UNet, the CPU path plain fp32.
 
-Every random draw of step k (batch, flips, dropped labels, t, ε, dropout) comes from seed derive_seed(seed, k)
-and the epoch order from derive_seed(seed, "epoch", e): a run resumed from checkpoint-k continues exactly as
+Every random draw of step k (flips, dropped labels, t, ε) comes from seed derive_seed(seed, k) and the epoch order
+from derive_seed(seed, "epoch", e), one permutation per epoch: a run resumed from checkpoint-k continues exactly as
 the uninterrupted run would have, and the same seed gives the same weights on the CPU.
+
+Several processes (torchrun; diffbalance.distributed): every rank calls `train_generator` alike and trains one
+DistributedDataParallel model. `batch_size` is the global batch: every rank builds the same global batch and the
+same draws for all of it, then evaluates its own equal slice (`local_slice`); DDP averages the gradients, so the
+update, the clipping and the EMA are world size 1's up to float round-off, and a checkpoint written at any world
+size resumes at any other. UNet dropout (the paper size's 0.1) is drawn per rank, so that equality holds only
+with dropout 0. Rank 0 alone writes the folder (and shows the progress bar); the others wait for it and get its
+one-line error if it fails.
 
 Output folder = the generator's pipeline folder (cfg/generator.py), plus:
     train_config.json               the resolved CFGTrainConfig (written first; a resume must match it)
@@ -26,7 +35,9 @@ from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler
+from torch.nn.parallel import DistributedDataParallel
 
+from diffbalance import distributed
 from diffbalance.atomic import atomic_path, ensure_writable_dir, write_json
 from diffbalance.checkpoint import load_training_state, save_training_state
 from diffbalance.data.imageset import ImageSet
@@ -41,6 +52,7 @@ from diffbalance.progress import progress_bar
 from diffbalance.seeding import derive_seed, forked_rng, generator
 
 TRAIN_STATE = "train_state"
+LOSS_EVERY_STEPS = 25  # the progress bar's loss: the mean over this many steps, read without waiting for the GPU
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
@@ -55,61 +67,157 @@ def train_generator(
     device: DeviceLike = "auto",
     progress: bool = True,
     resume: bool = True,
+    *,
+    compile: bool = False,
 ) -> Path:
-    """Train (or resume, or reuse a finished run in `out_dir`) and return the generator's pipeline folder (out_dir)."""
+    """Train (or resume, or reuse a finished run in `out_dir`) and return the generator's pipeline folder (out_dir).
+    Under torchrun every rank calls it with the same arguments and gets the same folder back, once it is complete.
+    `compile`: torch.compile the UNet on CUDA (ignored on the CPU). Like the device it changes the speed, not the
+    weights beyond round-off, so it is a run option, outside the config, the folder's key and the resume check."""
     device = resolve_device(device)
-    out_dir = ensure_writable_dir(Path(out_dir))
-    _check_or_write_config(out_dir, config, train, resume)
-    if is_finished(out_dir) or _finish_legacy_run(out_dir):
-        return out_dir
+    d = distributed.current()
+    part = distributed.local_slice(config.batch_size, d)  # this rank's images of every global batch
+    out_dir = Path(out_dir)
+    if distributed.on_main(lambda: _start_folder(out_dir, config, train, resume)):
+        return out_dir  # finished before (every rank was told by rank 0)
     with forked_rng(config.seed):  # diffusers initialises from the global RNG: seed a forked copy (CPU, then moved)
         model = build_unet(config.model_size, train.num_classes, train.channels, train.image_size,
                            config.block_out_channels, config.layers_per_block, config.dropout).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    fast = fast_gpu_path(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                            **({"fused": True} if fast else {}))
     start = _restore_latest(out_dir, model, ema, opt) if resume else 0
+    net = _network(model, device, d, compile=compile and fast)
     alphas_cumprod = DDPMScheduler(**config.noise_schedule()).alphas_cumprod.to(device)  # ᾱ_t, (T,)
     images = to_model_range(train.images).to(device)  # (N, C, H, W) in [-1, 1]
     labels = train.labels.to(device)
+    order = EpochOrder(len(images), config.seed, device)
     size = unet_sample_size(model)
-    autocast = torch.autocast("cuda", torch.bfloat16) if config.bf16 and fast_gpu_path(device) else contextlib.nullcontext()
+    autocast = torch.autocast("cuda", torch.bfloat16) if config.bf16 and fast else contextlib.nullcontext()
+    has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
     model.train()
-    with progress_bar("train cfg generator", config.train_steps, progress) as advance:
+    with progress_bar("train cfg generator", config.train_steps, progress and d.is_main) as advance:
         advance(start)
+        meter = LossMeter(device)
         tic, seen = time.perf_counter(), 0
         for step in range(start, config.train_steps):
-            x0, c = _batch(images, labels, step, config)
-            gen = generator(derive_seed(config.seed, step), device)
-            x0 = pad_images(x0, size)
-            if config.horizontal_flip:
-                flip = torch.rand(len(x0), generator=gen, device=device) < 0.5
-                x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-            # UNet dropout draws from the global RNG: fork it and seed it per step
-            with forked_rng(derive_seed(config.seed, step, "dropout"), device), autocast:
-                loss = ddpm_loss(model, x0, c, null_class(model), alphas_cumprod, config.p_uncond, gen)  # eq. 7
+            idx = order.batch(step, config.batch_size)  # (B,) the global batch, the same on every rank
+            x0, c, gen = _global_batch(images[idx], labels[idx], size, config, step)
+            # UNet dropout draws from the global RNG: fork it and seed it per step (and per rank)
+            dropout_rng = forked_rng(_dropout_seed(config.seed, step, d.rank), device) if has_dropout else None
+            with dropout_rng or contextlib.nullcontext(), autocast:
+                loss = ddpm_loss(net, x0, c, null_class(model), alphas_cumprod, config.p_uncond, gen, part)  # eq. 7
             _optimizer_step(model, opt, loss, config, step)
             _ema_update(ema, model, config.ema_decay, step)
-            seen += len(x0)
-            done = step + 1
-            advance(1, loss=loss.item(), img_s=seen / (time.perf_counter() - tic))
+            meter.add(loss)
+            seen, done = seen + len(x0), step + 1
+            if done % LOSS_EVERY_STEPS == 0 or done == config.train_steps:
+                meter.send()
+            advance(1, **meter.fields(img_s=seen / (time.perf_counter() - tic)))
             if done == config.train_steps or (config.checkpoint_every_steps and done % config.checkpoint_every_steps == 0):
-                _save_checkpoint(out_dir, done, model, ema, opt, generator_info(train, config, ema, done), config)
-    save_generator(out_dir, ema, DDPMScheduler(**config.noise_schedule()),
-                   generator_info(train, config, ema, config.train_steps))
+                info = generator_info(train, config, ema, done)
+                distributed.on_main(lambda: _save_checkpoint(out_dir, done, model, ema, opt, info, config), share=False)
+    distributed.on_main(lambda: save_generator(out_dir, ema, DDPMScheduler(**config.noise_schedule()),
+                                               generator_info(train, config, ema, config.train_steps)), share=False)
     return out_dir
 
 
-def _batch(images: torch.Tensor, labels: torch.Tensor, step: int, config: CFGTrainConfig):
-    """Batch `step`: the next slice of a per-epoch seeded permutation (a batch may run into the next epoch)."""
-    n, b = len(images), config.batch_size
-    parts, pos = [], step * b
-    while pos < (step + 1) * b:
-        epoch, offset = divmod(pos, n)
-        perm = torch.randperm(n, generator=generator(derive_seed(config.seed, "epoch", epoch)))
-        parts.append(perm[offset : offset + (step + 1) * b - pos])
-        pos += len(parts[-1])
-    idx = torch.cat(parts).to(images.device)
-    return images[idx], labels[idx]
+def _start_folder(out_dir: Path, config: CFGTrainConfig, train: ImageSet, resume: bool) -> bool:
+    """Rank 0: check or write train_config.json; whether the run in `out_dir` is already finished."""
+    ensure_writable_dir(out_dir)
+    _check_or_write_config(out_dir, config, train, resume)
+    return is_finished(out_dir) or _finish_legacy_run(out_dir)
+
+
+def _network(model: torch.nn.Module, device: torch.device, d: distributed.Dist, compile: bool) -> torch.nn.Module:
+    """What the loss calls: `model` itself, or DDP over it (it averages the gradients of the ranks' slices),
+    compiled on request. The optimiser, the EMA and the checkpoints keep using `model`."""
+    net = model
+    if d.active:  # DDP broadcasts rank 0's weights; every rank built or restored the same ones anyway
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(net) if compile else net
+
+
+def _global_batch(images: torch.Tensor, labels: torch.Tensor, size: tuple[int, int], config: CFGTrainConfig,
+                  step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+    """Batch `step` (padded, half of it flipped) and the generator of its draws: the flips first, then the
+    loss's (every rank makes the same draws for the whole global batch)."""
+    gen = generator(derive_seed(config.seed, step), images.device)
+    x0 = pad_images(images, size)
+    if config.horizontal_flip:
+        flip = torch.rand(len(x0), generator=gen, device=x0.device) < 0.5
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+    return x0, labels, gen
+
+
+def _dropout_seed(seed: int, step: int, rank: int) -> int:
+    """The global-RNG seed of step `step`'s dropout masks on `rank` (rank 0's is the single-process one)."""
+    return derive_seed(seed, step, "dropout") if rank == 0 else derive_seed(seed, step, "dropout", rank)
+
+
+class EpochOrder:
+    """The data order: one seeded permutation per epoch (drawn once, on the CPU so every device gets the same
+    order, then kept on the device); batch k is positions [k·B, (k+1)·B) of the epochs laid end to end (a batch may
+    run into the next epoch)."""
+
+    def __init__(self, n: int, seed: int, device: torch.device):
+        self.n, self.seed, self.device = n, seed, device
+        self._perms: dict[int, torch.Tensor] = {}  # epoch → (n,) permutation on the device
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}  # the batch's earlier epoch stays
+            perm = torch.randperm(self.n, generator=generator(derive_seed(self.seed, "epoch", epoch)))
+            self._perms[epoch] = perm.to(self.device)
+        return self._perms[epoch]
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        """(batch_size,) int64 indices of batch `step`, on the device."""
+        parts, pos, end = [], step * batch_size, (step + 1) * batch_size
+        while pos < end:
+            epoch, offset = divmod(pos, self.n)
+            parts.append(self._perm(epoch)[offset : offset + end - pos])
+            pos += len(parts[-1])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+class LossMeter:
+    """The progress bar's loss without a host sync per step: losses are summed on the device; `send` starts an
+    asynchronous copy of their mean to pinned host memory; `fields` shows the latest mean that has landed (on the
+    CPU at once, on CUDA once its copy has finished: the bar lags by up to LOSS_EVERY_STEPS steps)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.total, self.count = torch.zeros((), device=device), 0
+        self.host = torch.zeros((), pin_memory=self.cuda)
+        self.landed: torch.cuda.Event | None = None
+        self.shown: float | None = None
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.detach().float()
+        self.count += 1
+
+    def send(self) -> None:
+        if not self.count:
+            return
+        self.host.copy_(self.total / self.count, non_blocking=self.cuda)
+        self.total.zero_()  # queued after the copy on the same stream
+        self.count = 0
+        if self.cuda:
+            self.landed = torch.cuda.Event()
+            self.landed.record()
+        else:
+            self.shown = float(self.host)
+
+    def fields(self, **more: float) -> dict[str, float]:
+        """{} between reports; {"loss": …, **more} once a mean has landed since the last call."""
+        if self.landed is not None and self.landed.query():
+            self.shown, self.landed = float(self.host), None
+        if self.shown is None:
+            return {}
+        shown, self.shown = self.shown, None
+        return {"loss": shown, **more}
 
 
 def _optimizer_step(model, opt, loss: torch.Tensor, config: CFGTrainConfig, step: int) -> None:
@@ -157,14 +265,20 @@ def _checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _restore_latest(out_dir: Path, model, ema, opt) -> int:
-    """Load the newest complete checkpoint into model/ema/opt; returns its step (0 when there is none)."""
-    checkpoints = _checkpoints(out_dir)
+    """Load the newest complete checkpoint into model/ema/opt; returns its step (0 when there is none). Rank 0
+    picks the checkpoint, every rank loads it (its weights do not depend on the world size that wrote it)."""
+    checkpoints = distributed.on_main(lambda: _checkpoints(out_dir))
     if not checkpoints:
         return 0
     state_dir = checkpoints[-1][1] / TRAIN_STATE
-    state = legacy.training_state(state_dir) if legacy.is_training_state(state_dir) else load_training_state(state_dir)
-    state.restore({"model": model, "ema": ema}, opt)
-    return int(state.meta["step"])
+
+    def load() -> int:
+        is_legacy = legacy.is_training_state(state_dir)
+        state = legacy.training_state(state_dir) if is_legacy else load_training_state(state_dir)
+        state.restore({"model": model, "ema": ema}, opt)
+        return int(state.meta["step"])
+
+    return distributed.agree(load)
 
 
 def _finish_legacy_run(out_dir: Path) -> bool:
