@@ -26,6 +26,7 @@ def train_generator_command(
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="continue from the latest checkpoint in OUT")] = True,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the UNet (CUDA only)")] = False,
 ) -> None:
     """Train the CFG generator; a later `rebalance --method cfg --params '{"checkpoint": "OUT"}'` samples it."""
     from diffbalance.data.sources import DataConfig
@@ -44,5 +45,5 @@ def train_generator_command(
     imbalance = ImbalanceConfig.from_dict({"profile": profile, "n_min": n_min,
                                            **({"ratio": ratio} if ratio is not None else {})}, path="train-generator")
     data = DataConfig.from_dict({"name": dataset, "root": root}, path="train-generator")
-    final = train_generator_for(data, imbalance, train_config, out, device, resume=resume)
+    final = train_generator_for(data, imbalance, train_config, out, device, resume=resume, compile=compile)
     say(f"generator written to {final}")

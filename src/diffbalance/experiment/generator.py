@@ -21,6 +21,7 @@ def train_generator_for(
     device: DeviceLike = "auto",
     resume: bool = True,
     progress: bool = True,
+    compile: bool = False,
 ) -> Path:
     """Load and cut the training set, record the resolved options in OUT/command.json, train (or resume) the
     generator into OUT; returns the generator folder. Device, output folder, data and profile are checked before
@@ -39,4 +40,4 @@ def train_generator_for(
         distributed.on_main(lambda: write_json(out / "command.json", {
             "data": data.to_dict(), "imbalance": imbalance.to_dict(), "train": config.to_dict(), "resume": resume,
             "device": str(dev), "world_size": distributed.current().world_size, "train_counts": imbalanced.counts()}))
-        return train_generator(imbalanced, config, out, dev, progress=progress, resume=resume)
+        return train_generator(imbalanced, config, out, dev, progress=progress, resume=resume, compile=compile)

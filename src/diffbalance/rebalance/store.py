@@ -41,7 +41,7 @@ from diffbalance.rebalance.registry import build_rebalancer
 
 FILL_FORMAT = 2  # 1: fill.json without "format" (parameters as given, device and batch size included)
 # parameters that never change an image, so a fill may resume under other values
-NOT_IDENTITY = ("sampling_strategy", "device", "batch_size")
+NOT_IDENTITY = ("sampling_strategy", "device", "batch_size", "compile")
 IDENTITY_KEYS = ("method", "params", "seed", "class_names", "image_shape")  # what fill.json pins for a resume
 MANIFEST = "manifest.jsonl"
 MANIFEST_PART = "manifest-rank"  # manifest-rank<r>.jsonl: what rank r of a launched fill finished
@@ -284,10 +284,8 @@ def _check_or_write_header(out_dir: Path, header: dict) -> None:
 
 
 def _saved_identity(old: dict) -> dict:
-    """A saved header with its parameters normalised the way today's rebalancer writes them (older formats
-    stored the parameters as given: rebuild the rebalancer from them)."""
-    if old.get("format") == FILL_FORMAT:
-        return old
+    """A saved header with its parameters normalised the way today's rebalancer writes them: rebuilt through the
+    rebalancer, so a parameter added since (at its default) and older formats (parameters as given) still match."""
     params = {k: v for k, v in old.get("params", {}).items() if k not in NOT_IDENTITY}
     if "guidance_scale" in params:  # format 1 of ldm: diffusers' s = 1 + w (s ≤ 1 is no guidance, i.e. w = 0)
         params["guidance_w"] = max(0.0, float(params.pop("guidance_scale")) - 1.0)

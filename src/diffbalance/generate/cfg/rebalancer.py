@@ -42,7 +42,9 @@ class CFGRebalancer(Rebalancer):
     guidance_convention: Convention = "ho"  # "ho": ε̃ = (1+w)ε_c − wε_u (paper eq. 8) | "sd": the number is s = 1 + w
     sampler: Sampler = "dpmpp-sde"  # ddpm (all T steps) | ddim | dpmpp (DPM-Solver++ 2M, ODE) | dpmpp-sde (its SDE)
     num_inference_steps: int = 20  # denoising steps for ddim/dpmpp (ddpm always runs all T); ≤ T of the generator
-    batch_size: int = 64  # images per sampling batch
+    batch_size: int = 64  # images per sampling batch (512+ keeps a GPU busy; images do not depend on it)
+    bf16: bool = False  # run the UNet under bf16 autocast while sampling (CUDA only; guidance and sampler stay fp32)
+    compile: bool = False  # torch.compile the UNet while training it here (CUDA only; speed, not the weights)
 
     def validate(self) -> None:
         super().validate()
@@ -63,7 +65,8 @@ class CFGRebalancer(Rebalancer):
         if self.checkpoint is None:
             # one folder per training config (and data): other settings never clash with, or reuse, this model
             key = derive_seed(json.dumps(self.train.to_dict(), sort_keys=True), train.counts(), train.images.shape[1:])
-            path = train_generator(train, self.train, Path(workdir) / f"cfg-generator-{key:016x}", device)
+            path = train_generator(train, self.train, Path(workdir) / f"cfg-generator-{key:016x}", device,
+                                   compile=self.compile)
         else:
             path = Path(self.checkpoint)
         self.generator_: CFGGenerator = load_generator(path, device)
@@ -71,9 +74,10 @@ class CFGRebalancer(Rebalancer):
         # the convention is resolved here, once: the sampler only ever sees Ho's w
         self.sampler_ = build_sampler(self.generator_.unet, self.generator_.noise_schedule, self.sampler,
                                       self.num_inference_steps, ho_weight(self.guidance_w, self.guidance_convention),
-                                      self.generator_.image_size)
+                                      self.generator_.image_size, bf16=self.bf16)
         self.record_ = {**guidance_record(self.guidance_w, self.guidance_convention), "sampler": self.sampler,
-                        "steps": self.sampler_.steps, "checkpoint": str(self.generator_.folder)}
+                        "steps": self.sampler_.steps, "checkpoint": str(self.generator_.folder),
+                        **({"unet_precision": "bf16"} if self.bf16 and device.type == "cuda" else {})}
 
     def generate(self, class_index: int, seeds: Sequence[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         num_classes = self.generator_.num_classes
