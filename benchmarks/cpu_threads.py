@@ -20,10 +20,13 @@ import sys
 import time
 
 WORKLOAD = """
-import json, sys, time, torch
+import json, sys, time
 from diffbalance.threads import configure_threads, passive_waiting
 if {policy!r} == "diffbalance":
-    threads = configure_threads()
+    passive_waiting()  # what the CLI does when it starts
+import torch
+if {policy!r} == "diffbalance":
+    threads = configure_threads()  # after passive_waiting() below ran before torch was imported
 else:
     threads = torch.get_num_threads()
 from diffbalance.classify.config import TrainConfig
@@ -44,8 +47,6 @@ BUSY = "while True: pass"
 
 def measure(policy: str, competitors: int, images: int, batch: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
-    if policy == "diffbalance":
-        env["OMP_WAIT_POLICY"] = "PASSIVE"  # what the CLI sets before torch loads
     busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(competitors)]
     try:
         time.sleep(0.5 if competitors else 0)
@@ -66,12 +67,15 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args(argv)
     print(f"cores usable: {len(os.sched_getaffinity(0))}; small_cnn, {args.images} images 1×28×28, batch {args.batch}; "
-          f"best of {args.repeats}")
+          f"best of {args.repeats}, alternating")
     rows = []
     for competitors in (0, args.competitors):
-        for policy in ("torch-default", "diffbalance"):
-            runs = [measure(policy, competitors, args.images, args.batch) for _ in range(args.repeats)]
-            best = max(runs, key=lambda r: r["img_s"])
+        runs: dict[str, list[dict]] = {"torch-default": [], "diffbalance": []}
+        for r in range(args.repeats):  # the policies alternate, so drift on the machine hits both alike
+            for policy in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+                runs[policy].append(measure(policy, competitors, args.images, args.batch))
+        for policy, measured in runs.items():
+            best = max(measured, key=lambda m: m["img_s"])
             rows.append((competitors, policy, best["threads"], best["img_s"]))
     alone = {policy: s for c, policy, _, s in rows if c == 0}
     print(f"{'busy procs':>10} {'policy':>14} {'threads':>7} {'img/s':>8} {'vs alone, default':>18}")

@@ -3,8 +3,9 @@
 PyTorch's CPU kernels run on an OpenMP pool with one thread per core, and OpenMP threads spin while they wait
 for work. When another process holds a core, a spinning pool fights it for the core and every parallel region
 waits for its slowest thread: a 2-core laptop running one other CPU-bound job slowed the demo about 5×.
-Two measures, both overridden by what the user set (OMP_NUM_THREADS, OMP_WAIT_POLICY, DIFFBALANCE_THREADS):
-  - the CLI asks OpenMP to sleep instead of spin while it waits (`passive_waiting`, before torch is imported);
+Two measures, taken when the CLI starts and only when other processes keep cores busy (alone, spinning is ~10 %
+faster), both overridden by what the user set (OMP_NUM_THREADS, OMP_WAIT_POLICY, DIFFBALANCE_THREADS):
+  - OpenMP is asked to sleep instead of spin while it waits (`passive_waiting`, before torch is imported);
   - the pool gets the cores this process may use less those other processes keep busy, at least 1
     (`choose_threads`, from the scheduler affinity and the 1-minute load average).
 benchmarks/cpu_threads.py measures both against PyTorch's defaults, alone and beside a busy process.
@@ -19,8 +20,15 @@ THREADS_ENV = "DIFFBALANCE_THREADS"
 
 
 def passive_waiting() -> None:
-    """Let idle OpenMP threads sleep (read by the OpenMP runtime when torch loads it: call before importing torch)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """When other processes keep cores busy, let idle OpenMP threads sleep (read by the OpenMP runtime when torch
+    loads it: call before importing torch). Remembers the count for `configure_threads`."""
+    global _BUSY
+    _BUSY = busy_cores()
+    if _BUSY > 0:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+_BUSY: int | None = None  # busy cores seen by passive_waiting (the CLI's start), reused by configure_threads
 
 
 def usable_cores() -> int:
@@ -66,6 +74,6 @@ def configure_threads() -> int:
     """Size torch's intra-op pool with `choose_threads`; returns the count."""
     import torch
 
-    n = choose_threads()
+    n = choose_threads(busy=_BUSY)
     torch.set_num_threads(n)
     return n
