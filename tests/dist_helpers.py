@@ -22,16 +22,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _child(rank: int, world_size: int, port: int, fn, args, queue) -> None:
+def join_gloo(rank: int, world_size: int, port: int):
+    """In a started process: the environment torchrun would give rank `rank`, one torch thread (the ranks share the
+    cores), then resolve_device("cpu") joins the gloo group; returns the device."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1", DIFFBALANCE_DIST_TIMEOUT="60")
     import torch
 
-    from diffbalance import distributed
     from diffbalance.device import resolve_device
 
     torch.set_num_threads(1)
-    resolve_device("cpu")  # joins the gloo group
+    return resolve_device("cpu")
+
+
+def _child(rank: int, world_size: int, port: int, fn, args, queue) -> None:
+    from diffbalance import distributed
+
+    join_gloo(rank, world_size, port)
     try:
         queue.put((rank, fn(rank, *args)))
     except BaseException as err:  # noqa: BLE001 — the parent gets the error's type and text

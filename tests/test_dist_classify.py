@@ -7,8 +7,6 @@ BN-free model built only here (standard DDP normalises each rank's slice with it
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -17,11 +15,11 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import diffbalance.classify.train as train_mod
+from dist_helpers import free_port, join_gloo
 from diffbalance import distributed
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.train import train_classifier
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import resolve_device
 from diffbalance.errors import DiffbalanceError
 
 WORLD = 2
@@ -82,10 +80,7 @@ class _Stop(Exception):
 
 def _rank(rank: int, port: int, out: str) -> None:
     """One rank of the job: every case, its results saved to out/rank<r>.pt."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), **{distributed.TIMEOUT_ENV: "60"})
-    torch.set_num_threads(1)  # two ranks on two cores
-    device = resolve_device("cpu")  # joins the gloo group
+    device = join_gloo(rank, WORLD, port)  # two ranks on two cores, one thread each
     assert distributed.current().world_size == WORLD
     real_builder = train_mod.build_classifier
     train_mod.build_classifier = tiny_net
@@ -124,18 +119,12 @@ def _rank(rank: int, port: int, out: str) -> None:
     distributed.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> tuple[list[dict], Path]:
     out = tmp_path_factory.mktemp("ddp")
     # fork, not spawn: the ranks inherit this process's imports (torch, torchvision) and start in a blink; each sets
     # one intra-op thread before any work, so the parent's thread pools do not matter
-    mp.start_processes(_rank, args=(_free_port(), str(out)), nprocs=WORLD, join=True, start_method="fork")
+    mp.start_processes(_rank, args=(free_port(), str(out)), nprocs=WORLD, join=True, start_method="fork")
     return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)], out
 
 

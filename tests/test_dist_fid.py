@@ -2,7 +2,6 @@
 of one process, and rank 0 alone writes the feature cache (fast tier, tiny random extractor)."""
 
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from dist_helpers import free_port, join_gloo
 from diffbalance.data.imageset import ImageSet
 from diffbalance.evaluate.fid import Embedder, FeatureCache, FidConfig, RandomConvFeatures, quality_report
 from diffbalance.evaluate.fid.sharded import extract_features
@@ -61,28 +61,18 @@ def _measure(out: Path) -> dict:
 
 
 def _worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      LOCAL_RANK=str(rank), DIFFBALANCE_DIST_TIMEOUT="60")
-    torch.set_num_threads(1)
     from diffbalance import distributed
-    from diffbalance.device import resolve_device
 
-    assert resolve_device("cpu") == torch.device("cpu") and distributed.current().world_size == WORLD
+    assert join_gloo(rank, WORLD, port) == torch.device("cpu") and distributed.current().world_size == WORLD
     result = _measure(Path(out) / "dist")
     torch.save(result, Path(out) / f"rank{rank}.pt")
     distributed.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
     single = _measure(out / "single")
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     return out, single, ranks

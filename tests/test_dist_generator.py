@@ -6,9 +6,7 @@ writes; an error on rank 0 while writing reaches rank 1 instead of leaving it wa
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from dist_helpers import free_port, join_gloo
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
 from diffbalance.generate.cfg.config import CFGTrainConfig
@@ -36,22 +35,12 @@ def toy_set(n: int = 20) -> ImageSet:
     return ImageSet(images, torch.arange(n) % 3, ("a", "b", "c"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank(rank: int, port: int, root: str) -> None:
     """One process of a 2-process job (the environment torchrun would give it), running every scenario in turn."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank), DIFFBALANCE_DIST_TIMEOUT="60")
-    torch.set_num_threads(1)
     from diffbalance import distributed
-    from diffbalance.device import resolve_device
     from diffbalance.generate.cfg import train as train_module
 
-    device = resolve_device("cpu")  # joins the gloo group
+    device = join_gloo(rank, 2, port)
     out: dict = {"world_size": distributed.current().world_size}
     try:
         try:  # a global batch of 7 does not split over 2 processes

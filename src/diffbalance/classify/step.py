@@ -95,8 +95,9 @@ def train_step(run: Run, idx: torch.Tensor, step: int) -> torch.Tensor:
     if weights is not None:  # the global Σw / P (losses.py): the ranks' averaged gradient is the world-1 gradient
         weight_total = weights.sum() / run.world.world_size
         weights = weights[run.local]
-    if run.fast and cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    if cfg.channels_last:  # a copy with channels_last strides, also for one channel (where .contiguous() keeps NCHW
+        # strides): oneDNN then picks its faster NHWC kernels on the CPU, and one-channel runs stay as before
+        x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.fast and cfg.bf16):
         logits = run.step_model(x)
     loss = run.loss_fn(logits.float(), y, weights, weight_total)

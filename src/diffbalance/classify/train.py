@@ -16,7 +16,7 @@ Under torchrun, stage 1 is data-parallel (DDP, classify.ddp): the global batch, 
 draw are those of one process, each rank trains on its slice, rank 0 writes the checkpoints, and a checkpoint
 resumes at any number of processes. Stage 2 (a linear head) runs whole on every rank, rank 0's head kept.
 On CUDA (`fast_gpu_path`) a step runs in bf16 autocast with channels_last, cudnn autotuning and, with
-`compile`, torch.compile; the CPU path is plain fp32.
+`compile`, torch.compile; the CPU path is plain fp32, its batches channels_last too (`channels_last`).
 """
 
 from __future__ import annotations
