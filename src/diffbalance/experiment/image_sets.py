@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from diffbalance import distributed
 from diffbalance.data.image_folder import ON_CORRUPT, load_image_folder
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.sources import DataConfig, load_train_test
@@ -97,7 +98,9 @@ def compare_image_sets(a_spec: str, b_spec: str, cfg: FidConfig = FidConfig(), d
         from diffbalance.classify.train import TrainedClassifier
 
         domain_model = TrainedClassifier.load(Path(domain_classifier), device)
-    set_a, set_b = load_image_set(a_spec, on_corrupt), load_image_set(b_spec, on_corrupt)
+    # rank 0 first under torchrun (it fills the data cache); every rank then embeds its share of each set
+    set_a, set_b = distributed.main_first(lambda: (load_image_set(a_spec, on_corrupt),
+                                                    load_image_set(b_spec, on_corrupt)))
     skipped = {"skipped_a": set_a.meta.get("unreadable_count", 0), "skipped_b": set_b.meta.get("unreadable_count", 0)}
     return {"a": a_spec, "b": b_spec, **fid(set_a, set_b, cfg, device, domain_model=domain_model),
             "on_corrupt": on_corrupt, **skipped, "config": cfg.to_dict()}
