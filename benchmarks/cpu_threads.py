@@ -66,7 +66,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args(argv)
-    print(f"cores usable: {len(os.sched_getaffinity(0))}; small_cnn, {args.images} images 1×28×28, batch {args.batch}; "
+    print(f"cores usable: {len(os.sched_getaffinity(0))}; small_cnn, {args.images} images 1×28×28, "
+          f"batch {args.batch}; "
           f"best of {args.repeats}, alternating")
     rows = []
     for competitors in (0, args.competitors):

@@ -49,9 +49,9 @@ def worker(args) -> None:
 
         data = tiny_data(20, args.side, args.channels)  # 2 real images per class: every image is a fill image
         per_class = args.images // 10
-        reb = build_rebalancer("cfg", {"checkpoint": args.generator, "sampler": "ddim", "num_inference_steps": args.steps,
-                                       "batch_size": args.batch, "guidance_w": 2.0, "device": device,
-                                       "sampling_strategy": {c: 2 + per_class for c in range(10)}})
+        reb = build_rebalancer("cfg", {"checkpoint": args.generator, "sampler": "ddim",
+                                       "num_inference_steps": args.steps, "batch_size": args.batch, "guidance_w": 2.0,
+                                       "device": device, "sampling_strategy": {c: 2 + per_class for c in range(10)}})
         out = Path(args.out) / f"fill-{d.world_size}"
         distributed.barrier()
         start = time.perf_counter()

@@ -103,8 +103,8 @@ def _on_rank(message: str) -> str:
 
 def _stopped_by_launcher(signum, frame) -> None:
     typer.echo("error: " + _on_rank("stopped by the launcher (another process of this job failed, or the job was "
-                        "cancelled) — fix: see the first error line of the job; run the same command again to resume"),
-               err=True)
+                                    "cancelled) — fix: see the first error line of the job; run the same command "
+                                    "again to resume"), err=True)
     os._exit(143)
 
 
