@@ -431,3 +431,19 @@ def test_rebalance_command_on_a_full_tmpfs_is_one_line_exit_2_then_resumes(tmp_p
         rebalance(disk / "out")  # the same command, once there is room
         ch.assert_clean_and_complete(tmp_path / "reference", disk / "out", "resumed on the grown tmpfs:")
         ch.assert_same_fill(tmp_path / "reference", disk / "out", "resumed on the grown tmpfs:")
+
+
+def test_checkpoint_tensors_leave_a_device_in_one_flat_copy():
+    """The grouped path of a GPU checkpoint (run here on CPU tensors): same values and shapes, standard layout,
+    no shared memory (safetensors refuses shared tensors)."""
+    from diffbalance.checkpoint import flat_to_cpu
+
+    g = torch.Generator().manual_seed(0)
+    conv = torch.randn(4, 3, 2, 2, generator=g).to(memory_format=torch.channels_last)
+    group = [("conv", conv), ("bias", torch.randn(4, generator=g)), ("step", torch.tensor(7.0))]
+    out = flat_to_cpu(group)
+    assert list(out) == ["conv", "bias", "step"]
+    for name, tensor in group:
+        assert torch.equal(out[name], tensor) and out[name].shape == tensor.shape and out[name].is_contiguous()
+    pointers = {t.untyped_storage().data_ptr() for t in out.values()}
+    assert len(pointers) == 3

@@ -34,8 +34,26 @@ OPTIMIZER = "optimizer"  # key prefix of the optimizer's tensors; no module may 
 
 
 def _plain(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # safetensors wants contiguous CPU tensors that share no memory (channels_last/CUDA weights are copied out)
-    return {k: v.detach().to("cpu", memory_format=torch.contiguous_format).clone() for k, v in tensors.items()}
+    """Contiguous CPU tensors that share no memory (safetensors' terms), in the same order. Tensors on a GPU come
+    back as one flat copy per (device, dtype), not one blocking copy per tensor."""
+    out: dict[str, torch.Tensor] = {}
+    on_device: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
+    for k, v in tensors.items():
+        v = v.detach()
+        if v.device.type == "cpu":  # channels_last weights are copied out to the standard layout
+            out[k] = v.to(memory_format=torch.contiguous_format).clone()
+        else:
+            on_device.setdefault((v.device, v.dtype), []).append((k, v))
+    for group in on_device.values():
+        out.update(flat_to_cpu(group))
+    return {k: out[k] for k in tensors}
+
+
+def flat_to_cpu(group: list[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Tensors of one device and dtype → CPU copies through one flat buffer (one transfer), each its own memory."""
+    flat = torch.cat([v.reshape(-1) for _, v in group]).cpu()  # reshape: logical (standard-layout) order
+    parts = flat.split([v.numel() for _, v in group])
+    return {k: part.view(v.shape).clone() for (k, v), part in zip(group, parts)}
 
 
 def write_folder(folder: Path, tensor_file: str, tensors: Mapping[str, torch.Tensor], meta_file: str, meta: dict) -> None:
