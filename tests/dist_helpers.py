@@ -39,12 +39,14 @@ def _child(rank: int, world_size: int, port: int, fn, args, queue) -> None:
     from diffbalance import distributed
 
     join_gloo(rank, world_size, port)
+    ok = False
     try:
         queue.put((rank, fn(rank, *args)))
+        ok = True
     except BaseException as err:  # noqa: BLE001 — the parent gets the error's type and text
         queue.put((rank, ("raised", type(err).__name__, str(err))))
     finally:
-        distributed.shutdown()
+        distributed.shutdown(ok)
 
 
 def run_ranks(fn, world_size: int, *args, timeout: float = 120) -> list:

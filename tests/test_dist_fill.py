@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from dist_helpers import run_ranks
+from diffbalance.atomic import remove_stale_temps
 from diffbalance.rebalance.store import fill, read_manifest
 from test_rebalancers import make, tiny_set
 
@@ -62,6 +63,8 @@ def test_a_rank_dying_mid_fill_then_resume_at_world_size_one(tmp_path):
     assert cut[0][0] in ("raised", "died")
     before = read_manifest(tmp_path / "cut")
     assert 0 < len(before) < sum(ADD)
+    remove_stale_temps(tmp_path / "cut")  # what the commands do under the folder's lock before resuming: a PNG
+    # half-written by the dead rank's writer thread is left as a temporary name
     run_ranks(fill_on_rank, 1, str(tmp_path / "cut"), "mixup", 4)
     after = read_manifest(tmp_path / "cut")
     keys = [(r["class_index"], r["index"]) for r in after]

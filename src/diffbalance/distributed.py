@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -105,10 +106,19 @@ def join(device: torch.device) -> torch.device:
     return device
 
 
-def shutdown() -> None:
-    """Leave the process group (at the end of a launched command)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(ok: bool = True) -> None:
+    """Leave the process group (at the end of a launched command). After work that ended together (`ok`), every
+    rank waits for the others first, so that none tears its connections down while a peer still uses them; DDP
+    wrappers left in reference cycles are freed while the group still exists. After an error, just leave."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    gc.collect()
+    if ok and current().active:
+        try:
+            dist.barrier()
+        except (RuntimeError, dist.DistError):  # a peer is gone already: nothing left to wait for
+            pass
+    dist.destroy_process_group()
 
 
 def barrier() -> None:

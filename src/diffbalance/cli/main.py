@@ -48,10 +48,12 @@ def main(argv: list[str] | None = None) -> None:
     configure_threads()
     if distributed.launched():  # torchrun stops the other ranks with SIGTERM when one fails: end them in one line
         signal.signal(signal.SIGTERM, _stopped_by_launcher)
+    ok = False
     try:
         _run_app(args, debug)
+        ok = True
     finally:
-        distributed.shutdown()
+        distributed.shutdown(ok)
 
 
 def _run_app(args: list[str], debug: bool) -> None:
