@@ -21,8 +21,8 @@ import datetime
 import gc
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -56,13 +56,12 @@ class Dist:
 
 
 class PeerFailed(DiffbalanceError):
-    """Another rank failed: the first failing rank's line, raised on every rank. `reported` is True on the ranks
-    that did not fail themselves (the CLI prints the line on rank 0 only, so it is not repeated N times)."""
+    """Another rank (`rank`) failed: its line, raised on every rank that did not fail itself (the CLI prints it on
+    rank 0 only, so it is not repeated N times)."""
 
-    def __init__(self, problem: str, fix: str | None, rank: int, reported: bool):
+    def __init__(self, problem: str, fix: str | None, rank: int):
         super().__init__(problem, fix)
         self.rank = rank
-        self.reported = reported
 
 
 def launched() -> bool:
@@ -91,18 +90,18 @@ def join(device: torch.device) -> torch.device:
             )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    if dist.is_initialized():
-        return device
-    timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    try:
-        dist.init_process_group(backend, timeout=timeout, **({"device_id": device} if device.type == "cuda" else {}))
-    except (RuntimeError, ValueError) as err:
-        raise DiffbalanceError(
-            f"could not join the {backend} process group ({str(err).splitlines()[0][:160]})",
-            "check MASTER_ADDR/MASTER_PORT (or torchrun's --rdzv-endpoint) and that every node can reach it",
-        ) from None
-    console.quiet = dist.get_rank() != 0  # one voice: rank 0 prints progress and messages
+    if not dist.is_initialized():  # (a caller may have joined it already)
+        timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        try:
+            dist.init_process_group(backend, timeout=timeout,
+                                    **({"device_id": device} if device.type == "cuda" else {}))
+        except (RuntimeError, ValueError) as err:
+            raise DiffbalanceError(
+                f"could not join the {backend} process group ({str(err).splitlines()[0][:160]})",
+                "check MASTER_ADDR/MASTER_PORT (or torchrun's --rdzv-endpoint) and that every node can reach it",
+            ) from None
+    console.quiet = dist.get_rank() != 0  # one voice: rank 0 prints progress bars and messages
     return device
 
 
@@ -124,15 +123,6 @@ def shutdown(ok: bool = True) -> None:
 def barrier() -> None:
     if current().active:
         dist.barrier()
-
-
-def broadcast(obj: T, src: int = 0) -> T:
-    """`obj` of rank `src` on every rank (any picklable value; our own objects only, never user files)."""
-    if not current().active:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def gather(obj: T) -> list[T]:
@@ -164,10 +154,11 @@ def local_slice(n: int, d: Dist | None = None, what: str = "batch") -> slice:
     return slice(d.rank * per, (d.rank + 1) * per)
 
 
-def agree(fn: Callable[[], T]) -> T:
-    """Run `fn` on every rank; if it raised on any rank, every rank raises the first failing rank's one-line
-    error (the failing rank re-raises its own exception, so a bug keeps its traceback there)."""
-    d = current()
+def agree(fn: Callable[[], T], d: Dist | None = None) -> T:
+    """Run `fn` on every rank of `d` (default: the job); if it raised on any rank, every rank raises the first
+    failing rank's one-line error (the failing rank re-raises its own exception, so a bug keeps its traceback
+    there). For `d` of one process (a rank working alone inside a job) it is just `fn`."""
+    d = d or current()
     if not d.active:
         return fn()
     result, status, error = _attempt(fn, d)
@@ -175,10 +166,10 @@ def agree(fn: Callable[[], T]) -> T:
     return result  # type: ignore[return-value]
 
 
-def on_main(fn: Callable[[], T], share: bool = True) -> T | None:
-    """Rank 0 runs `fn` (e.g. writing a shared file) while the others wait; every rank gets its result (None on
-    the others when `share` is False), or raises its one-line error."""
-    d = current()
+def on_main(fn: Callable[[], T], share: bool = True, d: Dist | None = None) -> T | None:
+    """Rank 0 of `d` (default: the job) runs `fn` (e.g. writing a shared file) while the others wait; every rank
+    gets its result (None on the others when `share` is False), or raises its one-line error."""
+    d = d or current()
     if not d.active:
         return fn()
     result, status, error = _attempt(fn, d) if d.is_main else (None, None, None)
@@ -239,4 +230,4 @@ def _raise_first(statuses: list, d: Dist, own: BaseException | None) -> None:
                 own.said_by_rank0 = True  # rank 0 raises it as PeerFailed and prints it: the CLI says it once
             raise own
         problem, fix = status
-        raise PeerFailed(problem, fix, rank, reported=True) from None
+        raise PeerFailed(problem, fix, rank) from None

@@ -16,9 +16,6 @@ Rank 0 alone writes checkpoints (the unwrapped module, so a checkpoint does not 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -27,8 +24,6 @@ from torch.nn.parallel import DistributedDataParallel
 from diffbalance import distributed
 from diffbalance.distributed import Dist
 from diffbalance.errors import DiffbalanceError
-
-T = TypeVar("T")
 
 
 def training_world(ddp: bool | None) -> Dist:
@@ -45,19 +40,6 @@ def check_world(world: Dist, device: torch.device, batch_size: int, sync_batchno
             "set sync_batchnorm: false (each rank then normalises its own slice), or train on GPUs",
         )
     return distributed.local_slice(batch_size, world, what="batch_size")
-
-
-def agree(world: Dist, fn: Callable[[], T]) -> T:
-    """`fn` on every rank of the run, every rank raising the first failing rank's error (alone: just `fn`)."""
-    return distributed.agree(fn) if world.active else fn()
-
-
-def on_main(world: Dist, fn: Callable[[], None]) -> None:
-    """Rank 0 runs `fn` (writes a checkpoint) while the others wait (alone: just `fn`)."""
-    if world.active:
-        distributed.on_main(fn, share=False)
-    else:
-        fn()
 
 
 def wrap(model: nn.Module, device: torch.device, world: Dist, sync_batchnorm: bool) -> nn.Module:

@@ -46,6 +46,7 @@ from diffbalance.classify.schedule import lr_factor, lr_scheduler, scaled_lr
 from diffbalance.classify.step import LossReadout, Run, epoch_order, train_step
 from diffbalance.data.imageset import ImageSet
 from diffbalance.device import DeviceLike, fast_gpu_path, resolve_device
+from diffbalance import distributed
 from diffbalance.distributed import Dist
 from diffbalance.errors import DiffbalanceError
 from diffbalance.progress import progress_bar
@@ -164,7 +165,6 @@ def train_classifier(
         meta["rng"] += "; " + HEAD_RNG_SCHEME
     folder = None if checkpoint_dir is None else ensure_writable_dir(Path(checkpoint_dir)) / RESUME_FOLDER
     start_epoch, head_start, seconds_before = _resume(folder, meta, run, head)
-    progress = progress and world.is_main
 
     started = time.perf_counter()
 
@@ -200,7 +200,7 @@ def _stage_one_modules(run: Run) -> dict[str, nn.Module]:
 
 def _save(run: Run, folder: Path, modules: dict, optimizer, scheduler, state: dict) -> None:
     """Rank 0 writes the checkpoint while the other ranks wait (their weights and optimizers are the same)."""
-    _ddp.on_main(run.world, lambda: save_training_state(folder, modules, optimizer, scheduler, state))
+    distributed.on_main(lambda: save_training_state(folder, modules, optimizer, scheduler, state), False, run.world)
 
 
 def _end_stage_one(run: Run) -> None:
@@ -259,7 +259,7 @@ def _build_run(
     synthetic = _synthetic_mask(synthetic, len(train))
     batch_size = min(config.batch_size, len(train))
     local = _ddp.check_world(world, device, batch_size, config.sync_batchnorm)
-    run = _ddp.agree(world, lambda: _local_run(train, config, device, seed, synthetic, batch_size))
+    run = distributed.agree(lambda: _local_run(train, config, device, seed, synthetic, batch_size), world)
     run.world, run.local = world, local
     run.step_model = _step_model(run.model, config, device, world)
     run.model = _ddp.unwrapped(run.step_model)  # the same module unless sync batch norm replaced a BN root

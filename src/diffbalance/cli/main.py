@@ -72,7 +72,7 @@ def _run_app(args: list[str], debug: bool) -> None:
     except distributed.PeerFailed as err:  # another rank's line: rank 0 says it once for the job
         if debug:
             traceback.print_exc()
-        if distributed.current().is_main or not err.reported:
+        if distributed.current().is_main:
             fail(str(err))
         raise SystemExit(2) from None
     except DiffbalanceError as err:

@@ -146,7 +146,7 @@ def _write_images(reb: Rebalancer, todo: dict[int, list[int]], folders: Sequence
 
     try:
         with ThreadPoolExecutor(PNG_WRITERS) as pool, \
-                progress_bar(f"{reb.name} fill", sum(map(len, todo.values())), progress and d.is_main) as advance:
+                progress_bar(f"{reb.name} fill", sum(map(len, todo.values())), progress) as advance:
             try:
                 for c, indices, images, records in reb.iter_batches(todo):
                     for record in records:

@@ -97,7 +97,7 @@ def train_generator(
     autocast = torch.autocast("cuda", torch.bfloat16) if config.bf16 and fast else contextlib.nullcontext()
     has_dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
     model.train()
-    with progress_bar("train cfg generator", config.train_steps, progress and d.is_main) as advance:
+    with progress_bar("train cfg generator", config.train_steps, progress) as advance:
         advance(start)
         meter = LossMeter(device)
         tic, seen = time.perf_counter(), 0
