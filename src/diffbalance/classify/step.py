@@ -9,7 +9,7 @@ A step, for the global batch of image indices `idx` (the same on every rank, see
     loss(model(x), y, w) → backward (DDP averages the ranks' gradients) → SGD step → lr step → EMA
 
 Nothing in it waits for the GPU: random numbers are drawn on the device, μ and σ are device tensors made once,
-and the loss stays on the device (`LossReadout` reads it back for the progress bar without blocking).
+and the loss stays on the device (diffbalance.readout shows it on the progress bar without blocking).
 """
 
 from __future__ import annotations
@@ -108,29 +108,3 @@ def train_step(run: Run, idx: torch.Tensor, step: int) -> torch.Tensor:
     if run.ema is not None:
         ema_update(run.ema, run.model, cfg.ema_decay)
     return loss.detach()
-
-
-class LossReadout:
-    """The running mean loss for the progress bar, read back without stalling the GPU: `update` queues a
-    non_blocking copy into pinned host memory (unless the previous one is still on its way) and returns the newest
-    value that has landed. On the CPU the copy is immediate."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.host = torch.zeros((), pin_memory=self.cuda)
-        self.event = torch.cuda.Event() if self.cuda else None
-        self.queued = False
-        self.value: float | None = None
-
-    def update(self, loss_sum: torch.Tensor, steps: int) -> dict[str, float]:
-        """{"loss": the newest mean of loss_sum / steps read back} ({} before the first one lands)."""
-        if self.event is None:
-            self.host.copy_(loss_sum / steps)
-            self.value = float(self.host)
-        elif self.event.query():  # the previous copy has landed (or none was queued)
-            if self.queued:
-                self.value = float(self.host)
-            self.host.copy_(loss_sum / steps, non_blocking=True)
-            self.event.record()
-            self.queued = True
-        return {} if self.value is None else {"loss": self.value}

@@ -43,13 +43,14 @@ from diffbalance.classify.head_retrain import RNG_SCHEME as HEAD_RNG_SCHEME
 from diffbalance.classify.losses import build_loss
 from diffbalance.classify.models import build_classifier
 from diffbalance.classify.schedule import lr_factor, lr_scheduler, scaled_lr
-from diffbalance.classify.step import LossReadout, Run, epoch_order, train_step
+from diffbalance.classify.step import Run, epoch_order, train_step
 from diffbalance.data.imageset import ImageSet
 from diffbalance.device import DeviceLike, fast_gpu_path, resolve_device
 from diffbalance import distributed
 from diffbalance.distributed import Dist
 from diffbalance.errors import DiffbalanceError
 from diffbalance.progress import progress_bar
+from diffbalance.readout import AsyncScalar
 from diffbalance.seeding import derive_seed, forked_rng
 
 __all__ = ["TrainedClassifier", "lr_factor", "train_classifier"]  # lr_factor: re-exported from schedule
@@ -346,7 +347,7 @@ def _train_one_epoch(run: Run, epoch: int, advance, since: float) -> None:
     run.model.train()
     order = epoch_order(run, epoch)
     loss_sum = torch.zeros((), device=run.device)
-    readout = LossReadout(run.device)
+    readout = AsyncScalar(run.device)
     images_done = 0
     for i in range(run.steps_per_epoch):
         idx = order[i * run.batch_size : (i + 1) * run.batch_size]  # (B,) the global batch
@@ -354,7 +355,8 @@ def _train_one_epoch(run: Run, epoch: int, advance, since: float) -> None:
         images_done += run.batch_size
         if (i + 1) % LOG_EVERY_STEPS == 0:
             img_s = images_done / max(1e-9, time.perf_counter() - since)
-            advance(1, epoch=epoch + 1, **readout.update(loss_sum, i + 1), img_s=int(img_s))
+            readout.send(loss_sum / (i + 1))
+            advance(1, epoch=epoch + 1, **readout.fields(), img_s=int(img_s))
             images_done, since = 0, time.perf_counter()
         else:
             advance(1)

@@ -49,6 +49,7 @@ from diffbalance.generate.cfg.generator import generator_info, is_finished, save
 from diffbalance.generate.cfg.loss import ddpm_loss
 from diffbalance.generate.cfg.unet import build_unet, null_class, pad_images, unet_sample_size
 from diffbalance.progress import progress_bar
+from diffbalance.readout import AsyncScalar
 from diffbalance.seeding import derive_seed, forked_rng, generator
 
 TRAIN_STATE = "train_state"
@@ -99,7 +100,8 @@ def train_generator(
     model.train()
     with progress_bar("train cfg generator", config.train_steps, progress) as advance:
         advance(start)
-        meter = LossMeter(device)
+        shown = AsyncScalar(device)  # the mean loss of the last LOSS_EVERY_STEPS steps
+        loss_total, loss_steps = torch.zeros((), device=device), 0
         tic, seen = time.perf_counter(), 0
         for step in range(start, config.train_steps):
             idx = order.batch(step, config.batch_size)  # (B,) the global batch, the same on every rank
@@ -110,11 +112,15 @@ def train_generator(
                 loss = ddpm_loss(net, x0, c, null_class(model), alphas_cumprod, config.p_uncond, gen, part)  # eq. 7
             _optimizer_step(model, opt, loss, config, step)
             _ema_update(ema, model, config.ema_decay, step)
-            meter.add(loss)
+            loss_total += loss.detach().float()
+            loss_steps += 1
             seen, done = seen + len(x0), step + 1
-            if done % LOSS_EVERY_STEPS == 0 or done == config.train_steps:
-                meter.send()
-            advance(1, **meter.fields(img_s=seen / (time.perf_counter() - tic)))
+            report = done % LOSS_EVERY_STEPS == 0 or done == config.train_steps
+            if report:  # the bar's fields change only here (the loss shown lags by up to one report on CUDA)
+                shown.send(loss_total / loss_steps)
+                loss_total.zero_()  # queued after the copy on the same stream
+                loss_steps = 0
+            advance(1, **({**shown.fields(), "img_s": seen / (time.perf_counter() - tic)} if report else {}))
             if done == config.train_steps or (config.checkpoint_every_steps and done % config.checkpoint_every_steps == 0):
                 info = generator_info(train, config, ema, done)
                 distributed.on_main(lambda: _save_checkpoint(out_dir, done, model, ema, opt, info, config), share=False)
@@ -180,44 +186,6 @@ class EpochOrder:
             parts.append(self._perm(epoch)[offset : offset + end - pos])
             pos += len(parts[-1])
         return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
-class LossMeter:
-    """The progress bar's loss without a host sync per step: losses are summed on the device; `send` starts an
-    asynchronous copy of their mean to pinned host memory; `fields` shows the latest mean that has landed (on the
-    CPU at once, on CUDA once its copy has finished: the bar lags by up to LOSS_EVERY_STEPS steps)."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.total, self.count = torch.zeros((), device=device), 0
-        self.host = torch.zeros((), pin_memory=self.cuda)
-        self.landed: torch.cuda.Event | None = None
-        self.shown: float | None = None
-
-    def add(self, loss: torch.Tensor) -> None:
-        self.total += loss.detach().float()
-        self.count += 1
-
-    def send(self) -> None:
-        if not self.count:
-            return
-        self.host.copy_(self.total / self.count, non_blocking=self.cuda)
-        self.total.zero_()  # queued after the copy on the same stream
-        self.count = 0
-        if self.cuda:
-            self.landed = torch.cuda.Event()
-            self.landed.record()
-        else:
-            self.shown = float(self.host)
-
-    def fields(self, **more: float) -> dict[str, float]:
-        """{} between reports; {"loss": …, **more} once a mean has landed since the last call."""
-        if self.landed is not None and self.landed.query():
-            self.shown, self.landed = float(self.host), None
-        if self.shown is None:
-            return {}
-        shown, self.shown = self.shown, None
-        return {"loss": shown, **more}
 
 
 def _optimizer_step(model, opt, loss: torch.Tensor, config: CFGTrainConfig, step: int) -> None:
