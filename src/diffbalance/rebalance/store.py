@@ -96,10 +96,8 @@ def fill(
 
 def _finish(out_dir: Path, num_classes: int) -> None:
     """Merge the manifest parts into manifest.jsonl (sorted by class, index) and write complete.json."""
-    done = _finished_images(out_dir)
-    records = sorted((r for r in _manifest_records(out_dir) if done.get(_key(r)) == r["file"]), key=_key)
-    unique = list({_key(r): r for r in records}.values())
-    lines = "".join(json.dumps(r) + "\n" for r in unique)
+    done = _finished_records(out_dir)
+    lines = "".join(json.dumps(done[key]) + "\n" for key in sorted(done))
     manifest = out_dir / MANIFEST
     if not manifest.is_file() or manifest.read_text() != lines or _manifest_parts(out_dir):
         write_text(manifest, lines)
@@ -264,11 +262,12 @@ def copy_fill(src: Path, dst: Path) -> None:
 
 def _finished_images(out_dir: Path) -> dict[tuple[int, int], str]:
     """(class, index) → file, for images recorded in the manifest whose PNG exists."""
-    done = {}
-    for r in read_manifest(out_dir):
-        if (out_dir / r.get("file", "")).is_file():
-            done[(r["class_index"], r["index"])] = r["file"]
-    return done
+    return {key: r["file"] for key, r in _finished_records(out_dir).items()}
+
+
+def _finished_records(out_dir: Path) -> dict[tuple[int, int], dict]:
+    """(class, index) → its manifest record (the last one), for images whose PNG exists."""
+    return {_key(r): r for r in read_manifest(out_dir) if (out_dir / r.get("file", "")).is_file()}
 
 
 def _check_or_write_header(out_dir: Path, header: dict) -> None:
