@@ -32,7 +32,7 @@ def run(
             cfg = cfg.replace(data=cfg.data.replace(root=data_root))
         folder = Path(out) / name if name else Path(out)
         results = run_experiment(cfg, folder, progress=not quiet)
-        methods = [m.name for m in cfg.methods] + (["balanced-ceiling"] if cfg.ceiling else [])
+        methods = cfg.row_names()
         say(f"\n{cfg.name}\nTest accuracy (%), mean ± std over seeds:\n")
         say(metric_table(results["runs"], methods, list(cfg.classifiers), "accuracy"))
         say("\nMacro-F1 (%):\n")

@@ -33,6 +33,7 @@ from diffbalance.rebalance.registry import build_rebalancer
 
 PRESETS = ("demo", "fashion-lt-study", "paper-cifar10", "paper-cifar10-quick")
 # set once for the whole experiment (top-level keys), never per method
+CEILING = "balanced-ceiling"  # the row trained on the original balanced set (`ceiling: true`)
 EXPERIMENT_LEVEL_PARAMS = {"sampling_strategy": "target", "random_state": "fill_seed", "device": "device"}
 
 
@@ -75,6 +76,10 @@ class ExperimentConfig(Config):
     parallel: Literal["auto", "runs", "ddp"] = "auto"  # under torchrun: spread whole classifier runs over the
     # ranks (runs), or train each run with DDP on all of them (ddp); auto = runs for images up to 64 px (CIFAR-scale
     # models, where whole runs scale linearly), ddp above
+
+    def row_names(self) -> list[str]:
+        """The rows of every table: the methods, then the ceiling row when there is one."""
+        return [m.name for m in self.methods] + ([CEILING] if self.ceiling else [])
 
     def validate(self) -> None:
         self.require(len(self.methods) > 0, "methods", "a list of at least one method")

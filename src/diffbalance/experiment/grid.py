@@ -20,13 +20,12 @@ from diffbalance.classify.train import train_classifier
 from diffbalance.data.imageset import ImageSet
 from diffbalance.device import describe
 from diffbalance.evaluate.metrics import classification_metrics
-from diffbalance.experiment.config import ExperimentConfig, MethodConfig
+from diffbalance.experiment.config import CEILING, ExperimentConfig, MethodConfig
 from diffbalance.experiment.stage import Stage
 from diffbalance.progress import console
 from diffbalance.rebalance.registry import rebalancer_class
 
 RUN_PARTS = "runs"  # runs/<method>--<classifier>--seed<k>.json: a run finished by one rank of a spread grid
-CEILING = "balanced-ceiling"  # the row trained on the original balanced set (config `ceiling: true`)
 RUNS_UP_TO_PIXELS = 64  # parallel: auto spreads whole runs for images up to this side, DDP above
 
 
@@ -46,12 +45,20 @@ def train_runs(st: Stage, config: ExperimentConfig, methods: list[MethodConfig],
     rows = [*methods, *([ceiling_method(config)] if config.ceiling else [])]
     grid = [(m, clf, seed) for m in rows for clf in config.classifiers for seed in config.seeds]
     todo = [(m, clf, seed) for m, clf, seed in grid if find_run(results, m.name, clf, seed) is None]
+    # the ceiling's training set is found once, for all its runs
+    ceiling = ceiling_train_set(st) if any(m.name == CEILING for m, _, _ in todo) else None
     d = distributed.current()
+
+    def run(m: MethodConfig, clf: str, seed: int, ddp: bool | None = None) -> dict:
+        if m.name == CEILING:
+            return train_and_evaluate(st, m, clf, seed, None, ddp=ddp, train=ceiling)
+        return train_and_evaluate(st, m, clf, seed, fills[m.name], ddp=ddp)
+
     if d.active and parallel_mode(config, max(st.imbalanced.images.shape[-2:])) == "runs":
         def mine() -> list[dict]:
             done = []
             for m, clf, seed in distributed.shard(todo):
-                done.append(train_and_evaluate(st, m, clf, seed, fills.get(m.name), ddp=False))
+                done.append(run(m, clf, seed, ddp=False))
                 write_json(_part_path(st, done[-1]), {"config": _config_key(st.config), "run": done[-1]})
             return done
 
@@ -60,7 +67,7 @@ def train_runs(st: Stage, config: ExperimentConfig, methods: list[MethodConfig],
         distributed.on_main(lambda: _save_runs(st, results))
         return
     for m, clf, seed in todo:
-        results["runs"].append(train_and_evaluate(st, m, clf, seed, fills.get(m.name)))
+        results["runs"].append(run(m, clf, seed))
         results["runs"] = _in_grid_order(results["runs"], grid)
         distributed.on_main(lambda: write_json(st.out_dir / "results.json", results))
 
@@ -96,7 +103,8 @@ def ceiling_train_set(st: Stage) -> ImageSet:
     if st.validation is None:
         return st.train_full
     held = {_image_key(x, y) for x, y in zip(st.validation.images, st.validation.labels)}
-    keep = [k for k, (x, y) in enumerate(zip(st.train_full.images, st.train_full.labels)) if _image_key(x, y) not in held]
+    keep = [k for k, (x, y) in enumerate(zip(st.train_full.images, st.train_full.labels))
+            if _image_key(x, y) not in held]
     return st.train_full.subset(torch.tensor(keep), source="original balanced training set [validation held out]")
 
 
@@ -105,20 +113,19 @@ def _image_key(image: torch.Tensor, label: torch.Tensor) -> bytes:
 
 
 def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, fills: ImageSet | None,
-                       ddp: bool | None = None) -> dict:
-    """Train one classifier on the method's rebalanced set (the ceiling row: on the original balanced set) and
-    evaluate it. `ddp`: as `train_classifier` (None: DDP over the ranks under torchrun; False: this rank alone)."""
-    ceiling = m.name == CEILING
-    if ceiling:
-        train, fills = ceiling_train_set(st), None
-    else:
-        train = st.imbalanced.concat(fills, source=f"{m.name} rebalanced") if len(fills) else st.imbalanced
-    fills = fills if fills is not None else st.imbalanced.subset(torch.zeros(0, dtype=torch.long))
+                       ddp: bool | None = None, train: ImageSet | None = None) -> dict:
+    """Train one classifier on the method's rebalanced set, the imbalanced images + `fills` (or on `train`, real
+    images given whole with `fills` None: the ceiling row), and evaluate it. `ddp`: as `train_classifier` (None:
+    DDP over the ranks under torchrun; False: this rank alone)."""
+    added = 0 if fills is None else len(fills)
+    if train is None:
+        train = st.imbalanced.concat(fills, source=f"{m.name} rebalanced") if added else st.imbalanced
     cfg = m.train.replace(model=classifier)
     run_id = f"{m.name}--{classifier}--seed{seed}"
-    console.print(f"[bold]train[/] {run_id} on {len(train)} images" + (" (rank 0 of a spread grid)" if ddp is False else ""))
-    # every fill image counts as added (oversampled copies too): `prior: real` then counts the real images only
-    synthetic = torch.cat([torch.zeros(len(train) - len(fills), dtype=torch.bool), torch.ones(len(fills), dtype=torch.bool)])
+    console.print(f"[bold]train[/] {run_id} on {len(train)} images" + (" (a spread grid)" if ddp is False else ""))
+    # every fill image counts as added (oversampled copies too): `prior: real` then counts the real images only;
+    # the fills are the last `added` images of `train`
+    synthetic = torch.arange(len(train)) >= len(train) - added
     clf = train_classifier(
         train, cfg, device=st.device, seed=seed, checkpoint_dir=st.out_dir / "checkpoints" / run_id,
         progress=st.progress and ddp is not False, synthetic=synthetic, ddp=ddp,
@@ -132,7 +139,7 @@ def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, f
                                "macro_f1": val["macro_f1"]}
     return {
         "method": m.name, "rebalancer": m.rebalancer, "generative": rebalancer_class(m.rebalancer).generative,
-        "classifier": classifier, "seed": seed, **extra, **({"ceiling": True} if ceiling else {}),
+        "classifier": classifier, "seed": seed, **extra, **({"ceiling": True} if m.name == CEILING else {}),
         "accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
         "macro_f1": metrics["macro_f1"], "per_class_f1": metrics["per_class_f1"], "metrics": metrics,
         "train_images": len(train), "train_seconds": clf.train_seconds, "device": describe(st.device),

@@ -33,7 +33,8 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
     fig_dir = out_dir / "figures"
     ds = results["dataset"]
     runs = results["runs"]
-    methods = [m["name"] for m in config["methods"]] + (["balanced-ceiling"] if config.get("ceiling") else [])
+    methods = [m["name"] for m in config["methods"]]
+    methods += sorted({r["method"] for r in runs} - set(methods))  # rows beyond the methods: the ceiling
     classifiers = list(config["classifiers"])
     names = ds["class_names"]
     parts = [f"# diffbalance report — {config['name']}", _provenance(results, config)]
