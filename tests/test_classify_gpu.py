@@ -47,12 +47,15 @@ def test_a_training_step_never_syncs_with_the_host():
     order = torch.randperm(len(data), device="cuda")
     train_step(run, order[:64], 0)  # cudnn autotuning and first-call work outside the check
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
+    before = [p.detach().clone() for p in run.model.parameters()]
+    torch.cuda.set_sync_debug_mode("error")  # any host sync inside a step now raises a RuntimeError
     try:
-        for s in range(1, 4):
-            train_step(run, order[64 * s : 64 * (s + 1)], s)
+        assert torch.cuda.get_sync_debug_mode() == 2
+        losses = [train_step(run, order[64 * s : 64 * (s + 1)], s) for s in range(1, 4)]
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(torch.stack(losses)).all()  # the steps ran and trained
+    assert any(not torch.equal(a, p) for a, p in zip(before, run.model.parameters()))
 
 
 def test_same_seed_same_weights_on_cuda():
