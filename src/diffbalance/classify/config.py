@@ -13,6 +13,10 @@ Synthetic-aware options (no-ops at their defaults, so a run without them is toda
 - head_retrain_epochs / head_retrain_lr: classifier re-training (cRT, Kang et al. 2020, "Decoupling representation
   and classifier for long-tailed recognition"; LDMLR's last-layer retraining): after the main training, freeze the
   features, re-initialise the linear head and train it on class-balanced *real* images (classify.head_retrain).
+- feature_fill: LDMLR's feature-space fill of that stage (Han et al. 2024, "Latent-based Diffusion Model for
+  Long-tailed Recognition"): a small diffusion model trained on the stage-1 features of the real images adds
+  synthetic features of the rarer classes to the head's class-balanced draws (classify.feature_fill; its options:
+  generate.features.config.FeatureFillConfig). Needs head_retrain_epochs > 0; factor 0 is plain cRT bit for bit.
 
 Speed and scale options (no-ops at their defaults on one process):
 - lr_reference_batch: the batch `lr` is given for; lr is scaled linearly to batch_size (classify.schedule).
@@ -30,7 +34,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from diffbalance.classify.models import CLASSIFIERS
-from diffbalance.configs import Config
+from diffbalance.configs import Config, current_path
+from diffbalance.errors import DiffbalanceError
+from diffbalance.generate.features.config import FeatureFillConfig
 
 
 ModelName = Literal[CLASSIFIERS]  # type: ignore[valid-type]  (the registered classifier names)
@@ -69,6 +75,7 @@ class TrainConfig(Config):
     cutout: int = 0  # side in pixels of the Cutout square zeroed in each training image; 0: off
     ema_decay: float = 0.0  # EMA of the weights, updated every step, is the trained model (BN buffers copied); 0: off
     sync_batchnorm: bool = False  # DDP only: batch norm over the global batch (nn.SyncBatchNorm, CUDA only)
+    feature_fill: FeatureFillConfig | None = None  # LDMLR: synthetic features for the head stage; null: off
 
     def validate(self) -> None:
         self.require(self.epochs >= 1, "epochs", "at least 1")
@@ -93,6 +100,10 @@ class TrainConfig(Config):
         self.require(self.lr_reference_batch >= 0, "lr_reference_batch", "0 (lr as given) or a batch size")
         self.require(self.cutout >= 0, "cutout", "0 (off) or a side in pixels")
         self.require(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1) (0: off)")
+        if self.feature_fill is not None and self.head_retrain_epochs == 0:  # the fill feeds stage 2 only
+            raise DiffbalanceError(f"{current_path('feature_fill')} is set, but head_retrain_epochs is 0 (the "
+                                   "synthetic features feed the head re-training stage only)",
+                                   "set head_retrain_epochs (e.g. 10), or remove feature_fill")
 
     def checkpoint_every(self, stage_epochs: int) -> int:
         """Epochs between the checkpoints of a stage of `stage_epochs` epochs; 0: no checkpoints."""

@@ -8,9 +8,11 @@ the epoch (the RNG "state" is the epoch).
 
 Two stages: (1) the whole network on all training images, generated ones weighted by `synthetic_weight`
 (losses.py) and the balanced-softmax prior counted over `prior`; (2) only when `head_retrain_epochs` > 0, cRT:
-a fresh linear head on frozen features and class-balanced real images (head_retrain.py). Stage 2 checkpoints
-like stage 1 (its head optimizer and schedule, plus "head_epoch" in the JSON), so a resume in either stage ends
-with the same weights as an uninterrupted run. The lr schedule of both stages is classify.schedule.
+a fresh linear head on frozen features and class-balanced real images (head_retrain.py), with `feature_fill`
+also on synthetic features of a diffusion model trained on the stage-1 features in between (LDMLR;
+feature_fill.py, its files in checkpoint_dir/feature-fill). Stage 2 checkpoints like stage 1 (its head optimizer
+and schedule, plus "head_epoch" in the JSON), so a resume in either stage ends with the same weights as an
+uninterrupted run. The lr schedule of both stages is classify.schedule.
 
 Under torchrun, stage 1 is data-parallel (DDP, classify.ddp): the global batch, the data order and every random
 draw are those of one process, each rank trains on its slice, rank 0 writes the checkpoints, and a checkpoint
@@ -38,6 +40,8 @@ from diffbalance.classify.augment import build_batch_mix, channel_mean_std, norm
 from diffbalance.classify.checkpoint import RESUME_FOLDER, load_classifier_files, save_classifier
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.ema import ema_copy
+from diffbalance.classify.feature_fill import FEATURE_FILL_FOLDER, fill_features
+from diffbalance.classify.feature_fill import RNG_SCHEME as FILL_RNG_SCHEME
 from diffbalance.classify.head_retrain import HeadStage, build_head_stage, reset_head, retrain_head_epoch
 from diffbalance.classify.head_retrain import RNG_SCHEME as HEAD_RNG_SCHEME
 from diffbalance.classify.losses import build_loss
@@ -72,6 +76,7 @@ class TrainedClassifier:
     std: list[float]  # per-channel training-set std, [0, 1] units
     train_seconds: float  # wall-clock training time, summed over resumed parts
     device: torch.device
+    feature_fill: dict | None = None  # the feature fill's summary (classify.feature_fill), JSON-able; None: none
 
     def logits(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """(N, K) float32 logits of uint8 images (N, C, H, W)."""
@@ -117,6 +122,7 @@ class TrainedClassifier:
             "mean": self.mean,
             "std": self.std,
             "train_seconds": self.train_seconds,
+            **({"feature_fill": self.feature_fill} if self.feature_fill is not None else {}),
         }
         save_classifier(Path(folder), self.model, meta)
 
@@ -131,7 +137,8 @@ class TrainedClassifier:
         model = model.to(device).eval()
         if fast_gpu_path(device) and config.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return cls(model, config, tuple(meta["class_names"]), meta["mean"], meta["std"], meta["train_seconds"], device)
+        return cls(model, config, tuple(meta["class_names"]), meta["mean"], meta["std"], meta["train_seconds"], device,
+                   meta.get("feature_fill"))
 
 
 def train_classifier(
@@ -163,7 +170,7 @@ def train_classifier(
     meta = {"config": config.to_dict(), "seed": seed, "data": _fingerprint(train), "rng": RNG_SCHEME}
     meta.update(_synthetic_fingerprint(synthetic, config))
     if head is not None:
-        meta["rng"] += "; " + HEAD_RNG_SCHEME
+        meta["rng"] += "; " + HEAD_RNG_SCHEME + ("; " + FILL_RNG_SCHEME if config.feature_fill else "")
     folder = None if checkpoint_dir is None else ensure_writable_dir(Path(checkpoint_dir)) / RESUME_FOLDER
     start_epoch, head_start, seconds_before = _resume(folder, meta, run, head)
 
@@ -184,9 +191,13 @@ def train_classifier(
                     _save(run, folder, _stage_one_modules(run), run.optimizer, run.scheduler, state)
         _end_stage_one(run)
     if head is not None:
+        if config.feature_fill is not None:  # LDMLR: synthetic features for stage 2, their files beside resume/
+            fills = None if folder is None else folder.parent / FEATURE_FILL_FOLDER
+            head.fill = fill_features(run, ~synthetic, fills, meta, _same_run, head_start > 0, progress)
         _retrain_head(run, head, head_start, folder, meta, elapsed, progress)
     model = _plain_model(run, train).eval()
-    return TrainedClassifier(model, config, train.class_names, run.mean, run.std, elapsed(), device)
+    fill = None if head is None or head.fill is None else head.fill.summary
+    return TrainedClassifier(model, config, train.class_names, run.mean, run.std, elapsed(), device, fill)
 
 
 def _checkpoint_due(folder: Path | None, every: int, done: int, total: int) -> bool:
@@ -389,16 +400,22 @@ def _resume(folder: Path | None, meta: dict, run: Run, head: HeadStage | None = 
 def _same_run(saved: dict, meta: dict) -> bool:
     """Whether a checkpoint's meta describes this run: config (but for options that leave the weights alone),
     seed, training images and, when the config reads it, the synthetic mask."""
-    ignore = ("eval_batch_size", "checkpoint_every_epochs")  # do not change the weights
     try:  # a checkpoint saved before an option existed lacks its key: read it with the option's default
         then = TrainConfig.from_dict(saved["config"]).to_dict()
     except DiffbalanceError:  # e.g. a model name no longer registered
         return False
-    same_config = {k: v for k, v in then.items() if k not in ignore} == {
-        k: v for k, v in meta["config"].items() if k not in ignore
-    }
+    same_config = _weights_config(then) == _weights_config(meta["config"])
     same_mask = saved.get("synthetic") == meta.get("synthetic")
     return same_config and same_mask and saved["seed"] == meta["seed"] and saved["data"] == meta["data"]
+
+
+def _weights_config(config: dict) -> dict:
+    """A TrainConfig dict without the options that do not change the weights (how often to checkpoint, the
+    prediction batch)."""
+    out = {k: v for k, v in config.items() if k not in ("eval_batch_size", "checkpoint_every_epochs")}
+    if out.get("feature_fill"):
+        out["feature_fill"] = {k: v for k, v in out["feature_fill"].items() if k != "checkpoint_every_steps"}
+    return out
 
 
 def _fingerprint(train: ImageSet) -> dict:
