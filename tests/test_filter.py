@@ -55,8 +55,9 @@ def test_filter_only_on_generative_methods_and_checked_values():
         ExperimentConfig.from_dict({"methods": [{"name": "c", "rebalancer": "cfg", "filter": {"factor": 0.5}}]})
 
 
-def test_filtered_cfg_end_to_end(tmp_path):
-    cfg_params = {"guidance_w": 1.0, "num_inference_steps": 2, "sampler": "ddim",
+@pytest.mark.parametrize("start", [{}, {"init": "translate", "strength": 0.5, "synthetic_share": 0.5}])
+def test_filtered_cfg_end_to_end(tmp_path, start):
+    cfg_params = {"guidance_w": 1.0, "num_inference_steps": 2, "sampler": "ddim", **start,
                   "train": {"block_out_channels": [8, 16], "layers_per_block": 1, "train_steps": 3, "batch_size": 4,
                             "checkpoint_every_steps": 0}}
     judge = {"epochs": 1, "batch_size": 4, "warmup_epochs": 0}

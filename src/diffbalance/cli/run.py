@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from diffbalance import distributed
 from diffbalance.cli.app import app, say
 
 
@@ -21,10 +22,12 @@ def run(
     """Run an experiment (or a study: one experiment per profile, in OUT/<profile>); with no CONFIG, the demo."""
     from diffbalance.experiment.config import load_experiments
     from diffbalance.experiment.runner import run_experiment
+    from diffbalance.report.study import write_study_summary
     from diffbalance.report.tables import metric_table
     from diffbalance.report.verdict import verdict_text
 
     experiments = load_experiments(config or "demo")
+    done = []
     for name, cfg in experiments:  # every experiment's config is checked before the first one starts
         if device is not None:
             cfg = cfg.replace(device=device)
@@ -41,6 +44,10 @@ def run(
             if verdict:
                 say("\n" + verdict_text(verdict).replace("**", ""))
         say(f"\nreport: {folder / 'report.md'}")
+        done.append((name, results, cfg.to_dict()))
+    if len(done) > 1:
+        distributed.on_main(lambda: write_study_summary(Path(out), done))
+        say(f"\nstudy summary: {Path(out) / 'summary.md'}")
 
 
 @app.command("presets")

@@ -69,7 +69,10 @@ class ExperimentConfig(Config):
     reference_train: TrainConfig = field(default_factory=TrainConfig)  # that reference classifier's recipe
     reference_images_per_class: int | None = None  # balanced real images per class for it (None = all)
     fid: FidConfig | None = None  # generation-quality section; None = skip
-    sweep: SweepConfig | None = None  # choose a cfg method's guidance w (and sampler) on validation accuracy
+    # choose cfg methods' sampling knobs (w, sampler, init, strength, synthetic share) on validation accuracy: one
+    # sweep section, or a list of them (one per tuned method); experiment.sweep
+    sweep: tuple[SweepConfig, ...] | SweepConfig | None = None
+    compare_with: tuple[str, ...] = ()  # methods every other method is compared with, paired by seed (e.g. oversample)
     grid_images_per_class: int = 8  # fill images per class in the report's sample grids
     ceiling: bool = False  # also train every classifier × seed on the original balanced training set (real images,
     # the validation part held out): the "balanced-ceiling" row every method is read against, never chosen
@@ -93,20 +96,36 @@ class ExperimentConfig(Config):
             self.require(0 < self.target <= 1, "target", "a ratio n_class / n_majority in (0, 1]")
         self.require(len(self.seeds) > 0, "seeds", "a list of at least one seed")
         self.require(self.grid_images_per_class >= 0, "grid_images_per_class", "0 or more")
-        if self.sweep is not None:
-            target = next((m for m in self.methods if m.name == self.sweep.method), None)
-            if target is None or target.rebalancer != "cfg":
-                raise DiffbalanceError(f"sweep.method {self.sweep.method!r} is not a cfg method of this config",
-                                       f"name one of: {', '.join(m.name for m in self.methods if m.rebalancer == 'cfg')}")
-            if self.validation is None:
-                raise DiffbalanceError("sweep chooses on validation accuracy, but there is no validation section",
-                                       "add validation: {per_class: N} (or fraction: f)")
-            for name in self.sweep.also:
-                if name not in [m.name for m in self.methods if m.rebalancer == "cfg"]:
-                    raise DiffbalanceError(f"sweep.also names {name!r}, not a cfg method of this config",
-                                           "list only cfg methods that should take the chosen guidance")
+        unknown = [b for b in self.compare_with if b not in names]
+        if unknown:
+            raise DiffbalanceError(f"compare_with names {', '.join(unknown)}, not a method of this config",
+                                   f"name one of: {', '.join(names)}")
+        if isinstance(self.sweep, SweepConfig):  # one section is a list of one
+            object.__setattr__(self, "sweep", (self.sweep,))
+        if self.sweep:
+            self._check_sweeps()
         self.require(self.reference_images_per_class is None or self.reference_images_per_class >= 1,
                      "reference_images_per_class", "a positive count or null")
+
+    def _check_sweeps(self) -> None:
+        cfg_methods = [m.name for m in self.methods if m.rebalancer == "cfg"]
+        if self.validation is None:
+            raise DiffbalanceError("sweep chooses on validation accuracy, but there is no validation section",
+                                   "add validation: {per_class: N} (or fraction: f)")
+        tuned: list[str] = []
+        for i, sweep in enumerate(self.sweep):
+            if sweep.method not in cfg_methods:
+                raise DiffbalanceError(f"sweep[{i}].method {sweep.method!r} is not a cfg method of this config",
+                                       f"name one of: {', '.join(cfg_methods) or '(none: add a cfg method)'}")
+            for name in sweep.also:
+                if name not in cfg_methods:
+                    raise DiffbalanceError(f"sweep[{i}].also names {name!r}, not a cfg method of this config",
+                                           "list only cfg methods that should take the chosen knobs")
+            tuned += [sweep.method, *sweep.also]
+        twice = sorted({n for n in tuned if tuned.count(n) > 1})
+        if twice:
+            raise DiffbalanceError(f"method(s) {', '.join(twice)} are tuned by more than one sweep",
+                                   "let one sweep (its method or its also list) choose each method's knobs")
 
     @classmethod
     def from_dict(cls, d: Any, path: str = "") -> ExperimentConfig:

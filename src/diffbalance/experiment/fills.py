@@ -11,7 +11,7 @@ from diffbalance.data.imageset import ImageSet
 from diffbalance.evaluate.fid.protocol import quality_report
 from diffbalance.experiment.config import ExperimentConfig, MethodConfig
 from diffbalance.experiment.filter import filtered_fill
-from diffbalance.experiment.sweep import run_sweep
+from diffbalance.experiment.sweep import Sweeper, run_sweeps
 from diffbalance.progress import console
 from diffbalance.rebalance.store import copy_fill, fill
 from diffbalance.experiment.stage import Stage, method_rebalancer
@@ -19,18 +19,15 @@ from diffbalance.experiment.quality import balanced_original, reference_classifi
 
 
 def sweep_table(st: Stage, config: ExperimentConfig) -> dict:
-    """The guidance sweep of `config.sweep` (experiment.sweep), its fills under OUT/sweep/."""
-    method = next(m for m in config.methods if m.name == config.sweep.method)
+    """Every sweep of `config.sweep` (experiment.sweep), their fills under OUT/sweep/."""
     reference = reference_classifier(st, config) if config.consistency else None
 
-    def fill_for(point: MethodConfig) -> ImageSet:
-        reb = method_rebalancer(config, method, st.device).set_params(**{
-            k: point.params[k] for k in ("guidance_w", "guidance_convention", "sampler")})
-        cap = config.sweep.max_images_per_class
+    def fill_for(method: MethodConfig, knobs: dict, folder: str, cap: int | None) -> ImageSet:
+        reb = method_rebalancer(config, method, st.device).set_params(**knobs, guidance_convention="ho")
         if cap is not None:  # the first `cap` images of each class: the same images the full fill starts with
             counts = st.imbalanced.counts()
             reb.set_params(sampling_strategy={c: counts[c] + min(cap, n) for c, n in reb.plan(st.imbalanced).items()})
-        return fill(reb, st.imbalanced, st.out_dir / "sweep" / point.name, _workdir(st, method), st.progress)
+        return fill(reb, st.imbalanced, st.out_dir / "sweep" / folder, _workdir(st, method), st.progress)
 
     def quality(fills: ImageSet) -> dict | None:
         if config.fid is None:
@@ -40,7 +37,8 @@ def sweep_table(st: Stage, config: ExperimentConfig) -> dict:
         return {"precision_recall": q["precision_recall"], "generated_fid": q["generated_fid"]["fid"],
                 "features": q["features"]}
 
-    return run_sweep(st, method, fill_for, reference, quality)
+    methods = {m.name: m for m in config.methods}
+    return run_sweeps(Sweeper(st, fill_for, reference, quality), config.sweep, methods)
 
 
 def shared_fills(st: Stage, methods: list[MethodConfig]) -> dict[str, ImageSet]:

@@ -143,6 +143,7 @@ def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, f
         "accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
         "macro_f1": metrics["macro_f1"], "per_class_f1": metrics["per_class_f1"], "metrics": metrics,
         "train_images": len(train), "train_seconds": clf.train_seconds, "device": describe(st.device),
+        **({"feature_fill": clf.feature_fill} if clf.feature_fill is not None else {}),
     }
 
 

@@ -38,8 +38,8 @@ from diffbalance.experiment.filter import acceptance, kept_and_rejected
 from diffbalance.experiment.grid import parallel_mode, previous_parts, train_runs
 from diffbalance.experiment.quality import consistency_table, quality_table
 from diffbalance.experiment.stage import Stage, prepare_stage
-from diffbalance.experiment.sweep import reuse_chosen_fill
-from diffbalance.report.verdict import paired_verdict
+from diffbalance.experiment.sweep import reuse_chosen_fill, tuned_params
+from diffbalance.report.verdict import comparisons, paired_verdict
 from diffbalance.report.write import write_report
 
 
@@ -81,14 +81,15 @@ def _run_stages(st: Stage, config: ExperimentConfig, clock: StageClock) -> dict:
     results = distributed.on_main(lambda: _load_previous(st))
     before = results.pop("stage_seconds", {})
     methods = list(config.methods)
-    if config.sweep is not None:  # the chosen w and sampler replace the method's own before it runs
+    if config.sweep:  # the chosen knobs replace the tuned methods' own before they run
         with clock("sweep"):
             results["sweep"] = sweep_table(st, config)
-        chosen = results["sweep"]["chosen"]
-        distributed.on_main(lambda: reuse_chosen_fill(st.out_dir, config.sweep.method, chosen))
-        tuned = {config.sweep.method, *config.sweep.also}
-        methods = [m.replace(params={**m.params, **chosen, "guidance_convention": "ho"}) if m.name in tuned else m
-                   for m in methods]
+        unfiltered = {m.name for m in methods if m.filter is None}
+        for sweep in results["sweep"]["sweeps"]:
+            if sweep["method"] in unfiltered and sweep["chosen_point"] is not None:
+                distributed.on_main(lambda: reuse_chosen_fill(st.out_dir, sweep))
+        tuned = tuned_params(results["sweep"])
+        methods = [m.replace(params={**m.params, **tuned[m.name]}) if m.name in tuned else m for m in methods]
     with clock("fills"):
         fills = shared_fills(st, methods)
     with clock("classifiers"):
@@ -107,6 +108,10 @@ def _run_stages(st: Stage, config: ExperimentConfig, clock: StageClock) -> dict:
             results["quality"] = quality_table(st, generated)
     if st.validation is not None:
         results["verdict"] = {clf: paired_verdict(results["runs"], clf) for clf in config.classifiers}
+    if config.compare_with:
+        rows = config.row_names()
+        results["comparisons"] = {clf: comparisons(results["runs"], clf, list(config.compare_with), rows)
+                                  for clf in config.classifiers}
     with clock("report"):
         results["stage_seconds"] = clock.total(before)
         distributed.on_main(lambda: _write_outputs(st, config, results, generated, filtered))

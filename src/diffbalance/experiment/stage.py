@@ -54,7 +54,9 @@ def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True
         train, test, imbalanced, validation = load_imbalanced(config)
         add = generation_counts(imbalanced.counts(), config.target, imbalanced.class_names)
         for m in config.methods:
-            method_rebalancer(config, m, device).check()
+            reb = method_rebalancer(config, m, device)
+            reb.check()
+            reb.check_data(imbalanced)
         c, h, w = imbalanced.images.shape[1:]
         check_memory(image_bytes(len(train) + len(test) + len(imbalanced) + 2 * sum(add), c, h, w),
                      f"this run ({sum(add)} fill images per method of {c}×{h}×{w})",

@@ -27,7 +27,8 @@ from diffbalance.data.imageset import ImageSet
 from diffbalance.device import resolve_device
 from diffbalance.imbalance.targets import generation_counts
 from diffbalance.paths import cache_dir
-from diffbalance.seeding import derive_seed
+from diffbalance.rebalance.sources import copies
+from diffbalance.seeding import derive_seed, generator
 
 # image i of class c, its seed and the method's record
 Batch = tuple[int, list[int], torch.Tensor, list[dict[str, Any]]]
@@ -59,6 +60,10 @@ class Rebalancer(BaseEstimator, ABC):
         """Check, before anything is written, what can be checked without the training data: files, model ids,
         step counts. Raises a one-line DiffbalanceError. Default: nothing beyond the parameters."""
 
+    def check_data(self, train: ImageSet) -> None:
+        """Check what needs the training data but no fitting (a checkpoint that matches it, a class to translate
+        from), before a fill writes anything. Raises a one-line DiffbalanceError. Default: nothing."""
+
     def prepare(self, train: ImageSet, device: torch.device, workdir: Path) -> None:
         """Fit whatever the method needs on the (imbalanced) training set. Default: keep the real images."""
         self.train_ = train
@@ -68,6 +73,10 @@ class Rebalancer(BaseEstimator, ABC):
     def generate(self, class_index: int, seeds: Sequence[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         """Return uint8 images (len(seeds), C, H, W) of class `class_index` on the CPU — image k made from
         seeds[k] alone — and one JSON-able record per image (e.g. the source indices, λ, the prompt)."""
+
+    def make_images(self, class_index: int, seeds: Sequence[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """The images of `seeds` as a fill makes them: `generate` (generative methods mix in copies here)."""
+        return self.generate(class_index, seeds)
 
     # --- imbalanced-learn's contract ---------------------------------------------------------------
     def plan(self, data: ImageSet) -> dict[int, int]:
@@ -84,6 +93,7 @@ class Rebalancer(BaseEstimator, ABC):
         """Plan the counts and prepare the method on `data`. `workdir` holds what the method trains (a generator);
         None uses the cache folder, so fitting again on the same data reuses it."""
         self.plan(data)
+        self.check_data(data)
         self.device_ = resolve_device(self.device)
         self.prepare(data, self.device_, Path(workdir) if workdir is not None else cache_dir("work", self.name))
         return self
@@ -96,7 +106,7 @@ class Rebalancer(BaseEstimator, ABC):
             for k in range(0, len(indices), self.batch_size):
                 chunk = indices[k : k + self.batch_size]
                 seeds = [derive_seed(self.random_state, c, i) for i in chunk]
-                images, records = self.generate(c, seeds)
+                images, records = self.make_images(c, seeds)
                 if images.dtype != torch.uint8 or len(images) != len(chunk) or len(records) != len(chunk):
                     raise RuntimeError(f"{self.name}.generate returned {images.dtype} {tuple(images.shape)} "
                                        f"for {len(chunk)} seeds")
@@ -129,6 +139,49 @@ class Rebalancer(BaseEstimator, ABC):
     def params(self) -> dict[str, Any]:
         """Parameters as plain JSON-able data (nested config sections as dicts), for fill.json and the reports."""
         return to_plain(self.get_params(deep=False))
+
+
+@dataclasses.dataclass(kw_only=True, repr=False, eq=False)
+class GenerativeRebalancer(Rebalancer, ABC):
+    """A rebalancer that synthesises images with a learned model, with oversampling as its zero point.
+
+    `synthetic_share` r: per image, a draw u ~ U[0, 1) from the image's own seed (derive_seed(seed, "share")) decides
+    whether it is generated (u < r) or an exact copy of a real image of its class, picked as `oversample` picks it
+    (rebalance.sources). So image i of class c is the same whatever the class's total (the sweep's prefix proxy
+    holds), r = 0 is byte-identical to `oversample` and r = 1 to the method alone (the 2026 finding that synthetic
+    data did not beat duplicated real images, with its best share at 0.25, makes the share a knob to choose)."""
+
+    generative: ClassVar[bool] = True
+    synthetic_share: float = 1.0  # share of the fill images that are generated; the rest are copies of real images
+
+    def validate(self) -> None:
+        super().validate()
+        require(0 <= self.synthetic_share <= 1, "synthetic_share", self.synthetic_share,
+                "in [0, 1] (0: all copies, as oversample; 1: all generated)")
+
+    def make_images(self, class_index: int, seeds: Sequence[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        if self.synthetic_share >= 1:
+            return self.generate(class_index, seeds)
+        made = [is_generated(s, self.synthetic_share) for s in seeds]
+        parts = {True: self._pairs(class_index, [s for s, m in zip(seeds, made) if m], self.generate),
+                 False: self._pairs(class_index, [s for s, m in zip(seeds, made) if not m], self._copies)}
+        pairs = [next(parts[m]) for m in made]  # back in seed order
+        return (torch.stack([image for image, _ in pairs]),
+                [{**record, "synthetic": m} for (_, record), m in zip(pairs, made)])
+
+    def _copies(self, class_index: int, seeds: Sequence[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        return copies(self.train_.images, self.train_.labels, class_index, seeds)
+
+    @staticmethod
+    def _pairs(class_index: int, seeds: list[int], make) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+        """(image, record) of each seed, made in one call (none for no seeds)."""
+        images, records = make(class_index, seeds) if seeds else ((), ())
+        return iter(zip(images, records))
+
+
+def is_generated(seed: int, share: float) -> bool:
+    """Whether the fill image of `seed` is generated (not a copy) at synthetic share `share`: u(seed) < share."""
+    return share >= 1 or float(torch.rand((), generator=generator(derive_seed(seed, "share")))) < share
 
 
 # --- registry: filled by @register in each method's module; looked up through rebalance.registry --------------

@@ -57,6 +57,7 @@ def rebalance_folder(
                      f"{image_size}×{image_size}", "lower --image-size")
         data = load_image_folder(folder, image_size=image_size, channels=channels, on_corrupt=on_corrupt)
         plan = reb.plan(data)  # an impossible target fails here, before OUT exists
+        reb.check_data(data)
         check_memory(image_bytes(2 * sum(plan.values()), channels, image_size, image_size),
                      f"{sum(plan.values())} fill images", "lower the target")
         return reb, checked_out, data, plan

@@ -5,10 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-import torch
-
 from diffbalance.rebalance.base import Rebalancer, register
-from diffbalance.seeding import generator
+from diffbalance.rebalance.sources import copies
 
 
 @register
@@ -28,11 +26,9 @@ class NoRebalance(Rebalancer):
 @register
 @dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class RandomOversample(Rebalancer):
-    """Fill a class with exact copies of its own images, each drawn uniformly with its own seed."""
+    """Fill a class with exact copies of its own images, each drawn uniformly with its own seed (rebalance.sources)."""
 
     name = "oversample"
 
     def generate(self, class_index: int, seeds: Sequence[int]):
-        pool = torch.nonzero(self.train_.labels == class_index).flatten()
-        picks = [int(pool[torch.randint(len(pool), (1,), generator=generator(s))]) for s in seeds]
-        return self.train_.images[picks].clone(), [{"source_indices": [p]} for p in picks]
+        return copies(self.train_.images, self.train_.labels, class_index, seeds)

@@ -77,6 +77,7 @@ def fill(
     folders = class_folders(train.class_names)
 
     def start() -> dict[int, list[int]]:  # rank 0: check or write the header, list what is missing
+        reb.check_data(train)  # before anything is written
         _check_or_write_header(out_dir, header)
         done = _finished_images(out_dir)
         todo = {c: [i for i in range(n) if (c, i) not in done] for c, n in plan.items()}

@@ -85,31 +85,31 @@ def fill_grid(fills: ImageSet, per_class: int, title: str, path: Path) -> None:
     _save(fig, path)
 
 
-def sweep_figure(points: dict, path: Path) -> None:
-    """Fidelity (precision) vs diversity (recall) of each sweep point, coloured by validation accuracy and labelled
-    with w; beside it, validation accuracy against w per sampler."""
-    pts = list(points.values())
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
-    acc = [100 * p["validation_accuracy"] for p in pts]
-    pr = [(p.get("quality") or {}).get("precision_recall", {}) for p in pts]
-    if all(q.get("precision") is not None for q in pr):
+def sweep_figure(points: list[dict], labels: list[str], chosen: str | None, path: Path) -> None:
+    """One sweep: fidelity (precision) vs diversity (recall) of each point, coloured by validation accuracy and
+    labelled; beside it, each point's validation accuracy (mean ± std over the quick classifier's seeds) in search
+    order, the chosen point in red."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.3]})
+    acc = [100 * p["validation_accuracy"] for p in points]
+    pr = [(p.get("quality") or {}).get("precision_recall", {}) for p in points]
+    if points and all(q.get("precision") is not None for q in pr):
         sc = ax1.scatter([q["recall"] for q in pr], [q["precision"] for q in pr], c=acc, cmap="viridis", s=40)
-        for p, q in zip(pts, pr):
-            ax1.annotate(f"w={p['guidance_w']:g}", (q["recall"], q["precision"]), fontsize=7, xytext=(3, 3),
-                         textcoords="offset points")
+        for label, q in zip(labels, pr):
+            ax1.annotate(label, (q["recall"], q["precision"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax1.margins(0.2)  # room for the labels
         fig.colorbar(sc, ax=ax1, label="validation accuracy %")
         ax1.set_xlabel("recall (diversity)")
         ax1.set_ylabel("precision (fidelity)")
     else:
         ax1.text(0.5, 0.5, "no fid: section, so no precision/recall", ha="center", va="center")
-    ax1.set_title("fidelity vs diversity of the fills")
-    for sampler in sorted({p["sampler"] for p in pts}):
-        mine = sorted((p for p in pts if p["sampler"] == sampler), key=lambda p: p["guidance_w"])
-        ax2.plot([p["guidance_w"] for p in mine], [100 * p["validation_accuracy"] for p in mine], "o-", label=sampler)
-    ax2.set_xlabel("guidance w (Ho & Salimans)")
-    ax2.set_ylabel("validation accuracy %")
-    ax2.legend(fontsize=7)
-    ax2.set_title("the choice: validation accuracy")
+    ax1.set_title("fidelity vs diversity of the fills", fontsize=9)
+    std = [100 * (p.get("validation_accuracy_std") or 0) for p in points]
+    colours = ["tab:red" if label == chosen else "tab:blue" for label in labels]
+    ax2.bar(range(len(points)), acc, yerr=std, color=colours, capsize=2)
+    ax2.set_xticks(range(len(points)), labels, rotation=60, ha="right", fontsize=6)
+    if acc:
+        ax2.set_ylim(min(a - s for a, s in zip(acc, std)) - 2, max(a + s for a, s in zip(acc, std)) + 1)
+    ax2.set_ylabel("validation accuracy % (mean ± std over seeds)")
+    ax2.set_title("the choice, in search order (red: chosen)", fontsize=9)
     fig.tight_layout()
     _save(fig, path)

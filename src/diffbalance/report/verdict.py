@@ -39,21 +39,33 @@ def paired_verdict(runs: list[dict], classifier: str) -> dict | None:
     gen, base = best_by_validation(runs, classifier, True), best_by_validation(runs, classifier, False)
     if gen is None or base is None:
         return None
+    return {"classifier": classifier, "generative": gen, "non_generative": base,
+            **paired_difference(runs, classifier, gen, base)}
+
+
+def paired_difference(runs: list[dict], classifier: str, method: str, baseline: str) -> dict:
+    """Test accuracy of `method` minus `baseline`, paired by seed: the differences, their mean and std, the
+    one-sided paired t-test's p (H1: method > baseline) and whether the method beats the baseline (every seed
+    better and p < ALPHA); p and beats are None with fewer than 2 shared seeds."""
     test = _by_method(runs, classifier, lambda r: r["accuracy"])
-    seeds = sorted(set(test[gen]) & set(test[base]))
-    diffs = [test[gen][s] - test[base][s] for s in seeds]
-    verdict = {"classifier": classifier, "generative": gen, "non_generative": base, "seeds": seeds,
-               "differences": diffs, "mean_difference": statistics.fmean(diffs) if diffs else None,
-               "std_difference": statistics.stdev(diffs) if len(diffs) > 1 else None, "p_value": None, "beats": None}
+    seeds = sorted(set(test.get(method, {})) & set(test.get(baseline, {})))
+    diffs = [test[method][s] - test[baseline][s] for s in seeds]
+    out = {"seeds": seeds, "differences": diffs, "mean_difference": statistics.fmean(diffs) if diffs else None,
+           "std_difference": statistics.stdev(diffs) if len(diffs) > 1 else None, "p_value": None, "beats": None}
     if len(diffs) >= 2:
         if statistics.pstdev(diffs) == 0:
             p = 0.0 if diffs[0] > 0 else 1.0
         else:
-            p = float(stats.ttest_rel([test[gen][s] for s in seeds], [test[base][s] for s in seeds],
+            p = float(stats.ttest_rel([test[method][s] for s in seeds], [test[baseline][s] for s in seeds],
                                       alternative="greater").pvalue)
-        verdict["p_value"] = p
-        verdict["beats"] = bool(all(d > 0 for d in diffs) and p < ALPHA)
-    return verdict
+        out["p_value"] = p
+        out["beats"] = bool(all(d > 0 for d in diffs) and p < ALPHA)
+    return out
+
+
+def comparisons(runs: list[dict], classifier: str, baselines: list[str], methods: list[str]) -> dict:
+    """{baseline: {method: paired_difference}} for every other method (the config's `compare_with`)."""
+    return {b: {m: paired_difference(runs, classifier, m, b) for m in methods if m != b} for b in baselines}
 
 
 def verdict_text(v: dict) -> str:

@@ -42,7 +42,8 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
     parts += ["## Test accuracy (%)", "Mean ± std over seeds " + ", ".join(map(str, config["seeds"])) +
               f"; test set: {ds['test_count']} images. Rows = classifier, columns = method (the paper's Table 3).",
               tables.metric_table(runs, methods, classifiers, "accuracy")]
-    parts += _verdict_section(runs, methods, classifiers, ds)
+    parts += _verdict_section(results, methods, classifiers)
+    parts += _comparison_section(results.get("comparisons") or {})
     parts += ["## Balanced accuracy (%)", tables.metric_table(runs, methods, classifiers, "balanced_accuracy")]
     parts += ["## Macro-F1 (%)", tables.metric_table(runs, methods, classifiers, "macro_f1")]
     for clf in classifiers:
@@ -72,6 +73,7 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
         parts += _sweep_section(results["sweep"], fig_dir)
     if "filter" in results:
         parts += _filter_section(results["filter"], filtered or {}, config, fig_dir)
+    parts += _feature_fill_section(runs, methods, names)
     if "consistency" in results:
         parts += ["## Class consistency (%)",
                   "Share of fill images that a reference classifier, trained on balanced real data, assigns to the "
@@ -86,23 +88,64 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
 
 
 def _sweep_section(sweep: dict, fig_dir: Path) -> list[str]:
-    """The guidance sweep: every point's fidelity, diversity, consistency and validation accuracy; the choice."""
+    """Each sweep: its stages, every point's knobs, fidelity, diversity, consistency and validation accuracy (mean ±
+    std over the quick classifier's seeds), the choice and a figure."""
+    parts = ["## Sweeps", f"Each sweep is a staged search, one knob at a time (guidance w × sampler, then start, "
+             f"strength, synthetic share), chosen on {sweep['chosen_on']}. Precision/recall and FID of the fills "
+             "against the real images of their classes; consistency by the reference classifier (report only). "
+             "strength 0 and share 0 are copies of real images: oversampling itself."]
+    for s in sweep["sweeps"]:
+        rows, labels = [], []
+        for stage in s["stages"]:
+            if "skipped" in stage:
+                rows.append([stage["stage"], "–", "", "", "", "", "", "", "", "", "", f"skipped: {stage['skipped']}"])
+                continue
+            for label in stage["points"]:
+                p = s["points"][label]
+                q = p.get("quality") or {}
+                pr = q.get("precision_recall", {})
+                std = p.get("validation_accuracy_std")
+                acc = f"{100 * p['validation_accuracy']:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+                rows.append([stage["stage"], label, f"{p['guidance_w']:g}", p["sampler"], p["init"],
+                             "–" if p["init"] == "noise" else f"{p['strength']:g}", f"{p['synthetic_share']:g}",
+                             _fmt(pr.get("precision")), _fmt(pr.get("recall")), _fmt(q.get("generated_fid")),
+                             _fmt(p.get("consistency"), 1), acc + (" **(chosen)**" if label == s["chosen_point"] else "")])
+                labels.append(label)
+        name = f"sweep_{s['method']}.png"
+        figures.sweep_figure([s["points"][lab] for lab in labels], labels, s["chosen_point"], fig_dir / name)
+        chosen = ", ".join(f"{k} = {v}" for k, v in s["chosen"].items() if k != "guidance_convention")
+        seeds = next(iter(s["points"].values()))["seeds"] if s["points"] else []
+        parts += [f"### {s['method']}" + (f" (and {', '.join(s['also'])})" if s["also"] else ""),
+                  f"Chosen: **{s['chosen_point']}** ({chosen}); quick-classifier seeds {seeds}.",
+                  tables.markdown_table(["stage", "point", "w", "sampler", "init", "strength", "share", "precision",
+                                         "recall", "FID (fills)", "consistency %", "validation acc %"], rows),
+                  f"![sweep {s['method']}](figures/{name})"]
+    return parts
+
+
+def _feature_fill_section(runs: list[dict], methods: list[str], class_names: list[str]) -> list[str]:
+    """Methods whose head re-training drew synthetic features (LDMLR): how many per class, the feature model's loss
+    and what it cost (mean over the runs of each method)."""
     rows = []
-    for p in sweep["points"].values():
-        q = p.get("quality") or {}
-        pr = q.get("precision_recall", {})
-        rows.append([f"{p['guidance_w']:g}", p["sampler"], _fmt(pr.get("precision")), _fmt(pr.get("recall")),
-                     _fmt(q.get("generated_fid")), _fmt(p.get("consistency"), 1),
-                     f"{100 * p['validation_accuracy']:.2f}"])
-    figures.sweep_figure(sweep["points"], fig_dir / "sweep.png")
-    chosen = sweep["chosen"]
-    return ["## Guidance sweep", f"Method `{sweep['method']}`: fills at every w and sampler; chosen on "
-            f"{sweep['chosen_on']}: **w = {chosen['guidance_w']:g}, {chosen['sampler']}**. Precision/recall and FID "
-            "of the fills against the real images of their classes; consistency by the reference classifier "
-            "(report only).",
-            tables.markdown_table(["w", "sampler", "precision", "recall", "FID (fills)", "consistency %",
-                                   "validation acc %"], rows),
-            "![sweep](figures/sweep.png)"]
+    for m in methods:
+        fills = [r["feature_fill"] for r in runs if r["method"] == m and r.get("feature_fill")]
+        if not fills:
+            continue
+        f = fills[0]
+        mean = lambda key: sum(x[key] or 0 for x in fills) / len(fills)  # noqa: E731
+        seconds = mean("extract_seconds") + mean("train_seconds") + mean("sample_seconds")
+        rows.append([m, f["views"], " ".join(map(str, f["real_per_class"])), " ".join(map(str, f["synthetic_per_class"])),
+                     f"{mean('feature_model_loss_start'):.3f} → {mean('feature_model_loss_end'):.3f}",
+                     f["feature_model_steps"], f"{seconds:.1f}", len(fills)])
+    if not rows:
+        return []
+    return ["## Feature fills (head re-training on real + synthetic features)",
+            "A small class-conditional diffusion model on the penultimate features of the real training images (after "
+            "stage 1, `views` augmented views each) adds synthetic features of the rarer classes to the class-balanced "
+            "head re-training (LDMLR). Per class, in class order: " + ", ".join(class_names) + ".",
+            tables.markdown_table(["method", "views", "real images per class", "synthetic features per class",
+                                   "feature-model loss (first → last 10 %)", "steps", "seconds per run", "runs"],
+                                  rows)]
 
 
 def _filter_section(tables_by_method: dict, filtered: Mapping[str, tuple[ImageSet, ImageSet]], config: dict,
@@ -127,8 +170,9 @@ def _filter_section(tables_by_method: dict, filtered: Mapping[str, tuple[ImageSe
     return parts
 
 
-def _verdict_section(runs: list[dict], methods: list[str], classifiers: list[str], ds: dict) -> list[str]:
+def _verdict_section(results: dict, methods: list[str], classifiers: list[str]) -> list[str]:
     """Validation accuracy (what choices are made on) and the paired verdict: did generated images help?"""
+    ds, runs = results["dataset"], results["runs"]
     if "validation_counts" not in ds:
         return ["No validation split in this config (`validation:`), so no method is chosen and no verdict is given."]
     val_runs = [{**r, "val_accuracy": r["validation"]["accuracy"]} for r in runs if r.get("validation")]
@@ -137,10 +181,33 @@ def _verdict_section(runs: list[dict], methods: list[str], classifiers: list[str
              " per class. Every choice below is made on these, never on the test set.",
              tables.metric_table(val_runs, methods, classifiers, "val_accuracy"),
              "## Did the generated images help?"]
+    verdicts = results.get("verdict") or {}
     for clf in classifiers:
-        v = paired_verdict(runs, clf)
+        v = verdicts.get(clf) if clf in verdicts else paired_verdict(runs, clf)
         parts.append(verdict_text(v) if v else f"{clf}: no generative or no non-generative method to compare.")
     return parts
+
+
+def _comparison_section(comparisons: dict) -> list[str]:
+    """Every method against each `compare_with` baseline: test accuracy difference paired by seed."""
+    parts = []
+    for clf, by_baseline in comparisons.items():
+        for baseline, by_method in by_baseline.items():
+            rows = [[m, _points(c), _fmt(c["p_value"], 3), f"{sum(d > 0 for d in c['differences'])}/{len(c['seeds'])}",
+                     {True: "yes", False: "no", None: "–"}[c["beats"]]] for m, c in by_method.items()]
+            parts += [f"## Against `{baseline}` — {clf}",
+                      f"Test accuracy of each method minus `{baseline}`'s, paired by seed (points, mean ± std); "
+                      f"one-sided paired t-test (H1: better than `{baseline}`); beats = every seed better and "
+                      "p < 0.05.",
+                      tables.markdown_table(["method", "difference (points)", "p", "seeds better", "beats"], rows)]
+    return parts
+
+
+def _points(c: dict) -> str:
+    if c["mean_difference"] is None:
+        return "–"
+    std = "" if c["std_difference"] is None else f" ± {100 * c['std_difference']:.2f}"
+    return f"{100 * c['mean_difference']:+.2f}{std}"
 
 
 def _provenance(results: dict, config: dict) -> str:

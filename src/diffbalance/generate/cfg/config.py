@@ -16,6 +16,9 @@ from typing import Any, Literal
 from diffbalance.configs import Config
 
 
+Sampler = Literal["ddpm", "ddim", "dpmpp", "dpmpp-sde"]  # how a generator is sampled (generate.cfg.sampling)
+Init = Literal["noise", "real", "translate"]  # where sampling starts (generate.cfg.rebalancer)
+
 # the global batch when batch_size is 0: the tiny CPU model keeps 32 (the demo's runs and their folder keys);
 # the GPU sizes take DDPM's 128 (Ho et al. 2020, CIFAR-10), a batch that keeps an H100 busy
 DEFAULT_BATCH = {"tiny": 32, "small": 128, "paper": 128}

@@ -4,6 +4,17 @@ Default guidance: w = 7.5 in Ho & Salimans' convention (paper eq. 8, the paper's
 guidance_convention="sd" to read 7.5 as Stable Diffusion's s (= 1 + w, i.e. w = 6.5). The paper's other
 setting is w = 0.1. Every image records seed, guidance_w, guidance_convention, guidance_w_ho, sampler, steps and
 checkpoint.
+
+Where sampling starts (`init`), with oversampling as the zero point of the real-guided starts:
+    noise       x_T ~ N(0, I), the paper's method
+    real        a real training image of the class, picked by the image's seed exactly as `oversample` picks its
+                copy (rebalance.sources), noised to `strength` and denoised with the class label and guidance over
+                the remaining steps (SDEdit, Meng et al. 2022; DA-Fusion, Trabucco et al. 2024; DisCL): the image
+                keeps the source's content and gains variation. strength 0 is the source itself (= oversample).
+    translate   a real image of a larger class (rebalance.sources.donor_pool), noised to `strength` and denoised
+                toward the target class (M2m, Kim et al. 2020; DBG): head classes carry their diversity to the tail.
+Real-guided images also record their source index (and, translated, the source class), the strength and the steps
+run. With `synthetic_share` < 1 (rebalance.base.GenerativeRebalancer) a seeded part of the fill are plain copies.
 """
 
 from __future__ import annotations
@@ -19,22 +30,22 @@ import torch
 from diffbalance.configs import require
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
-from diffbalance.generate.cfg.config import CFGTrainConfig
+from diffbalance.generate.cfg.config import CFGTrainConfig, Init, Sampler
 from diffbalance.generate.cfg.generator import CFGGenerator, load_generator
-from diffbalance.generate.cfg.sampling import Sampler, build_sampler, sampling_steps
+from diffbalance.generate.cfg.sampling import build_sampler, sampling_steps, start_step
 from diffbalance.generate.cfg.train import train_generator
 from diffbalance.generate.guidance import GUIDANCE_EXPECTED, Convention, guidance_record, ho_weight
-from diffbalance.rebalance.base import Rebalancer, register
+from diffbalance.rebalance.base import GenerativeRebalancer, register
+from diffbalance.rebalance.sources import class_pool, donor_pool, pick
 from diffbalance.seeding import derive_seed
 
 
 @register
 @dataclasses.dataclass(kw_only=True, repr=False, eq=False)
-class CFGRebalancer(Rebalancer):
-    """Class-conditional DDPM + classifier-free guidance (paper Section 3.1)."""
+class CFGRebalancer(GenerativeRebalancer):
+    """Class-conditional DDPM + classifier-free guidance (paper Section 3.1), from noise or from real images."""
 
     name = "cfg"
-    generative = True
 
     checkpoint: str | None = None  # generator folder; None = train one on the imbalanced set into workdir (reused)
     train: CFGTrainConfig = dataclasses.field(default_factory=CFGTrainConfig)  # training options when training here
@@ -45,12 +56,31 @@ class CFGRebalancer(Rebalancer):
     batch_size: int = 64  # images per sampling batch (512+ keeps a GPU busy; images do not depend on it)
     bf16: bool = False  # run the UNet under bf16 autocast while sampling (CUDA only; guidance and sampler stay fp32)
     compile: bool = False  # torch.compile the UNet while training it here (CUDA only; speed, not the weights)
+    init: Init = "noise"  # noise (the paper) | real: SDEdit from a real image of the class | translate: of a larger class
+    strength: float = 0.5  # init real/translate: the share of the sampler's steps run from the noised source
+    # (0: the source itself, i.e. oversampling; 1: every step, from the source noised to t = T)
 
     def validate(self) -> None:
         super().validate()
         require(self.num_inference_steps >= 1, "num_inference_steps", self.num_inference_steps, "≥ 1, e.g. 20")
         require(ho_weight(self.guidance_w, self.guidance_convention) >= 0, "guidance_w", self.guidance_w,
                 GUIDANCE_EXPECTED)
+        require(0 <= self.strength <= 1, "strength", self.strength, "in [0, 1] (0: the real source itself)")
+
+    def params(self) -> dict[str, Any]:
+        """As the base, without `strength` when sampling starts from noise (it changes no image there)."""
+        params = super().params()
+        if self.init == "noise":
+            params.pop("strength")
+        return params
+
+    def check_data(self, train: ImageSet) -> None:
+        """Before a fill writes anything: a given checkpoint matches the data; translation has another class."""
+        if self.init == "translate" and len(set(train.labels.tolist())) < 2:
+            raise DiffbalanceError("init 'translate' needs images of at least 2 classes to translate from",
+                                   "use init: real (or noise) on a dataset with one class")
+        if self.checkpoint is not None:
+            _check_matches(load_generator(self.checkpoint, "cpu"), train)
 
     def check(self) -> None:
         """The checkpoint loads as a class-conditional generator, and the step count fits its T."""
@@ -84,11 +114,24 @@ class CFGRebalancer(Rebalancer):
         if not 0 <= int(class_index) < num_classes:
             raise DiffbalanceError(f"class {class_index} is outside the generator's classes 0..{num_classes - 1}",
                                    "generate only classes of the dataset it was trained on")
-        images = []
-        for k in range(0, len(seeds), self.batch_size):
-            chunk = [int(s) for s in seeds[k : k + self.batch_size]]
-            images.append(self.sampler_([int(class_index)] * len(chunk), chunk))
-        return torch.cat(images), [{"seed": int(s), **self.record_} for s in seeds]
+        seeds, labels = [int(s) for s in seeds], [int(class_index)] * len(seeds)
+        if self.init == "noise":
+            return self.sampler_(labels, seeds), [{"seed": s, **self.record_} for s in seeds]
+        pool = (class_pool if self.init == "real" else donor_pool)(self.train_.labels, class_index)
+        picks = [pick(pool, s) for s in seeds]  # the image oversampling would copy (real) / a larger class's
+        # the forward-process noise and the sampler's draws come from a stream apart from the pick's
+        images = self.sampler_(labels, [derive_seed(s, "init_noise") for s in seeds], self.train_.images[picks],
+                               self.strength)
+        steps_run = self.sampler_.steps - start_step(self.sampler_.steps, self.strength)
+        return images, [{"seed": s, **self.record_, "init": self.init, "strength": self.strength,
+                         "steps_run": steps_run, "source_indices": [p], **self._source_class(p)}
+                        for s, p in zip(seeds, picks)]
+
+    def _source_class(self, index: int) -> dict[str, Any]:
+        if self.init != "translate":
+            return {}
+        c = int(self.train_.labels[index])
+        return {"source_class": c, "source_class_name": self.train_.class_names[c]}
 
 
 def _check_matches(gen: CFGGenerator, train: ImageSet) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from diffusers import UNet2DModel
@@ -33,13 +33,12 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from diffbalance.device import fast_gpu_path
 from diffbalance.errors import DiffbalanceError
+from diffbalance.generate.cfg.config import Sampler
 from diffbalance.generate.cfg.guidance import GuidedEpsilon
-from diffbalance.generate.cfg.unet import crop_images, null_class, unet_sample_size
+from diffbalance.generate.cfg.unet import crop_images, null_class, pad_images, to_model_range, unet_sample_size
 from diffbalance.generate.schedulers import forward_process, make_scheduler
 from diffbalance.seeding import generator
 
-Sampler = Literal["ddpm", "ddim", "dpmpp", "dpmpp-sde"]
-SAMPLERS = ("ddpm", "ddim", "dpmpp", "dpmpp-sde")
 STOCHASTIC = ("ddpm", "dpmpp-sde")  # samplers that draw fresh noise at every step
 # x̂_0 is clipped to [-1, 1] by every sampler (for DPM-Solver: dynamic thresholding with max 1, i.e. a clamp): near
 # t = T of the cosine schedule ᾱ_t ≈ 0 and the unclipped x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t explodes into speckle
@@ -83,22 +82,40 @@ def initial_latents(gens: Sequence[torch.Generator], shape: tuple[int, ...]) -> 
 @torch.no_grad()
 def sample(
     eps: EpsFn,
-    latents: torch.Tensor,  # (B, C, H, W) x_T ~ N(0, I), on the model's device
+    latents: torch.Tensor,  # (B, C, H, W) x_T ~ N(0, I), or x_t at timesteps[start_step]; on the model's device
     class_labels: torch.Tensor,  # (B,) int64
     scheduler,  # a fresh diffusers scheduler with its timesteps set
     gens: Sequence[torch.Generator] | None = None,  # per-image generators, for stochastic samplers
+    start_step: int = 0,  # > 0: `latents` is already x_t at scheduler.timesteps[start_step] (SDEdit / img2img)
     **step_options: Any,  # extra arguments of scheduler.step (e.g. DDIM's eta)
 ) -> torch.Tensor:
-    """x_0 (B, C, H, W) in the model's range [-1, 1], by the scheduler's reverse process driven by ε̃. Give the
-    scheduler its timesteps on the CPU: its step arithmetic then stays on the host and never waits for the GPU."""
+    """x_0 (B, C, H, W) in the model's range [-1, 1], by the scheduler's reverse process driven by ε̃ from
+    timesteps[start_step] on. Give the scheduler its timesteps on the CPU: its step arithmetic then stays on the
+    host and never waits for the GPU."""
     if gens is not None:
         step_options["generator"] = list(gens)  # per-step noise drawn image by image (randn_tensor with a list)
-    x = latents * scheduler.init_noise_sigma
+    x = latents * scheduler.init_noise_sigma if start_step == 0 else latents
     net_timesteps = to_device(scheduler.timesteps, latents.device)  # the network's t, indexed on the device
-    for i, t in enumerate(scheduler.timesteps):
+    for i in range(start_step, len(scheduler.timesteps)):
+        t = scheduler.timesteps[i]
         x_in = scheduler.scale_model_input(x, t)
         x = scheduler.step(eps(x_in, net_timesteps[i], class_labels), t, x, **step_options).prev_sample
     return x
+
+
+def start_step(steps: int, strength: float) -> int:
+    """The first of `steps` denoising steps that a start at `strength` runs (diffusers' img2img rule: the last
+    int(steps · strength) steps run; strength 1 runs them all, a strength below 1/steps none)."""
+    return steps - min(int(steps * strength), steps)
+
+
+def noised(x0: torch.Tensor, noise: torch.Tensor, scheduler, start: int) -> torch.Tensor:
+    """x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε at t = timesteps[start] (the forward process q(x_t | x_0), Ho et al. eq. 4),
+    through the scheduler's own `add_noise` (DPM-Solver's σ-parametrisation included)."""
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)  # multistep solvers index their σ from here
+    t = scheduler.timesteps[start : start + 1].repeat(len(x0))
+    return scheduler.add_noise(x0, noise, t.to(x0.device))
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -124,8 +141,13 @@ class CFGSampler:
     image_size: tuple[int, int] | None = None  # crop the UNet's (padded) size back to this; None keeps it
     bf16: bool = False  # ε_θ under bf16 autocast (CUDA only; the CPU stays fp32); eq. 8 and the scheduler in fp32
 
-    def __call__(self, class_labels: Sequence[int], seeds: Sequence[int]) -> torch.Tensor:
-        """uint8 images (B, C, H, W) on the CPU, image k of class class_labels[k] from seeds[k] alone."""
+    def __call__(self, class_labels: Sequence[int], seeds: Sequence[int], init_images: torch.Tensor | None = None,
+                 strength: float = 1.0) -> torch.Tensor:
+        """uint8 images (B, C, H, W) on the CPU, image k of class class_labels[k] from seeds[k] alone. With
+        `init_images` (uint8 (B, C, h, w), the dataset's size) image k starts from init_images[k] noised to
+        `strength` (SDEdit, Meng et al. 2022: the forward process to t = timesteps[start_step], then the remaining
+        steps of the reverse process with the class label and guidance); a start that runs no step returns the
+        source image itself."""
         unet = self.eps.unet
         device = next(unet.parameters()).device
         labels = to_device(torch.as_tensor(class_labels, dtype=torch.long), device)
@@ -133,10 +155,16 @@ class CFGSampler:
             raise ValueError(f"{len(labels)} labels for {len(seeds)} seeds")
         scheduler = make_cfg_scheduler(self.sampler, self.noise_schedule)  # new per batch: no state carried over
         scheduler.set_timesteps(self.steps)  # on the CPU (see `sample`)
+        start = 0 if init_images is None else start_step(len(scheduler.timesteps), strength)
+        if start == len(scheduler.timesteps):
+            return init_images.cpu().clone()  # strength 0: no step runs, the source is the image
         gens = image_generators(seeds, device)
-        latents = initial_latents(gens, (unet.config.in_channels, *unet_sample_size(unet)))
+        latents = initial_latents(gens, (unet.config.in_channels, *unet_sample_size(unet)))  # ε for img2img
+        if init_images is not None:
+            x0 = pad_images(to_model_range(to_device(init_images, device)), unet_sample_size(unet))
+            latents = noised(x0, latents, scheduler, start)
         eps = dataclasses.replace(self.eps, unet=Bf16(unet)) if self.bf16 and fast_gpu_path(device) else self.eps
-        x = sample(eps, latents, labels, scheduler, gens if self.sampler in STOCHASTIC else None,
+        x = sample(eps, latents, labels, scheduler, gens if self.sampler in STOCHASTIC else None, start,
                    **STEP_OPTIONS.get(self.sampler, {}))
         return to_uint8(x if self.image_size is None else crop_images(x, self.image_size))
 

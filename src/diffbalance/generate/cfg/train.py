@@ -47,18 +47,13 @@ from diffbalance.generate.cfg import legacy
 from diffbalance.generate.cfg.config import CFGTrainConfig
 from diffbalance.generate.cfg.generator import generator_info, is_finished, save_generator
 from diffbalance.generate.cfg.loss import ddpm_loss
-from diffbalance.generate.cfg.unet import build_unet, null_class, pad_images, unet_sample_size
+from diffbalance.generate.cfg.unet import build_unet, null_class, pad_images, to_model_range, unet_sample_size
 from diffbalance.progress import progress_bar
 from diffbalance.readout import AsyncScalar
 from diffbalance.seeding import derive_seed, forked_rng, generator
 
 TRAIN_STATE = "train_state"
 LOSS_EVERY_STEPS = 25  # the progress bar's loss: the mean over this many steps, read without waiting for the GPU
-
-
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 {0..255} → float [-1, 1]."""
-    return images.float() / 127.5 - 1
 
 
 def train_generator(

@@ -79,6 +79,11 @@ def unet_sample_size(unet: UNet2DModel) -> tuple[int, int]:
     return (int(s), int(s)) if isinstance(s, int) else (int(s[0]), int(s[1]))
 
 
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 {0..255} → float [-1, 1] (what the model is trained and sampled in)."""
+    return images.float() / 127.5 - 1
+
+
 def pad_images(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Reflect-pad (B, C, h, w) to `size`, centred; a no-op when the sizes match."""
     dh, dw = size[0] - x.shape[-2], size[1] - x.shape[-1]
