@@ -22,7 +22,7 @@ import typer
 
 from diffbalance import distributed
 
-from diffbalance.cli import fid, make_lt, rebalance, run, train_generator  # noqa: F401  (register the commands)
+from diffbalance.cli import adapt, fid, make_lt, rebalance, run, train_generator  # noqa: F401  (register the commands)
 from diffbalance.cli.app import app
 from diffbalance.errors import DiffbalanceError
 from diffbalance.paths import cache_dir

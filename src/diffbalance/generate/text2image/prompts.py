@@ -13,10 +13,12 @@ def clean_class_name(name: str) -> str:
 
 
 def class_prompt(class_name: str, template: str = "{class}", overrides: Mapping[str, str] | None = None,
-                 clean: bool = True) -> str:
+                 clean: bool = True, word: str | None = None) -> str:
     """The prompt of one class: its override if given (looked up by the raw name), else the template.
-    `{class}` in either is replaced by the (cleaned) class name."""
-    word = clean_class_name(class_name) if clean else str(class_name)
+    `{class}` in either is replaced by `word` when given (an adapter's learned token or identifier), else by the
+    (cleaned) class name."""
+    if word is None:
+        word = clean_class_name(class_name) if clean else str(class_name)
     text = (overrides or {}).get(str(class_name), template)
     return text.replace("{class}", word)
 

@@ -11,33 +11,45 @@ guidance_scale s = 1 + w = 7.5, the paper's setting read as Stable Diffusion's s
 
 Per-image seeds: image k gets its own `torch.Generator` seeded with seeds[k] (CPU generators, so the
 starting noise is the same on any device), hence the same image at any batch size and after a resume.
+
+Adapted to the dataset (generate.adapt): `adapter` names a folder written by `diffbalance adapt`, or `adapt` trains
+one on the imbalanced set into the work folder first (one folder per model + options + data, reused, as `cfg` trains
+its generator). A LoRA adapter is loaded into the pipeline (`load_lora_weights`); learned tokens are loaded
+(`load_textual_inversion`) and replace the class name in the prompts ("a photo of a <cat>"). Each image records the
+adapter folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
+from diffbalance import distributed
 from diffbalance.configs import require
 from diffbalance.data.imageset import ImageSet
 from diffbalance.errors import DiffbalanceError
+from diffbalance.generate.adapt.config import AdaptConfig
+from diffbalance.generate.adapt.data import fingerprint
+from diffbalance.generate.adapt.files import apply_adapter, check_classes, read_adapter
+from diffbalance.generate.adapt.train import adapt_pipeline
 from diffbalance.generate.guidance import GUIDANCE_EXPECTED, Convention, guidance_record, ho_weight, sd_scale
 from diffbalance.generate.text2image.config import DEFAULT_MODEL, DType, LoadSpec, Pipeline, Scheduler, resolve_dtype
 from diffbalance.generate.loading import read_index
 from diffbalance.generate.text2image.pipeline import WHAT, default_size, load_pipeline, pipeline_class, size_multiple
 from diffbalance.generate.text2image.postprocess import canvas_size, to_dataset_images, to_pipeline_images
 from diffbalance.generate.text2image.prompts import check_overrides, class_prompt
-from diffbalance.rebalance.base import Rebalancer, register
+from diffbalance.rebalance.base import GenerativeRebalancer, register
 from diffbalance.seeding import derive_seed, generator, generators
 
 
 @register
 @dataclasses.dataclass(kw_only=True, repr=False, eq=False)
-class TextToImageRebalancer(Rebalancer):
+class TextToImageRebalancer(GenerativeRebalancer):
     """Fill images from a pretrained text-to-image diffusion model prompted with the class name."""
 
     name: ClassVar[str] = "ldm"
@@ -59,6 +71,8 @@ class TextToImageRebalancer(Rebalancer):
     width: int | None = None
     clean_class_names: bool = True  # "pickup_truck" → "pickup truck" in prompts
     safety_checker: bool = True  # False drops the model's NSFW checker (flagged images come out black)
+    adapter: str | None = None  # folder written by `diffbalance adapt` (LoRA or learned tokens); None: the base model
+    adapt: AdaptConfig | None = None  # adapt `model` to the imbalanced set first, into the work folder (reused)
 
     def validate(self) -> None:
         super().validate()
@@ -72,25 +86,55 @@ class TextToImageRebalancer(Rebalancer):
                     "a multiple of 8 (leave it unset to use the model's own size)")
         require("{class}" in self.prompt_template, "prompt_template", self.prompt_template,
                 "a text with {class}, e.g. 'a photo of a {class}'")
+        require(self.adapter is None or self.adapt is None, "adapt", self.adapt,
+                "null when `adapter` names a folder (use one adapter, or train one here)")
 
     # --- prepare -------------------------------------------------------------------------------------
     def check(self) -> None:
         """The model is a local diffusers folder with safetensors weights, or a Hub id that can be reached."""
         read_index(pipeline_class(self.pipeline, self.task), self.model, WHAT)
+        if self.adapter is not None:
+            read_adapter(self.adapter, self.model)  # a finished adapter, trained on this model
+
+    def check_data(self, train: ImageSet) -> None:
+        """A given adapter knows every class of the data."""
+        if self.adapter is not None:
+            check_classes(read_adapter(self.adapter, self.model), train.class_names, Path(self.adapter))
 
     def prepare(self, train: ImageSet, device: torch.device, workdir: Path) -> None:
         super().prepare(train, device, workdir)
         self.guidance_scale_ = sd_scale(self.guidance_w, self.guidance_convention)  # diffusers' s, resolved once
         check_overrides(self.class_prompts, train.class_names)
+        self.adapter_ = self._adapter_folder(train, device, workdir)  # None: the base model
+        info = read_adapter(self.adapter_, self.model) if self.adapter_ else None
+        if info:
+            check_classes(info, train.class_names, self.adapter_)
         self.prompts_ = [
-            class_prompt(c, self.prompt_template, self.class_prompts, self.clean_class_names) for c in train.class_names
+            class_prompt(c, self.prompt_template, self.class_prompts, self.clean_class_names,
+                         word=info["words"][str(c)] if info else None)
+            for c in train.class_names
         ]
         spec = LoadSpec(self.model, self.pipeline, self.task, self.scheduler, resolve_dtype(self.dtype, device),
                         self.safety_checker)
-        if getattr(self, "spec_", None) != spec or getattr(self, "pipe_device_", None) != device:
-            self.pipe_ = load_pipeline(spec, device)  # loaded once per spec (fit_resample then fill reuse it)
-            self.spec_, self.pipe_device_ = spec, device
+        loaded = tuple(getattr(self, k, None) for k in ("spec_", "pipe_device_", "pipe_adapter_"))
+        if loaded != (spec, device, self.adapter_):  # once per spec and adapter (fit_resample then fill reuse it)
+            self.pipe_ = load_pipeline(spec, device)
+            if info:
+                apply_adapter(self.pipe_, self.adapter_, info)
+            self.spec_, self.pipe_device_, self.pipe_adapter_ = spec, device, self.adapter_
         self.size_ = self._pipeline_size(train)
+
+    def _adapter_folder(self, train: ImageSet, device: torch.device, workdir: Path) -> Path | None:
+        """The adapter to load: the given folder, or one adapted here (one folder per model, options and data)."""
+        if self.adapter is not None:
+            return Path(self.adapter).expanduser()
+        if self.adapt is None:
+            return None
+        key = derive_seed(json.dumps({"model": self.model, "adapt": self.adapt.to_dict()}, sort_keys=True),
+                          fingerprint(train), *train.class_names)
+        folder = Path(workdir) / f"adapter-{key:016x}"
+        # under torchrun rank 0 adapts alone (one process trains it), the others wait for the folder
+        return distributed.on_main(lambda: adapt_pipeline(train, self.model, self.adapt, folder, device))
 
     def _pipeline_size(self, train: ImageSet) -> tuple[int, int]:
         h, w = default_size(self.pipe_)
@@ -137,6 +181,7 @@ class TextToImageRebalancer(Rebalancer):
             "steps": self.num_inference_steps,
             "scheduler": type(self.pipe_.scheduler).__name__ if self.scheduler == "default" else self.scheduler,
             "generated_size": list(self.size_),
+            **({"adapter": str(self.adapter_)} if self.adapter_ else {}),
         }
 
 

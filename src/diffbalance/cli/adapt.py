@@ -1,0 +1,70 @@
+"""`diffbalance adapt`: adapt a pretrained text-to-image model to a dataset's classes (LoRA or textual inversion)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from diffbalance.cli.app import app, say
+from diffbalance.errors import DiffbalanceError
+from diffbalance.generate.text2image.config import DEFAULT_MODEL
+
+
+@app.command("adapt")
+def adapt_command(
+    data: Annotated[str, typer.Argument(help="training set: ImageFolder (<class>/<images>) or NAME:SPLIT, e.g. "
+                                             "cifar10:train (cut by a profile: append :linear=500)")],
+    out: Annotated[Path, typer.Option(help="adapter folder: LoRA weights or learned tokens + adapter.json (resumed)")],
+    method: Annotated[str, typer.Option(help="lora | textual-inversion")] = "lora",
+    model: Annotated[str, typer.Option(help="Stable Diffusion 1.x/2.x: Hugging Face id or local diffusers folder")]
+        = DEFAULT_MODEL,
+    steps: Annotated[Optional[int], typer.Option(help="optimiser steps (default: the config's, 1000)")] = None,
+    config: Annotated[str, typer.Option(help="further AdaptConfig options as JSON, e.g. '{\"rank\": 8}'")] = "{}",
+    image_size: Annotated[Optional[int], typer.Option(help="resize folder images to this side first "
+                                                           "(default: as they are, all one size)")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="3 = RGB, 1 = grayscale (default: as the images are)")] = None,
+    on_corrupt: Annotated[str, typer.Option(help="unreadable images: skip (with a one-line note) | error")] = "skip",
+    seed: Annotated[int, typer.Option(help="adaptation seed")] = 0,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume",
+                                         help="continue from the latest checkpoint in OUT")] = True,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+) -> None:
+    """Fine-tune the model on the training set, every class at once; `rebalance --method ldm --params
+    '{"adapter": "OUT"}'` then fills with it."""
+    from diffbalance.generate.adapt.command import adapt_dataset
+    from diffbalance.generate.adapt.config import AdaptConfig
+
+    try:
+        options = json.loads(config)
+    except json.JSONDecodeError as err:
+        raise DiffbalanceError(f"--config is not valid JSON ({err.msg})", "quote it, e.g. '{\"rank\": 8}'") from None
+    if not isinstance(options, dict):
+        raise DiffbalanceError("--config must be a JSON object", "pass e.g. '{\"rank\": 8}'")
+    for key, option in (("method", "--method"), ("seed", "--seed"), ("train_steps", "--steps")):
+        if key in options:
+            raise DiffbalanceError(f"--config sets {key}", f"use {option} instead")
+    options = {**options, "method": method, "seed": seed, **({"train_steps": steps} if steps is not None else {})}
+    adapt_config = AdaptConfig.from_dict(options, path="--config")
+    train = training_set(data, image_size, channels, on_corrupt)
+    folder = adapt_dataset(train, model, adapt_config, out, device=device, resume=resume, command={
+        "data": data, "image_size": image_size, "channels": channels, "on_corrupt": on_corrupt})
+    probe = json.loads((folder / "adapter.json").read_text())["probe_loss"]
+    say(f"adapter ({method}) written to {folder} (probe loss {probe['start']:.4f} → {probe['end']:.4f})")
+
+
+def training_set(data: str, image_size: int | None, channels: int | None, on_corrupt: str):
+    """An image folder (resized to `image_size` if given, else all of one size), or a named dataset split cut by a
+    profile (NAME:SPLIT[:PROFILE=N], read as `diffbalance fid` reads it)."""
+    from diffbalance.data.image_folder import load_image_folder
+    from diffbalance.experiment.image_sets import named_dataset
+
+    path = Path(data).expanduser()
+    if path.is_dir():
+        return load_image_folder(path, image_size=image_size, channels=channels, on_corrupt=on_corrupt)
+    if ":" in data and not path.exists():
+        return named_dataset(data)
+    raise DiffbalanceError(f"{data} is neither an image folder nor NAME:SPLIT",
+                           "pass a folder with one subfolder per class, or e.g. cifar10:train")
