@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import describe, resolve_device
+from diffbalance.infra.device import describe, resolve_device
 from diffbalance.generate.adapt import AdaptConfig, adapt_pipeline
 from diffbalance.rebalance.registry import build_rebalancer
-from diffbalance.seeding import derive_seed
+from diffbalance.infra.seeding import derive_seed
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -38,7 +38,7 @@ from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.models import build_classifier
 from diffbalance.classify.step import train_step
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import describe, resolve_device
+from diffbalance.infra.device import describe, resolve_device
 
 NUM_CLASSES = 10
 PADDING = 4  # RandomCrop padding on both paths (TrainConfig.random_crop_padding)

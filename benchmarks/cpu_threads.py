@@ -21,7 +21,7 @@ import time
 
 WORKLOAD = """
 import json, sys, time
-from diffbalance.threads import configure_threads, passive_waiting
+from diffbalance.infra.threads import configure_threads, passive_waiting
 if {policy!r} == "diffbalance":
     passive_waiting()  # what the CLI does when it starts
 import torch

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from diffbalance.threads import configure_threads, passive_waiting
+from diffbalance.infra.threads import configure_threads, passive_waiting
 
 passive_waiting()  # what the CLI does when it starts (before torch is imported): OpenMP sleeps beside busy processes
 
@@ -44,14 +44,14 @@ import diffbalance.generate.cfg.train as cfg_train  # noqa: E402
 from diffbalance.classify.train import train_classifier  # noqa: E402
 from diffbalance.data.imageset import ImageSet  # noqa: E402
 from diffbalance.data.sources import load_train_test  # noqa: E402
-from diffbalance.device import describe, resolve_device  # noqa: E402
+from diffbalance.infra.device import describe, resolve_device  # noqa: E402
 from diffbalance.experiment.config import ExperimentConfig, preset_text  # noqa: E402
 from diffbalance.generate.cfg.config import CFGTrainConfig  # noqa: E402
 from diffbalance.generate.cfg.generator import load_generator  # noqa: E402
 from diffbalance.generate.cfg.sampling import build_sampler  # noqa: E402
 from diffbalance.generate.features.config import FeatureFillConfig  # noqa: E402
 from diffbalance.imbalance.subset import apply_profile  # noqa: E402
-from diffbalance.seeding import derive_seed  # noqa: E402
+from diffbalance.infra.seeding import derive_seed  # noqa: E402
 
 GUIDANCE_W = 2.0  # any w > 0 costs the same (the conditional and null halves in one forward)
 

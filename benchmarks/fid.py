@@ -22,11 +22,11 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
-from diffbalance.device import describe, resolve_device
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.device import describe, resolve_device
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.fid import FidConfig, fid, load_inception
 from diffbalance.evaluate.fid.features import WEIGHTS_ENV, conv_settings
-from diffbalance.seeding import generator
+from diffbalance.infra.seeding import generator
 
 
 def random_images(n: int, seed: int = 0) -> torch.Tensor:

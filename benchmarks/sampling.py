@@ -29,14 +29,14 @@ from pathlib import Path
 import torch
 
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import describe, resolve_device
+from diffbalance.infra.device import describe, resolve_device
 from diffbalance.evaluate.consistency import class_consistency
 from diffbalance.generate.cfg.config import CFGTrainConfig
 from diffbalance.generate.cfg.generator import load_generator
 from diffbalance.generate.cfg.sampling import SAMPLERS, build_sampler
 from diffbalance.generate.cfg.train import train_generator
 from diffbalance.generate.cfg.unet import build_unet
-from diffbalance.seeding import derive_seed, forked_rng
+from diffbalance.infra.seeding import derive_seed, forked_rng
 
 SETTINGS = (("ddpm", None), ("ddim", 50), ("dpmpp", 20), ("dpmpp-sde", 20))
 

@@ -37,8 +37,8 @@ def tiny_data(n: int, side: int, channels: int):
 
 def worker(args) -> None:
     """One rank of a launched measurement; rank 0 prints {"img_s": ...}."""
-    from diffbalance import distributed
-    from diffbalance.device import resolve_device
+    from diffbalance.infra import distributed
+    from diffbalance.infra.device import resolve_device
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

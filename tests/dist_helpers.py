@@ -29,14 +29,14 @@ def join_gloo(rank: int, world_size: int, port: int):
                       MASTER_PORT=str(port), OMP_NUM_THREADS="1", DIFFBALANCE_DIST_TIMEOUT="60")
     import torch
 
-    from diffbalance.device import resolve_device
+    from diffbalance.infra.device import resolve_device
 
     torch.set_num_threads(1)
     return resolve_device("cpu")
 
 
 def _child(rank: int, world_size: int, port: int, fn, args, queue) -> None:
-    from diffbalance import distributed
+    from diffbalance.infra import distributed
 
     join_gloo(rank, world_size, port)
     ok = False

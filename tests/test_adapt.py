@@ -32,14 +32,14 @@ import diffbalance.generate.adapt.train as adapt_train  # noqa: E402
 from diffbalance.cli.main import main  # noqa: E402
 from diffbalance.data.image_folder import write_image_folder  # noqa: E402
 from diffbalance.data.imageset import ImageSet  # noqa: E402
-from diffbalance.errors import DiffbalanceError  # noqa: E402
+from diffbalance.infra.errors import DiffbalanceError  # noqa: E402
 from diffbalance.generate.adapt import AdaptConfig, adapt_pipeline  # noqa: E402
 from diffbalance.generate.adapt.data import batch_indices  # noqa: E402
 from diffbalance.generate.adapt.lora import LORA_FILE  # noqa: E402
 from diffbalance.generate.text2image.postprocess import to_pipeline_images  # noqa: E402
 from diffbalance.rebalance.registry import build_rebalancer  # noqa: E402
 from diffbalance.rebalance.store import fill, read_manifest  # noqa: E402
-from diffbalance.seeding import generator, generators  # noqa: E402
+from diffbalance.infra.seeding import generator, generators  # noqa: E402
 
 CPU = torch.device("cpu")
 COLOURS = {"red": (230, 20, 20), "blue": (20, 20, 230)}
@@ -52,7 +52,7 @@ SEEDS = list(range(100, 108))  # generation seeds of the distance measurements
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Tiny models are overhead-bound; on 2 shared cores a second OpenMP thread costs ~10× (diffbalance.threads).
+    """Tiny models are overhead-bound; on 2 shared cores a second OpenMP thread costs ~10× (diffbalance.infra.threads).
     OMP_NUM_THREADS=1 too, so the in-process CLI (configure_threads) and its subprocesses keep one."""
     before = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
@@ -177,7 +177,7 @@ def _plain_pipe(model: str):
 
 def _trained(model: str, folder: Path, config: AdaptConfig):
     """The adaptation as training left it: a fresh set-up with the final checkpoint's tensors."""
-    from diffbalance.checkpoint import load_training_state
+    from diffbalance.infra.checkpoint import load_training_state
     from diffbalance.generate.adapt.setup import prepare_adaptation
 
     ad = prepare_adaptation(solid_set(), model, config, CPU)

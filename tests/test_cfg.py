@@ -13,7 +13,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolver
 from safetensors.torch import load_file, save_file
 
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.cfg import rebalancer as rebalancer_module
 from diffbalance.generate.cfg import train as train_module
 from diffbalance.generate.cfg.config import CFGTrainConfig

@@ -12,7 +12,7 @@ from diffbalance.classify.augment import (
     random_horizontal_flip,
     stats_tensor,
 )
-from diffbalance.seeding import forked_rng, generator
+from diffbalance.infra.seeding import forked_rng, generator
 
 
 def test_crop_at_moves_content_by_the_offset():

@@ -1,7 +1,7 @@
 import pytest
 
 from diffbalance.classify.config import FAST_RECIPE, TrainConfig
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 
 def test_defaults_round_trip():

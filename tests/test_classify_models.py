@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from diffbalance.classify.models import CLASSIFIERS, build_classifier
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)

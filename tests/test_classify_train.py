@@ -5,14 +5,14 @@ import torch
 import torch.nn.functional as F
 
 import diffbalance.classify.train as train_mod
-from diffbalance.checkpoint import load_training_state, save_training_state
+from diffbalance.infra.checkpoint import load_training_state, save_training_state
 from diffbalance.classify.augment import normalize
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.ema import ema_copy, ema_update
 from diffbalance.classify.schedule import scaled_lr
 from diffbalance.classify.train import TrainedClassifier, lr_factor, train_classifier
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 CPU = torch.device("cpu")
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from diffbalance.classify.config import TrainConfig
 from diffbalance.data.sources import DataConfig
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.fid.protocol import FidConfig
 from diffbalance.experiment.config import ExperimentConfig
 from diffbalance.generate.cfg.config import CFGTrainConfig

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from diffbalance.device import resolve_device
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.device import resolve_device
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.experiment.config import ExperimentConfig, load_config
 
 

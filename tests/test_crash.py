@@ -28,17 +28,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 import crash_helpers as ch  # noqa: E402
 from fixtures_data import write_image_tree  # noqa: E402
 
-import diffbalance.atomic as atomic  # noqa: E402
-import diffbalance.checkpoint as checkpoint  # noqa: E402
+import diffbalance.infra.atomic as atomic  # noqa: E402
+import diffbalance.infra.checkpoint as checkpoint  # noqa: E402
 import diffbalance.generate.cfg.train as cfg_train  # noqa: E402
 import diffbalance.rebalance.store as store  # noqa: E402
-from diffbalance.atomic import (DiskFullError, atomic_path, output_lock, remove_stale_temps,  # noqa: E402
+from diffbalance.infra.atomic import (DiskFullError, atomic_path, output_lock, remove_stale_temps,  # noqa: E402
                                 write_json)
 from diffbalance.classify.config import TrainConfig  # noqa: E402
 from diffbalance.classify.train import train_classifier  # noqa: E402
 from diffbalance.cli.main import main  # noqa: E402
 from diffbalance.data.imageset import ImageSet  # noqa: E402
-from diffbalance.errors import DiffbalanceError  # noqa: E402
+from diffbalance.infra.errors import DiffbalanceError  # noqa: E402
 from diffbalance.generate.cfg.config import CFGTrainConfig  # noqa: E402
 from diffbalance.generate.cfg.train import train_generator  # noqa: E402
 from diffbalance.rebalance.registry import build_rebalancer  # noqa: E402
@@ -84,7 +84,7 @@ def test_run_killed_and_resumed(crash_dir):
 # --- one writer per folder --------------------------------------------------------------------------------------
 HOLD_LOCK = """
 import sys, time
-from diffbalance.atomic import output_lock
+from diffbalance.infra.atomic import output_lock
 with output_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(600)
@@ -436,7 +436,7 @@ def test_rebalance_command_on_a_full_tmpfs_is_one_line_exit_2_then_resumes(tmp_p
 def test_checkpoint_tensors_leave_a_device_in_one_flat_copy():
     """The grouped path of a GPU checkpoint (run here on CPU tensors): same values and shapes, standard layout,
     no shared memory (safetensors refuses shared tensors)."""
-    from diffbalance.checkpoint import flat_to_cpu
+    from diffbalance.infra.checkpoint import flat_to_cpu
 
     g = torch.Generator().manual_seed(0)
     conv = torch.randn(4, 3, 2, 2, generator=g).to(memory_format=torch.channels_last)

@@ -1,5 +1,5 @@
 """The decoded-set cache: hits return identical tensors without decoding; damaged entries are rebuilt; one cache
-location (diffbalance.paths, one environment variable) for the data sets and the FID statistics."""
+location (diffbalance.infra.paths, one environment variable) for the data sets and the FID statistics."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from fixtures_data import REPO_ROOT, isolated_data_env, write_image_tree  # noqa: F401 (fixture)
 
-from diffbalance import paths
+from diffbalance.infra import paths
 from diffbalance.data import cache as data_cache
 from diffbalance.data.cache import cache_key, cached_sets
 from diffbalance.data.imageset import ImageSet
@@ -87,7 +87,7 @@ def test_one_env_var_places_both_caches(tmp_path, monkeypatch):
 
 
 def test_only_paths_names_the_cache_env_var():
-    """No second definition of the cache location: the variable's name appears in code only in paths.py."""
+    """No second definition of the cache location: the variable's name appears in code only in infra/paths.py."""
     src = REPO_ROOT / "src" / "diffbalance"
 
     def names_it(f: Path) -> bool:
@@ -95,4 +95,4 @@ def test_only_paths_names_the_cache_env_var():
         return any(isinstance(n, ast.Constant) and n.value == "DIFFBALANCE_CACHE" for n in nodes)
 
     naming = [f.relative_to(src).as_posix() for f in sorted(src.rglob("*.py")) if names_it(f)]
-    assert naming == ["paths.py"]
+    assert naming == ["infra/paths.py"]

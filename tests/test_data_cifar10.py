@@ -13,7 +13,7 @@ from fixtures_data import REPO_ROOT, isolated_data_env, write_cifar_batches  # n
 from PIL import Image
 
 from diffbalance.data import cifar10 as c10
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 from fixtures_data import idx_bytes, isolated_data_env, write_fashion_idx  # noqa: F401 (fixture)
 
 from diffbalance.data import fashion_mnist as fm
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 
 @pytest.mark.parametrize("gz", [True, False])

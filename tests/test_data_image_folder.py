@@ -19,7 +19,7 @@ from diffbalance.data.image_folder import (
     write_class_listing, write_image_folder, write_png,
 )
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 
 def test_reads_classes_sorted_and_files_in_name_order(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from fixtures_data import isolated_data_env, write_fashion_idx, write_image_tree  # noqa: F401 (fixture)
 
 from diffbalance.data.sources import DATASETS, DataConfig, load_train_test
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 
 def test_unknown_dataset_lists_the_names():

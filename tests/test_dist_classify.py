@@ -16,11 +16,11 @@ from torch import nn
 
 import diffbalance.classify.train as train_mod
 from dist_helpers import free_port, join_gloo
-from diffbalance import distributed
+from diffbalance.infra import distributed
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.train import train_classifier
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 WORLD = 2
 BASE = dict(epochs=2, batch_size=16, lr=0.05, warmup_epochs=0.5, eval_batch_size=64, random_crop_padding=1)

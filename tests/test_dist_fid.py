@@ -61,7 +61,7 @@ def _measure(out: Path) -> dict:
 
 
 def _worker(rank: int, port: int, out: str) -> None:
-    from diffbalance import distributed
+    from diffbalance.infra import distributed
 
     assert join_gloo(rank, WORLD, port) == torch.device("cpu") and distributed.current().world_size == WORLD
     result = _measure(Path(out) / "dist")

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from dist_helpers import run_ranks
-from diffbalance.atomic import remove_stale_temps
+from diffbalance.infra.atomic import remove_stale_temps
 from diffbalance.rebalance.store import fill, read_manifest
 from test_rebalancers import make, tiny_set
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from dist_helpers import free_port, join_gloo
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.cfg.config import CFGTrainConfig
 from diffbalance.generate.cfg.train import train_generator
 
@@ -37,7 +37,7 @@ def toy_set(n: int = 20) -> ImageSet:
 
 def _rank(rank: int, port: int, root: str) -> None:
     """One process of a 2-process job (the environment torchrun would give it), running every scenario in turn."""
-    from diffbalance import distributed
+    from diffbalance.infra import distributed
     from diffbalance.generate.cfg import train as train_module
 
     device = join_gloo(rank, 2, port)

@@ -10,7 +10,7 @@ import yaml
 from diffbalance.cli.main import main
 from diffbalance.data.image_folder import write_image_folder
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.experiment.config import ExperimentConfig, load_config
 
 

@@ -15,17 +15,17 @@ import diffbalance.classify.train as train_mod
 import diffbalance.generate.features.sample as sample_mod
 import diffbalance.generate.features.train as feature_train_mod
 from dist_helpers import free_port, join_gloo
-from diffbalance import distributed
+from diffbalance.infra import distributed
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.feature_fill import synthetic_counts
 from diffbalance.classify.head_retrain import SyntheticFeatures, class_balanced_indices, frozen_features, head_batch
 from diffbalance.classify.train import train_classifier
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.features.config import FeatureFillConfig
 from diffbalance.generate.features.sample import sample_features
 from diffbalance.generate.features.train import train_feature_model
-from diffbalance.seeding import derive_seed, generator
+from diffbalance.infra.seeding import derive_seed, generator
 
 CPU = torch.device("cpu")
 REAL_COUNTS = [24, 10, 6]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.fid import (
     DomainFeatures, FeatureCache, FidConfig, RandomConvFeatures, build_extractor, embed, fid, load_inception,
     quality_report,

@@ -12,7 +12,7 @@ from test_experiment import tiny_config  # noqa: E402
 
 from diffbalance.cli.main import main  # noqa: E402
 from diffbalance.data.imageset import ImageSet  # noqa: E402
-from diffbalance.errors import DiffbalanceError  # noqa: E402
+from diffbalance.infra.errors import DiffbalanceError  # noqa: E402
 from diffbalance.experiment.config import ExperimentConfig  # noqa: E402
 from diffbalance.experiment.filter import FilterConfig, acceptance, score_candidates, select  # noqa: E402
 

@@ -19,7 +19,7 @@ from PIL import Image, ImageFile
 
 from diffbalance.data.image_folder import decode_images, load_image_folder, read_image
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 # torchvision decodes 16-bit PNGs (PIL keeps only the high byte of colour samples) and calls that deprecated on every
 # call; decode_images silences it, read_image called directly does not

@@ -1,6 +1,6 @@
 import pytest
 
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.imbalance.profiles import exponential_counts, linear_counts, profile_counts, step_counts
 from diffbalance.imbalance.subset import kept_indices
 from diffbalance.imbalance.targets import generation_counts

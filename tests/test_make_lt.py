@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from diffbalance.cli.make_lt import make_lt_command
 from diffbalance.data.image_folder import load_image_folder
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 
 def _cli() -> typer.Typer:

@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.metrics import classification_metrics, shot_groups
 
 Y_TRUE = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]

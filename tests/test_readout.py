@@ -2,7 +2,7 @@
 
 import torch
 
-from diffbalance.readout import AsyncScalar
+from diffbalance.infra.readout import AsyncScalar
 
 
 def test_the_newest_sent_value_is_shown():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.cfg.config import CFGTrainConfig
 from diffbalance.generate.cfg.sampling import start_step
 from diffbalance.generate.cfg.train import train_generator

@@ -7,7 +7,7 @@ from sklearn.base import clone
 
 import diffbalance
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.rebalance.registry import available_rebalancers, build_rebalancer, rebalancer_class
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.rebalance.registry import available_rebalancers, build_rebalancer
 from diffbalance.rebalance.store import fill, load_fill, read_manifest
 

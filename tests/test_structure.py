@@ -72,3 +72,15 @@ def test_stages_import_nothing_above_them():
             if stage in rank and other in rank and rank[other] > rank[stage]:
                 wrong.append(f"{module} → {target}")
     assert wrong == []
+
+
+def test_infrastructure_imports_no_stage_and_the_root_holds_only_stages():
+    """infra/ (configs, errors, device, distributed, seeding, atomic, …) serves every stage and imports none; the
+    package root holds the stage folders, infra/ and the entry points only."""
+    wrong = [f"{m} → {t}" for m, targets in import_graph().items() if m.startswith("diffbalance.infra")
+             for t in targets if t.split(".")[1] in STAGES]
+    assert wrong == []
+    loose = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert loose == ["__init__.py", "__main__.py"]
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == {*STAGES, "infra",
+                                                                                           "presets"}

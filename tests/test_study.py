@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_experiment import tiny_config  # noqa: E402
 
 from diffbalance.cli.main import main  # noqa: E402
-from diffbalance.errors import DiffbalanceError  # noqa: E402
+from diffbalance.infra.errors import DiffbalanceError  # noqa: E402
 from diffbalance.experiment.config import ExperimentConfig  # noqa: E402
 from diffbalance.report.verdict import paired_difference  # noqa: E402
 

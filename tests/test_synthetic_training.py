@@ -16,8 +16,8 @@ from diffbalance.classify.head_retrain import class_balanced_indices, reset_head
 from diffbalance.classify.losses import balanced_softmax_loss, build_loss, cross_entropy, log_class_prior
 from diffbalance.classify.train import train_classifier
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
-from diffbalance.seeding import generator
+from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.seeding import generator
 
 CPU = torch.device("cpu")
 NEW_OPTIONS = ("synthetic_weight", "prior", "head_retrain_epochs", "head_retrain_lr")

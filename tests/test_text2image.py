@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny_sd import IMAGE_SIZE, save_tiny_sd  # noqa: E402
 
 from diffbalance.data.imageset import ImageSet  # noqa: E402
-from diffbalance.errors import DiffbalanceError  # noqa: E402
+from diffbalance.infra.errors import DiffbalanceError  # noqa: E402
 from diffbalance.generate.schedulers import make_scheduler  # noqa: E402
 from diffbalance.generate.text2image.postprocess import canvas_size, to_dataset_images, to_pipeline_images  # noqa: E402
 from diffbalance.generate.text2image.prompts import class_prompt  # noqa: E402

@@ -2,7 +2,7 @@
 
 import pytest
 
-from diffbalance.threads import THREADS_ENV, busy_cores, choose_threads
+from diffbalance.infra.threads import THREADS_ENV, busy_cores, choose_threads
 
 
 @pytest.fixture

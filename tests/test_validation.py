@@ -12,7 +12,7 @@ from test_experiment import tiny_config  # noqa: E402
 
 from diffbalance.cli.main import main  # noqa: E402
 from diffbalance.data.imageset import ImageSet  # noqa: E402
-from diffbalance.errors import DiffbalanceError  # noqa: E402
+from diffbalance.infra.errors import DiffbalanceError  # noqa: E402
 from diffbalance.imbalance.validation import ValidationConfig, split_validation  # noqa: E402
 from diffbalance.report.verdict import best_by_validation, paired_verdict  # noqa: E402
 

@@ -39,8 +39,8 @@ _EXPORTS = {
     "ExperimentConfig": "diffbalance.experiment.config",
     "load_config": "diffbalance.experiment.config",
     "run_experiment": "diffbalance.experiment.runner",
-    "DiffbalanceError": "diffbalance.errors",
-    "resolve_device": "diffbalance.device",
+    "DiffbalanceError": "diffbalance.infra.errors",
+    "resolve_device": "diffbalance.infra.device",
 }
 
 

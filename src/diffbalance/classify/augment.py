@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from diffbalance.seeding import forked_rng
+from diffbalance.infra.seeding import forked_rng
 
 
 def channel_mean_std(images: torch.Tensor, chunk_size: int = 8192) -> tuple[list[float], list[float]]:

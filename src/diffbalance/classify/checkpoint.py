@@ -2,7 +2,7 @@
 
     classifier/                  model.safetensors, classifier.json   (TrainedClassifier.save / load)
     <checkpoint_dir>/resume/     state.safetensors, state.json        (train_classifier's periodic checkpoint,
-                                                                       written by diffbalance.checkpoint)
+                                                                       written by diffbalance.infra.checkpoint)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffbalance.checkpoint import read_folder, write_folder
+from diffbalance.infra.checkpoint import read_folder, write_folder
 
 MODEL_FILE, MODEL_META = "model.safetensors", "classifier.json"
 RESUME_FOLDER = "resume"

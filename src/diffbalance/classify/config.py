@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from diffbalance.classify.models import CLASSIFIERS
-from diffbalance.configs import Config, current_path
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.configs import Config, current_path
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.features.config import FeatureFillConfig
 
 

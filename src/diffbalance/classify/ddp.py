@@ -21,9 +21,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from diffbalance import distributed
-from diffbalance.distributed import Dist
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra import distributed
+from diffbalance.infra.distributed import Dist
+from diffbalance.infra.errors import DiffbalanceError
 
 
 def training_world(ddp: bool | None) -> Dist:

@@ -40,12 +40,12 @@ from pathlib import Path
 
 import torch
 
-from diffbalance import distributed
-from diffbalance.checkpoint import read_folder, write_folder
+from diffbalance.infra import distributed
+from diffbalance.infra.checkpoint import read_folder, write_folder
 from diffbalance.classify.head_retrain import SyntheticFeatures, TrainingRun, frozen_features
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.features.config import FeatureFillConfig
-from diffbalance.seeding import derive_seed
+from diffbalance.infra.seeding import derive_seed
 
 FEATURE_FILL_FOLDER = "feature-fill"  # beside <checkpoint_dir>/resume
 TRAIN_FOLDER, FEATURES_FOLDER = "train", "features"

@@ -38,9 +38,9 @@ from diffbalance.classify.augment import augment_batch, normalize
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.losses import cross_entropy
 from diffbalance.classify.schedule import lr_scheduler, scaled_lr
-from diffbalance.distributed import Dist
-from diffbalance.errors import DiffbalanceError
-from diffbalance.seeding import derive_seed, forked_rng, generator
+from diffbalance.infra.distributed import Dist
+from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.seeding import derive_seed, forked_rng, generator
 
 RNG_SCHEME = "head: init (seed, 'head_init'); draw (seed, 'head_epoch', epoch); crop/flip (seed, 'head_augment', step)"
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet
 
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 
 class CifarResNet(nn.Module):

@@ -9,7 +9,7 @@ A step, for the global batch of image indices `idx` (the same on every rank, see
     loss(model(x), y, w) → backward (DDP averages the ranks' gradients) → SGD step → lr step → EMA
 
 Nothing in it waits for the GPU: random numbers are drawn on the device, μ and σ are device tensors made once,
-and the loss stays on the device (diffbalance.readout shows it on the progress bar without blocking).
+and the loss stays on the device (diffbalance.infra.readout shows it on the progress bar without blocking).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from diffbalance.classify.augment import augment_batch, cutout, mix_batch, mix_v
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.ema import ema_update
 from diffbalance.classify.losses import LossFn
-from diffbalance.device import fast_gpu_path
-from diffbalance.distributed import Dist
-from diffbalance.seeding import derive_seed, generator
+from diffbalance.infra.device import fast_gpu_path
+from diffbalance.infra.distributed import Dist
+from diffbalance.infra.seeding import derive_seed, generator
 
 
 @dataclass

@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from diffbalance.atomic import ensure_writable_dir
-from diffbalance.checkpoint import load_training_state, save_training_state
+from diffbalance.infra.atomic import ensure_writable_dir
+from diffbalance.infra.checkpoint import load_training_state, save_training_state
 from diffbalance.classify import ddp as _ddp  # `ddp` is train_classifier's argument
 from diffbalance.classify.augment import build_batch_mix, channel_mean_std, normalize, stats_tensor
 from diffbalance.classify.checkpoint import RESUME_FOLDER, load_classifier_files, save_classifier
@@ -49,13 +49,13 @@ from diffbalance.classify.models import build_classifier
 from diffbalance.classify.schedule import lr_factor, lr_scheduler, scaled_lr
 from diffbalance.classify.step import Run, epoch_order, train_step
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import DeviceLike, fast_gpu_path, resolve_device
-from diffbalance import distributed
-from diffbalance.distributed import Dist
-from diffbalance.errors import DiffbalanceError
-from diffbalance.progress import progress_bar
-from diffbalance.readout import AsyncScalar
-from diffbalance.seeding import derive_seed, forked_rng
+from diffbalance.infra.device import DeviceLike, fast_gpu_path, resolve_device
+from diffbalance.infra import distributed
+from diffbalance.infra.distributed import Dist
+from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.progress import progress_bar
+from diffbalance.infra.readout import AsyncScalar
+from diffbalance.infra.seeding import derive_seed, forked_rng
 
 __all__ = ["TrainedClassifier", "lr_factor", "train_classifier"]  # lr_factor: re-exported from schedule
 

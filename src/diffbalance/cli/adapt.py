@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from diffbalance.cli.app import app, say
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.text2image.config import DEFAULT_MODEL
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from diffbalance import distributed
+from diffbalance.infra import distributed
 
 app = typer.Typer(
     name="diffbalance",

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import typer
 
-from diffbalance import distributed
-from diffbalance.atomic import check_writable, write_json
+from diffbalance.infra import distributed
+from diffbalance.infra.atomic import check_writable, write_json
 from diffbalance.cli.app import app, say
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 SHOWN = ("n_a", "n_b", "features", "resize", "weights_sha256", "feature_dtype", "device", "seconds")
 

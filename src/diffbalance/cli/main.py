@@ -20,13 +20,13 @@ import warnings
 import torch.distributed
 import typer
 
-from diffbalance import distributed
+from diffbalance.infra import distributed
 
 from diffbalance.cli import adapt, fid, make_lt, rebalance, run, train_generator  # noqa: F401  (register the commands)
 from diffbalance.cli.app import app
-from diffbalance.errors import DiffbalanceError
-from diffbalance.paths import cache_dir
-from diffbalance.threads import configure_threads
+from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.paths import cache_dir
+from diffbalance.infra.threads import configure_threads
 
 DEBUG_FLAG = "--debug"
 try:  # Typer ≥ 0.20 carries its own copy of click; older ones use click itself

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from diffbalance.cli.app import app
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 
 def parse_order(text: str | None) -> tuple[str, ...] | None:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffbalance import distributed
+from diffbalance.infra import distributed
 from diffbalance.cli.app import app, say
 
 

@@ -1,6 +1,6 @@
 """Decoded image sets cached on disk, so a large folder of JPEGs/PNGs is decoded once.
 
-A cache entry is a folder `cache_dir("sets", <key>)` (`diffbalance.paths`: $DIFFBALANCE_CACHE/sets/<key>, default
+A cache entry is a folder `cache_dir("sets", <key>)` (`diffbalance.infra.paths`: $DIFFBALANCE_CACHE/sets/<key>, default
 ~/.cache/diffbalance/sets/<key>) holding `sets.safetensors` (images_i, labels_i per set) and
 `sets.json` (class names, source, meta per set). The key is a sha256 of the loader name, the resolved input
 paths, every input file with its size and mtime, and the loader options: change any of them and the entry is
@@ -19,9 +19,9 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from diffbalance.atomic import atomic_path
+from diffbalance.infra.atomic import atomic_path
 from diffbalance.data.imageset import ImageSet
-from diffbalance.paths import CACHE_ENV, cache_dir
+from diffbalance.infra.paths import CACHE_ENV, cache_dir
 
 CACHE_FORMAT = 2  # bump when the stored layout or the decoding changes (2: 16-bit scaling, EXIF, alpha rule)
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffbalance.atomic import atomic_path
+from diffbalance.infra.atomic import atomic_path
 from diffbalance.data.cache import cache_key, cached_sets
 from diffbalance.data.image_folder import decode_images
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_ENV = "DIFFBALANCE_CIFAR10"

@@ -25,11 +25,11 @@ import torch
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
-from diffbalance.atomic import atomic_path, write_json
+from diffbalance.infra.atomic import atomic_path, write_json
 from diffbalance.data.decode import IMAGE_EXTENSIONS, Unreadable, decode_images, read_image  # noqa: F401 (re-exported)
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
-from diffbalance.progress import console
+from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.progress import console
 
 ON_CORRUPT = ("skip", "error")
 CLASSES_FILE = "classes.json"

@@ -11,9 +11,9 @@ from diffbalance.data.cifar10 import load_cifar10
 from diffbalance.data.fashion_mnist import load_fashion_mnist, resolve_fashion_mnist
 from diffbalance.data.image_folder import load_image_folder, note_skipped, stratified_split
 from diffbalance.data.imageset import ImageSet
-from diffbalance.configs import Config
-from diffbalance.errors import DiffbalanceError
-from diffbalance.paths import cache_dir
+from diffbalance.infra.configs import Config
+from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.paths import cache_dir
 
 DATASETS = ("cifar10", "fashion-mnist", "folder")
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 
 def classification_metrics(

@@ -20,9 +20,9 @@ from typing import Any, Literal
 import yaml
 
 from diffbalance.classify.config import ModelName, TrainConfig
-from diffbalance.configs import Config, build, join, parse_fields
+from diffbalance.infra.configs import Config, build, join, parse_fields
 from diffbalance.data.sources import DataConfig
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.fid.protocol import FidConfig
 from diffbalance.experiment.filter import FilterConfig
 from diffbalance.experiment.sweep import SweepConfig

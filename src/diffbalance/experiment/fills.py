@@ -6,13 +6,13 @@ import hashlib
 import json
 from pathlib import Path
 
-from diffbalance import distributed
+from diffbalance.infra import distributed
 from diffbalance.data.imageset import ImageSet
 from diffbalance.evaluate.fid.protocol import quality_report
 from diffbalance.experiment.config import ExperimentConfig, MethodConfig
 from diffbalance.experiment.filter import filtered_fill
 from diffbalance.experiment.sweep import Sweeper, run_sweeps
-from diffbalance.progress import console
+from diffbalance.infra.progress import console
 from diffbalance.rebalance.store import copy_fill, fill
 from diffbalance.experiment.stage import Stage, method_rebalancer
 from diffbalance.experiment.quality import balanced_original, reference_classifier, run_embedder

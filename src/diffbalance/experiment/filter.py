@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import clone
 
-from diffbalance import distributed
-from diffbalance.atomic import write_json, write_text
+from diffbalance.infra import distributed
+from diffbalance.infra.atomic import write_json, write_text
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.train import TrainedClassifier, train_classifier
-from diffbalance.configs import Config
+from diffbalance.infra.configs import Config
 from diffbalance.data.image_folder import class_folders, write_class_listing, write_png
 from diffbalance.data.imageset import ImageSet
 from diffbalance.rebalance.base import Rebalancer

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffbalance import distributed
-from diffbalance.atomic import check_writable, write_json
+from diffbalance.infra import distributed
+from diffbalance.infra.atomic import check_writable, write_json
 from diffbalance.data.sources import DataConfig, load_train_test
-from diffbalance.device import DeviceLike, resolve_device
+from diffbalance.infra.device import DeviceLike, resolve_device
 from diffbalance.generate.cfg.config import CFGTrainConfig
 from diffbalance.generate.cfg.train import check_resume, train_generator
 from diffbalance.imbalance.subset import ImbalanceConfig, apply_profile

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import torch
 
-from diffbalance import distributed
-from diffbalance.atomic import write_json
+from diffbalance.infra import distributed
+from diffbalance.infra.atomic import write_json
 from diffbalance.classify.train import train_classifier
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import describe
+from diffbalance.infra.device import describe
 from diffbalance.evaluate.metrics import classification_metrics
 from diffbalance.experiment.config import CEILING, ExperimentConfig, MethodConfig
 from diffbalance.experiment.stage import Stage
-from diffbalance.progress import console
+from diffbalance.infra.progress import console
 from diffbalance.rebalance.registry import rebalancer_class
 
 RUN_PARTS = "runs"  # runs/<method>--<classifier>--seed<k>.json: a run finished by one rank of a spread grid

@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diffbalance import distributed
+from diffbalance.infra import distributed
 from diffbalance.data.image_folder import ON_CORRUPT, load_image_folder
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.sources import DataConfig, load_train_test
-from diffbalance.device import DeviceLike, resolve_device
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.device import DeviceLike, resolve_device
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.fid.protocol import FidConfig, fid
 from diffbalance.imbalance.subset import ImbalanceConfig, apply_profile
 from diffbalance.rebalance.store import load_fill

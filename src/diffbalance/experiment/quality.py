@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 
-from diffbalance import distributed
+from diffbalance.infra import distributed
 from diffbalance.classify.train import TrainedClassifier, train_classifier
 from diffbalance.data.imageset import ImageSet
 from diffbalance.evaluate.consistency import class_consistency
@@ -12,7 +12,7 @@ from diffbalance.evaluate.fid.embedder import Embedder
 from diffbalance.evaluate.fid.protocol import fid_embedder, quality_report
 from diffbalance.experiment.config import ExperimentConfig
 from diffbalance.imbalance.subset import make_imbalanced
-from diffbalance.progress import console
+from diffbalance.infra.progress import console
 from diffbalance.experiment.stage import Stage
 
 

@@ -14,7 +14,7 @@ Run folder:
     results.json           rewritten (atomically) after every finished run; stage_seconds: wall time per stage
     report.md, figures/    written at the end
 
-Under torchrun every rank runs the same stages; rank 0 alone writes the shared files (diffbalance.distributed).
+Under torchrun every rank runs the same stages; rank 0 alone writes the shared files (diffbalance.infra.distributed).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import torch
 
-from diffbalance import distributed
-from diffbalance.atomic import write_json
+from diffbalance.infra import distributed
+from diffbalance.infra.atomic import write_json
 from diffbalance.classify.config import TrainConfig
-from diffbalance.device import describe
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.device import describe
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.experiment.config import ExperimentConfig
 from diffbalance.experiment.fills import shared_fills, sweep_table
 from diffbalance.experiment.filter import acceptance, kept_and_rejected
@@ -47,7 +47,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     """The whole pipeline; returns the results dict also written to `out_dir/results.json`. Nothing is written
     before every input is checked; one job at a time writes a run folder; what a killed run left half-written
     is removed before it resumes. Under torchrun every rank calls it alike (module docstring of
-    diffbalance.distributed): rank 0 writes the shared files, fills are sharded, and classifier runs are spread
+    diffbalance.infra.distributed): rank 0 writes the shared files, fills are sharded, and classifier runs are spread
     over the ranks or trained with DDP (`config.parallel`)."""
     clock = StageClock()
     with clock("prepare"):

@@ -8,22 +8,22 @@ from pathlib import Path
 
 import torch
 
-from diffbalance import distributed
-from diffbalance.atomic import check_writable
+from diffbalance.infra import distributed
+from diffbalance.infra.atomic import check_writable
 from diffbalance.classify.train import TrainedClassifier
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.sources import load_train_test
-from diffbalance.device import resolve_device
+from diffbalance.infra.device import resolve_device
 from diffbalance.evaluate.fid.embedder import Embedder
 from diffbalance.experiment.config import ExperimentConfig, MethodConfig
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.imbalance.subset import apply_profile
 from diffbalance.imbalance.targets import generation_counts
 from diffbalance.imbalance.validation import split_validation
 from diffbalance.rebalance.base import Rebalancer
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import load_fill
-from diffbalance.resources import check_memory, image_bytes
+from diffbalance.infra.resources import check_memory, image_bytes
 
 
 @dataclass

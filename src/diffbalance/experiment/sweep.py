@@ -35,17 +35,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffbalance import distributed
-from diffbalance.atomic import write_json
+from diffbalance.infra import distributed
+from diffbalance.infra.atomic import write_json
 from diffbalance.classify.config import ModelName, TrainConfig
 from diffbalance.classify.train import train_classifier
-from diffbalance.configs import Config
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.configs import Config
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.consistency import class_consistency
 from diffbalance.evaluate.metrics import classification_metrics
 from diffbalance.generate.cfg.config import Init, Sampler
 from diffbalance.generate.guidance import ho_weight
-from diffbalance.progress import console
+from diffbalance.infra.progress import console
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import copy_fill
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diffbalance.atomic import atomic_path, write_json
+from diffbalance.infra.atomic import atomic_path, write_json
 from diffbalance.data.image_folder import write_image_folder
 from diffbalance.data.sources import DataConfig, load_train_test
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.imbalance.subset import ImbalanceConfig, apply_profile
 
 

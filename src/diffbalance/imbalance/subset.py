@@ -8,11 +8,11 @@ from typing import Literal
 
 import torch
 
-from diffbalance.configs import Config, current_path
+from diffbalance.infra.configs import Config, current_path
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.imbalance.profiles import profile_counts
-from diffbalance.seeding import generator
+from diffbalance.infra.seeding import generator
 
 SELECTIONS = ("first", "random")
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from diffbalance.configs import Config
+from diffbalance.infra.configs import Config
 from diffbalance.data.imageset import ImageSet
-from diffbalance.seeding import derive_seed, generator
+from diffbalance.infra.seeding import derive_seed, generator
 
 
 @dataclass(frozen=True)

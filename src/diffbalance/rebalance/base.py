@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from diffbalance.configs import coerce_fields, require, to_plain
+from diffbalance.infra.configs import coerce_fields, require, to_plain
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import resolve_device
+from diffbalance.infra.device import resolve_device
 from diffbalance.imbalance.targets import generation_counts
-from diffbalance.paths import cache_dir
+from diffbalance.infra.paths import cache_dir
 from diffbalance.rebalance.sources import copies
-from diffbalance.seeding import derive_seed, generator
+from diffbalance.infra.seeding import derive_seed, generator
 
 # image i of class c, its seed and the method's record
 Batch = tuple[int, list[int], torch.Tensor, list[dict[str, Any]]]

@@ -6,17 +6,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from diffbalance import distributed
-from diffbalance.atomic import check_writable, write_json
+from diffbalance.infra import distributed
+from diffbalance.infra.atomic import check_writable, write_json
 from diffbalance.data.image_folder import load_image_folder, scan_image_folder
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import DeviceLike, resolve_device
-from diffbalance.errors import DiffbalanceError
-from diffbalance.progress import console
+from diffbalance.infra.device import DeviceLike, resolve_device
+from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.progress import console
 from diffbalance.rebalance.base import Rebalancer
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import fill
-from diffbalance.resources import check_memory, image_bytes
+from diffbalance.infra.resources import check_memory, image_bytes
 
 # options the command sets for the method; --params must not repeat them
 COMMAND_LEVEL = {"sampling_strategy": "--target", "random_state": "--seed", "device": "--device"}

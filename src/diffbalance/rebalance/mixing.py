@@ -18,8 +18,8 @@ import torch
 from torchvision.transforms import v2
 
 from diffbalance.rebalance.base import Rebalancer, register
-from diffbalance.configs import require
-from diffbalance.seeding import forked_rng, generator
+from diffbalance.infra.configs import require
+from diffbalance.infra.seeding import forked_rng, generator
 
 
 def _pick_pair(pool: torch.Tensor, seed: int) -> tuple[int, int]:

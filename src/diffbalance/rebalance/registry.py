@@ -7,8 +7,8 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from diffbalance.configs import at_path, parse_fields
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.configs import at_path, parse_fields
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.rebalance import mixing, oversample  # noqa: F401  (their classes register themselves)
 from diffbalance.rebalance.base import REGISTRY, Rebalancer
 

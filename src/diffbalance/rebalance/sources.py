@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 import torch
 
-from diffbalance.errors import DiffbalanceError
-from diffbalance.seeding import generator
+from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.seeding import generator
 
 
 def class_pool(labels: torch.Tensor, class_index: int) -> torch.Tensor:

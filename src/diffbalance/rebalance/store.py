@@ -30,12 +30,12 @@ from typing import Any
 
 import torch
 
-from diffbalance import distributed
-from diffbalance.atomic import atomic_path, one_line_when_full, write_json, write_text
+from diffbalance.infra import distributed
+from diffbalance.infra.atomic import atomic_path, one_line_when_full, write_json, write_text
 from diffbalance.data.image_folder import class_folders, read_image, write_class_listing, write_png
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
-from diffbalance.progress import progress_bar
+from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.progress import progress_bar
 from diffbalance.rebalance.base import Rebalancer
 from diffbalance.rebalance.registry import build_rebalancer
 

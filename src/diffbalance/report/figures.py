@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from diffbalance.atomic import atomic_path  # noqa: E402
+from diffbalance.infra.atomic import atomic_path  # noqa: E402
 from diffbalance.data.imageset import ImageSet  # noqa: E402
 
 

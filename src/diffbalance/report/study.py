@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffbalance.atomic import write_text
+from diffbalance.infra.atomic import write_text
 from diffbalance.report import tables
 from diffbalance.report.verdict import verdict_text
 

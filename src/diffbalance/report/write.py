@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from diffbalance.atomic import write_text
+from diffbalance.infra.atomic import write_text
 from diffbalance.data.imageset import ImageSet
 from diffbalance.report import figures, tables
 from diffbalance.report.verdict import paired_verdict, verdict_text

@@ -3,7 +3,7 @@ once across runs (`embedder.Embedder` reads and writes it; under torchrun rank 0
 
 Key = sha256(image bytes and shape) + extractor checksum + resize mode. An entry holds μ, Σ (float64), n and,
 when P/R or KID asked for them, the features (float32). Writes are atomic; an unreadable or inconsistent entry is
-ignored and recomputed. Folder: `diffbalance.paths.cache_dir("fid")` ($DIFFBALANCE_CACHE/fid, default
+ignored and recomputed. Folder: `diffbalance.infra.paths.cache_dir("fid")` ($DIFFBALANCE_CACHE/fid, default
 ~/.cache/diffbalance/fid, beside the data cache's sets/).
 """
 
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from diffbalance.atomic import atomic_path
+from diffbalance.infra.atomic import atomic_path
 from diffbalance.evaluate.fid.features import FeatureExtractor
 from diffbalance.evaluate.fid.frechet import GaussianStats
-from diffbalance.paths import cache_dir
+from diffbalance.infra.paths import cache_dir
 
 
 @dataclass(frozen=True, eq=False)

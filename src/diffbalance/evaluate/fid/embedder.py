@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from diffbalance import distributed
+from diffbalance.infra import distributed
 from diffbalance.evaluate.fid.cache import Embedding, FeatureCache, entry_key, images_sha256
 from diffbalance.evaluate.fid.features import FeatureExtractor
 from diffbalance.evaluate.fid.frechet import GaussianStats, combine_stats, gaussian_stats

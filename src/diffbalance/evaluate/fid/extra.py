@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from diffbalance.evaluate.fid.frechet import frechet_distance, gaussian_stats
-from diffbalance.seeding import generator
+from diffbalance.infra.seeding import generator
 
 CHUNK_BYTES = 256 << 20  # one block of a distance or kernel matrix (P/R, KID) stays under this
 

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffbalance.device import fast_gpu_path
-from diffbalance.errors import DiffbalanceError
-from diffbalance.seeding import forked_rng, generator
+from diffbalance.infra.device import fast_gpu_path
+from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.seeding import forked_rng, generator
 
 KNOWN_TORCHSCRIPT = "fid_inception_2015-12-05_pool3_torchscript.pt"
 KNOWN_TORCHSCRIPT_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"

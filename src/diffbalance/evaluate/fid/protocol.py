@@ -20,11 +20,11 @@ from typing import Literal
 
 import torch
 
-from diffbalance.configs import Config
+from diffbalance.infra.configs import Config
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import DeviceLike, describe, resolve_device
-from diffbalance.distributed import current
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.device import DeviceLike, describe, resolve_device
+from diffbalance.infra.distributed import current
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.fid.cache import FeatureCache
 from diffbalance.evaluate.fid.embedder import Embedder
 from diffbalance.evaluate.fid.extra import kid, per_class_fid, precision_recall

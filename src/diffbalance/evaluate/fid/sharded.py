@@ -1,4 +1,4 @@
-"""Feature extraction split over the ranks of a torchrun job (diffbalance.distributed).
+"""Feature extraction split over the ranks of a torchrun job (diffbalance.infra.distributed).
 
 Rank r of W embeds the contiguous block [r·N/W, (r+1)·N/W) of the images; the blocks are all-gathered (NCCL: as
 CUDA tensors, gloo: as CPU tensors) and concatenated in rank order, which is the images' own order. Every rank
@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from diffbalance import distributed
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra import distributed
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.fid.features import FeatureExtractor
 
 

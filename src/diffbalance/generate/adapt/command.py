@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from diffbalance import distributed
-from diffbalance.atomic import check_writable, output_lock, remove_stale_temps, write_json
+from diffbalance.infra import distributed
+from diffbalance.infra.atomic import check_writable, output_lock, remove_stale_temps, write_json
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import DeviceLike, resolve_device
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.device import DeviceLike, resolve_device
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.adapt.config import AdaptConfig
 from diffbalance.generate.adapt.setup import check_model
 from diffbalance.generate.adapt.train import adapt_pipeline, check_resume

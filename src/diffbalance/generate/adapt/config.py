@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from diffbalance.configs import Config
+from diffbalance.infra.configs import Config
 
 Method = Literal["lora", "textual-inversion"]
 Identifier = Literal["name", "rare-token"]

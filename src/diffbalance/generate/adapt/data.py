@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.adapt.config import AdaptConfig
 from diffbalance.generate.text2image.postprocess import to_pipeline_images
 from diffbalance.generate.text2image.prompts import clean_class_name

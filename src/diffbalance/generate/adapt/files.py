@@ -1,7 +1,7 @@
 """An adapter folder on disk, and putting it into a loaded pipeline.
 
     adapt_config.json                  model, AdaptConfig, classes, counts, data checksum (written first)
-    checkpoint-<step>/                 resumable training state (diffbalance.checkpoint), the newest kept
+    checkpoint-<step>/                 resumable training state (diffbalance.infra.checkpoint), the newest kept
     pytorch_lora_weights.safetensors   lora: pipe.load_lora_weights(folder)
     tokens/<class>/learned_embeds.safetensors
                                        textual-inversion: pipe.load_textual_inversion(that file or its folder,
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 ADAPTER_FILE, CONFIG_FILE = "adapter.json", "adapt_config.json"
 RERUN = "run `diffbalance adapt` into that folder (again, to finish it), or pass adapt: {...} to train one here"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from diffbalance.atomic import atomic_path
+from diffbalance.infra.atomic import atomic_path
 from diffbalance.generate.adapt.config import AdaptConfig
-from diffbalance.seeding import derive_seed, forked_rng
+from diffbalance.infra.seeding import derive_seed, forked_rng
 
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default weight name: load_lora_weights(folder) finds it
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # self- and cross-attention projections of the UNet

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.adapt.config import AdaptConfig
 from diffbalance.generate.adapt.data import class_prompts, class_words
 from diffbalance.generate.adapt.lora import add_lora

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from diffbalance.atomic import atomic_path
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.atomic import atomic_path
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.text2image.prompts import clean_class_name
 
 TOKENS_DIR, TI_FILE = "tokens", "learned_embeds.safetensors"  # TI_FILE: diffusers' default weight name

@@ -25,20 +25,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from diffbalance.atomic import ensure_writable_dir, write_json
-from diffbalance.checkpoint import load_training_state, save_training_state
+from diffbalance.infra.atomic import ensure_writable_dir, write_json
+from diffbalance.infra.checkpoint import load_training_state, save_training_state
 from diffbalance.data.image_folder import class_folders
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import DeviceLike, fast_gpu_path, resolve_device
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.device import DeviceLike, fast_gpu_path, resolve_device
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.adapt.config import AdaptConfig
 from diffbalance.generate.adapt.data import batch_indices, class_words, fingerprint, training_pixels
 from diffbalance.generate.adapt.files import ADAPTER_FILE, CONFIG_FILE, is_finished
 from diffbalance.generate.adapt.lora import save_lora
 from diffbalance.generate.adapt.setup import Adaptation, prepare_adaptation
 from diffbalance.generate.adapt.textual_inversion import TI_FILE, TOKENS_DIR, save_tokens
-from diffbalance.progress import progress_bar
-from diffbalance.seeding import derive_seed, forked_rng, generator
+from diffbalance.infra.progress import progress_bar
+from diffbalance.infra.seeding import derive_seed, forked_rng, generator
 
 PROBE_BATCHES = 4  # fixed batches (of batch_size images) the probe loss averages over
 
@@ -129,7 +129,7 @@ def _optimizer_step(ad: Adaptation, opt: torch.optim.Optimizer, loss: torch.Tens
 
 
 class TrainedTensors:
-    """The trained tensors as one "module" for diffbalance.checkpoint: state_dict / load_state_dict by name."""
+    """The trained tensors as one "module" for diffbalance.infra.checkpoint: state_dict / load_state_dict by name."""
 
     def __init__(self, named: dict[str, torch.nn.Parameter]):
         self.named = named

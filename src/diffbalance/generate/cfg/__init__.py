@@ -4,7 +4,7 @@ guidance (Ho & Salimans 2022). One folder, one file per stage:
     config.py     CFGTrainConfig (frozen; units in names)
     unet.py       diffusers UNet2DModel by named size (tiny / small / paper), null class = last embedding
     loss.py       ddpm_loss(): eq. 7 with label dropout, a pure function
-    train.py      train_generator(): the loop (EMA, checkpoints via diffbalance.checkpoint, resume)
+    train.py      train_generator(): the loop (EMA, checkpoints via diffbalance.infra.checkpoint, resume)
     generator.py  the generator as a diffusers pipeline folder (DDPMPipeline) + generator.json; load_generator()
     legacy.py     read-only support for folders of the older layout
     guidance.py   GuidedEpsilon: eq. 8 (generate.guidance.guide) with one batched forward for both halves

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from diffbalance.configs import Config
+from diffbalance.infra.configs import Config
 
 
 Sampler = Literal["ddpm", "ddim", "dpmpp", "dpmpp-sde"]  # how a generator is sampled (generate.cfg.sampling)

@@ -22,10 +22,10 @@ from typing import Any
 import diffusers
 from diffusers import DDPMScheduler, UNet2DModel
 
-from diffbalance.atomic import atomic_path, write_json
+from diffbalance.infra.atomic import atomic_path, write_json
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import DeviceLike, resolve_device
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.device import DeviceLike, resolve_device
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.cfg import legacy
 from diffbalance.generate.cfg.config import CFGTrainConfig
 from diffbalance.generate.cfg.unet import null_class, unet_sample_size

@@ -18,7 +18,7 @@ from typing import Any
 from diffusers import UNet2DModel
 from safetensors.torch import load_file
 
-from diffbalance.checkpoint import TrainingState
+from diffbalance.infra.checkpoint import TrainingState
 from diffbalance.generate.cfg.config import CFGTrainConfig
 from diffbalance.generate.cfg.unet import null_class, unet_sample_size
 from diffbalance.generate.schedulers import forward_process

@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from diffbalance.configs import require
+from diffbalance.infra.configs import require
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.cfg.config import CFGTrainConfig, Init, Sampler
 from diffbalance.generate.cfg.generator import CFGGenerator, load_generator
 from diffbalance.generate.cfg.sampling import build_sampler, sampling_steps, start_step
@@ -37,7 +37,7 @@ from diffbalance.generate.cfg.train import train_generator
 from diffbalance.generate.guidance import GUIDANCE_EXPECTED, Convention, guidance_record, ho_weight
 from diffbalance.rebalance.base import GenerativeRebalancer, register
 from diffbalance.rebalance.sources import class_pool, donor_pool, pick
-from diffbalance.seeding import derive_seed
+from diffbalance.infra.seeding import derive_seed
 
 
 @register

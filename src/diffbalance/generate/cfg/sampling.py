@@ -31,13 +31,13 @@ import torch
 from diffusers import UNet2DModel
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
-from diffbalance.device import fast_gpu_path
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.device import fast_gpu_path
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.cfg.config import Sampler
 from diffbalance.generate.cfg.guidance import GuidedEpsilon
 from diffbalance.generate.cfg.unet import crop_images, null_class, pad_images, to_model_range, unet_sample_size
 from diffbalance.generate.schedulers import forward_process, make_scheduler
-from diffbalance.seeding import generator
+from diffbalance.infra.seeding import generator
 
 STOCHASTIC = ("ddpm", "dpmpp-sde")  # samplers that draw fresh noise at every step
 # x̂_0 is clipped to [-1, 1] by every sampler (for DPM-Solver: dynamic thresholding with max 1, i.e. a clamp): near

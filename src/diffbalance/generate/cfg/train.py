@@ -8,7 +8,7 @@ Every random draw of step k (flips, dropped labels, t, ε) comes from seed deriv
 from derive_seed(seed, "epoch", e), one permutation per epoch: a run resumed from checkpoint-k continues exactly as
 the uninterrupted run would have, and the same seed gives the same weights on the CPU.
 
-Several processes (torchrun; diffbalance.distributed): every rank calls `train_generator` alike and trains one
+Several processes (torchrun; diffbalance.infra.distributed): every rank calls `train_generator` alike and trains one
 DistributedDataParallel model. `batch_size` is the global batch: every rank builds the same global batch and the
 same draws for all of it, then evaluates its own equal slice (`local_slice`); DDP averages the gradients, so the
 update, the clipping and the EMA are world size 1's up to float round-off, and a checkpoint written at any world
@@ -19,7 +19,7 @@ one-line error if it fails.
 Output folder = the generator's pipeline folder (cfg/generator.py), plus:
     train_config.json               the resolved CFGTrainConfig (written first; a resume must match it)
     checkpoint-<step>/              a pipeline folder of the EMA UNet at that step, and
-    checkpoint-<step>/train_state/  model + EMA + AdamW (diffbalance.checkpoint: state.safetensors + state.json)
+    checkpoint-<step>/train_state/  model + EMA + AdamW (diffbalance.infra.checkpoint: state.safetensors + state.json)
 The root's model_index.json is written last: its presence = finished.
 """
 
@@ -37,20 +37,20 @@ import torch
 from diffusers import DDPMScheduler
 from torch.nn.parallel import DistributedDataParallel
 
-from diffbalance import distributed
-from diffbalance.atomic import atomic_path, ensure_writable_dir, write_json
-from diffbalance.checkpoint import load_training_state, save_training_state
+from diffbalance.infra import distributed
+from diffbalance.infra.atomic import atomic_path, ensure_writable_dir, write_json
+from diffbalance.infra.checkpoint import load_training_state, save_training_state
 from diffbalance.data.imageset import ImageSet
-from diffbalance.device import DeviceLike, fast_gpu_path, resolve_device
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.device import DeviceLike, fast_gpu_path, resolve_device
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.cfg import legacy
 from diffbalance.generate.cfg.config import CFGTrainConfig
 from diffbalance.generate.cfg.generator import generator_info, is_finished, save_generator
 from diffbalance.generate.cfg.loss import ddpm_loss
 from diffbalance.generate.cfg.unet import build_unet, null_class, pad_images, to_model_range, unet_sample_size
-from diffbalance.progress import progress_bar
-from diffbalance.readout import AsyncScalar
-from diffbalance.seeding import derive_seed, forked_rng, generator
+from diffbalance.infra.progress import progress_bar
+from diffbalance.infra.readout import AsyncScalar
+from diffbalance.infra.seeding import derive_seed, forked_rng, generator
 
 TRAIN_STATE = "train_state"
 LOSS_EVERY_STEPS = 25  # the progress bar's loss: the mean over this many steps, read without waiting for the GPU

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from diffbalance.configs import Config
+from diffbalance.infra.configs import Config
 
 BETA_START, BETA_END = 1e-4, 0.02  # DDPM's linear β_1, β_T (Ho et al. 2020)
 

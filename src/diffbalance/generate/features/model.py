@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffbalance.seeding import forked_rng
+from diffbalance.infra.seeding import forked_rng
 
 TIME_EMBED_DIM = 128  # width of the sinusoidal timestep embedding before its MLP
 MIN_STD = 1e-6  # σ of a constant feature dimension (a dead ReLU channel) is raised to this: x_0 stays finite

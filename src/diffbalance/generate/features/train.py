@@ -9,7 +9,7 @@ AdamW, the lr cosine-decayed from `lr` to 0 over train_steps (an annealed lr ins
 
 Random draws: the initial weights from derive_seed(seed, "init"); step k's batch (drawn with replacement), dropped
 labels, t and ε, in that order, from one generator on the features' device seeded with derive_seed(seed, "step", k).
-So (weights, AdamW buffers, schedule, k) are the whole state: a checkpoint holds them (diffbalance.checkpoint,
+So (weights, AdamW buffers, schedule, k) are the whole state: a checkpoint holds them (diffbalance.infra.checkpoint,
 safetensors + JSON, written atomically by rank 0 of `Checkpointing.world`) and a resumed run ends with the same
 weights on the CPU. The same features and seed give the same model on every rank of a DDP job (no DDP wrapper:
 the model is small and every rank trains it whole).
@@ -26,16 +26,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from diffbalance import distributed
-from diffbalance.checkpoint import load_training_state, save_training_state
-from diffbalance.distributed import Dist
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra import distributed
+from diffbalance.infra.checkpoint import load_training_state, save_training_state
+from diffbalance.infra.distributed import Dist
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.features.config import FeatureFillConfig
 from diffbalance.generate.features.model import FeatureEpsNet, build_feature_model
 from diffbalance.generate.schedulers import make_scheduler
-from diffbalance.progress import progress_bar
-from diffbalance.readout import AsyncScalar
-from diffbalance.seeding import derive_seed
+from diffbalance.infra.progress import progress_bar
+from diffbalance.infra.readout import AsyncScalar
+from diffbalance.infra.seeding import derive_seed
 
 LOG_EVERY_STEPS = 25  # the progress bar's loss is refreshed this often (read back without waiting for the GPU)
 

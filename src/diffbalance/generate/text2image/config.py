@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from diffbalance.device import fast_gpu_path
+from diffbalance.infra.device import fast_gpu_path
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 Pipeline = Literal["auto", "sd"]  # auto: diffusers' AutoPipeline (SD, SDXL, SD-Turbo, ...); sd: StableDiffusion*Pipeline

@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.loading import dtype_kwarg, error_text, load_pretrained, read_index
 from diffbalance.generate.schedulers import make_scheduler
 from diffbalance.generate.text2image.config import LoadSpec

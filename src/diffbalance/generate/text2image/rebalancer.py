@@ -29,10 +29,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from diffbalance import distributed
-from diffbalance.configs import require
+from diffbalance.infra import distributed
+from diffbalance.infra.configs import require
 from diffbalance.data.imageset import ImageSet
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.adapt.config import AdaptConfig
 from diffbalance.generate.adapt.data import fingerprint
 from diffbalance.generate.adapt.files import apply_adapter, check_classes, read_adapter
@@ -44,7 +44,7 @@ from diffbalance.generate.text2image.pipeline import WHAT, default_size, load_pi
 from diffbalance.generate.text2image.postprocess import canvas_size, to_dataset_images, to_pipeline_images
 from diffbalance.generate.text2image.prompts import check_overrides, class_prompt
 from diffbalance.rebalance.base import GenerativeRebalancer, register
-from diffbalance.seeding import derive_seed, generator, generators
+from diffbalance.infra.seeding import derive_seed, generator, generators
 
 
 @register

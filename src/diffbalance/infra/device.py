@@ -1,13 +1,13 @@
 """The device is resolved once, at the entry (CLI, runner, or the first library call), and passed down as a
 `torch.device`. `auto` picks CUDA when present. Under torchrun / accelerate launch, resolving joins the process
-group and a CUDA device becomes the rank's own GPU (`cuda:LOCAL_RANK`; diffbalance.distributed). GPU-only speedups hang off `fast_gpu_path`."""
+group and a CUDA device becomes the rank's own GPU (`cuda:LOCAL_RANK`; diffbalance.infra.distributed). GPU-only speedups hang off `fast_gpu_path`."""
 
 from __future__ import annotations
 
 import torch
 
-from diffbalance import distributed
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra import distributed
+from diffbalance.infra.errors import DiffbalanceError
 
 DeviceLike = str | torch.device  # what every public function accepts: "auto", "cpu", "cuda", "cuda:1" or a device
 

@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from diffbalance.atomic import output_lock, remove_stale_temps
-from diffbalance.errors import DiffbalanceError
-from diffbalance.progress import console
+from diffbalance.infra.atomic import output_lock, remove_stale_temps
+from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.progress import console
 
 T = TypeVar("T")
 TIMEOUT_ENV = "DIFFBALANCE_DIST_TIMEOUT"  # seconds a rank waits at a collective (rank 0 working alone included)

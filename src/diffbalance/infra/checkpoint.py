@@ -2,7 +2,7 @@
 
 No pickles (a checkpoint never carries code): tensors go to safetensors, everything else to JSON, and a folder is
 written to a temporary sibling and renamed into place, so a crash never leaves half a checkpoint; a full disk is one
-`DiskFullError` line naming the folder, and the previous checkpoint stays as it was (diffbalance.atomic).
+`DiskFullError` line naming the folder, and the previous checkpoint stays as it was (diffbalance.infra.atomic).
 
     <folder>/state.safetensors   "<module>.<name>" for each module's state_dict (e.g. model.*, ema.*),
                                  "optimizer.<param index>.<key>" for the optimizer's tensor state (AdamW's 0-dim step)
@@ -26,8 +26,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from diffbalance.atomic import atomic_path
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.atomic import atomic_path
+from diffbalance.infra.errors import DiffbalanceError
 
 STATE_FILE, STATE_META = "state.safetensors", "state.json"
 OPTIMIZER = "optimizer"  # key prefix of the optimizer's tensors; no module may take this name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 GIB = 1024**3
 

@@ -21,7 +21,7 @@ import typing
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Union
 
-from diffbalance.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError
 
 _PATH: contextvars.ContextVar[str] = contextvars.ContextVar("config_path", default="")
 
