@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from fixtures_data import isolated_data_env, write_fashion_idx, write_image_tree  # noqa: F401 (fixture)
 
-from diffbalance.data.sources import DATASETS, DataConfig, load_train_test
+from diffbalance.data.sources import DataConfig, available_sources, load_train_test
 from diffbalance.infra.errors import DiffbalanceError
 
 
 def test_unknown_dataset_lists_the_names():
     with pytest.raises(DiffbalanceError) as err:
         DataConfig(name="imagenet")
-    assert all(name in str(err.value) for name in DATASETS)
+    assert all(name in str(err.value) for name in available_sources())
 
 
 @pytest.mark.parametrize(

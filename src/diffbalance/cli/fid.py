@@ -1,7 +1,8 @@
 """`diffbalance fid A B`: FID between two image sets, with how it was measured.
 
 A and B are image folders (one subfolder per class), fill folders of a run (with fill.json), RUN_DIR@METHOD, or
-named datasets such as `cifar10:train` or `fashion-mnist:test` (see `diffbalance.experiment.image_sets`).
+registered data sources as NAME:SPLIT, such as `cifar10:train` or `fashion-mnist:test` (see
+`diffbalance.experiment.image_sets`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import typer
 from diffbalance.infra import distributed
 from diffbalance.infra.atomic import check_writable, write_json
 from diffbalance.cli.app import app, say
+from diffbalance.data.image_folder import ON_CORRUPT
+from diffbalance.data.sources import available_sources
+from diffbalance.evaluate.fid.protocol import describe_extractors
 from diffbalance.infra.errors import DiffbalanceError
 
 SHOWN = ("n_a", "n_b", "features", "resize", "weights_sha256", "feature_dtype", "device", "seconds")
@@ -20,10 +24,12 @@ SHOWN = ("n_a", "n_b", "features", "resize", "weights_sha256", "feature_dtype", 
 
 @app.command("fid")
 def fid_command(
-    a: str = typer.Argument(..., help="image folder, fill folder, or NAME:SPLIT (e.g. cifar10:train)"),
-    b: str = typer.Argument(..., help="image folder, fill folder, or NAME:SPLIT"),
+    a: str = typer.Argument(..., help=f"image folder, fill folder, RUN_DIR@METHOD, or NAME:SPLIT with NAME one of "
+                                      f"{', '.join(available_sources())} (e.g. cifar10:train)"),
+    b: str = typer.Argument(..., help="image folder, fill folder, RUN_DIR@METHOD, or NAME:SPLIT"),
     weights: Path = typer.Option(None, "--weights", "--fid-weights", help="Inception weights (TorchScript or .pth)"),
-    features: str = typer.Option("inception", help="inception | domain (with --domain-classifier) | random (tests)"),
+    features: str = typer.Option("inception", help=f"{describe_extractors()} (those built from a "
+                                                   "classifier need --domain-classifier)"),
     domain_classifier: Path = typer.Option(
         None, help="domain features: a saved classifier folder, e.g. RUN/reference-classifier"),
     resize: str = typer.Option("bilinear-torch", help="bilinear-torch (pytorch-fid) | bilinear-tf1x (torch-fidelity)"),
@@ -31,8 +37,8 @@ def fid_command(
     batch_size: int = typer.Option(256, help="images per forward pass"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write $DIFFBALANCE_CACHE"),
     on_corrupt: str = typer.Option(
-        "error", "--on-corrupt", help="skip | error: what an unreadable image in a folder does; error by default, "
-        "as FID over silently dropped images would mislead (skip names them on stderr and counts them)"),
+        "error", "--on-corrupt", help=f"{' | '.join(ON_CORRUPT)}: what an unreadable image in a folder does; error "
+        "by default, as FID over silently dropped images would mislead (skip names them on stderr and counts them)"),
     json_out: Path = typer.Option(None, "--json", help="also write the result here (JSON)"),
 ) -> None:
     """FID (paper eq. 11) between two image sets; prints it with sample counts, resize, weights checksum."""

@@ -12,6 +12,9 @@ from typing import Annotated, Optional
 import typer
 
 from diffbalance.cli.app import app
+from diffbalance.data.sources import DataConfig, describe_sources
+from diffbalance.imbalance.export import CUT_PROFILES, make_lt
+from diffbalance.imbalance.subset import SELECTIONS, ImbalanceConfig
 from diffbalance.infra.errors import DiffbalanceError
 
 
@@ -28,8 +31,8 @@ def parse_order(text: str | None) -> tuple[str, ...] | None:
 @app.command("make-lt")
 def make_lt_command(
     out: Annotated[Path, typer.Option(help="output folder: OUT/train, OUT/test (PNG ImageFolders), OUT/counts.json")],
-    profile: Annotated[str, typer.Option(help="linear | exponential | step")],
-    dataset: Annotated[str, typer.Option(help="cifar10 | fashion-mnist | folder")] = "fashion-mnist",
+    profile: Annotated[str, typer.Option(help=" | ".join(CUT_PROFILES))],
+    dataset: Annotated[str, typer.Option(help=describe_sources())] = "fashion-mnist",
     root: Annotated[Optional[str], typer.Option(help="folder with the dataset's files (default: search)")] = None,
     test_root: Annotated[Optional[str], typer.Option(help="folder datasets: separate test folder")] = None,
     image_size: Annotated[int, typer.Option(help="folder datasets: images resized to this size")] = 32,
@@ -38,17 +41,14 @@ def make_lt_command(
     n_max: Annotated[Optional[int], typer.Option(help="exponential/step: images of the largest class")] = None,
     ratio: Annotated[Optional[float], typer.Option(help="exponential/step: largest / smallest (default 10)")] = None,
     minority_fraction: Annotated[float, typer.Option(help="step: fraction of minority classes")] = 0.5,
-    selection: Annotated[str, typer.Option(help="first (original order) | random")] = "first",
+    selection: Annotated[str, typer.Option(help=f"{' | '.join(SELECTIONS)}: per class the first n in original "
+                                                "order, or a seeded random n")] = "first",
     seed: Annotated[int, typer.Option(help="seed of --selection random")] = 0,
     order: Annotated[Optional[str], typer.Option(help="classes from fewest to most images, e.g. 9,8,7,...")] = None,
     download: Annotated[bool, typer.Option(help="allow torchvision downloads")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace an existing OUT")] = False,
 ) -> None:
     """Write an imbalanced (long-tailed) train split and the full test split as PNG image folders."""
-    from diffbalance.data.sources import DataConfig
-    from diffbalance.imbalance.export import make_lt
-    from diffbalance.imbalance.subset import ImbalanceConfig
-
     options = {"profile": profile, "n_min": n_min, "n_max": n_max, "minority_fraction": minority_fraction,
                "selection": selection, "seed": seed, "order": parse_order(order),
                **({"ratio": ratio} if ratio is not None else {})}

@@ -9,15 +9,17 @@ from typing import Annotated
 import typer
 
 from diffbalance.cli.app import app, say
+from diffbalance.imbalance.targets import STRATEGIES
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.rebalance.registry import available_rebalancers
 
 
 @app.command("rebalance")
 def rebalance(
     folder: Annotated[Path, typer.Argument(help="ImageFolder of the imbalanced training set (<class>/<images>)")],
-    method: Annotated[str, typer.Option(help="rebalancer: oversample, mixup, cutmix, cfg, ldm, ldm-img2img")],
+    method: Annotated[str, typer.Option(help=f"rebalancer: {', '.join(available_rebalancers())}")],
     out: Annotated[Path, typer.Option(help="fill folder: PNG ImageFolder + manifest (resumed if present)")],
-    target: Annotated[str, typer.Option(help="auto | not majority | not minority | minority | ratio in (0,1] | "
+    target: Annotated[str, typer.Option(help=f"{' | '.join(STRATEGIES)} | ratio in (0,1] | "
                                               "JSON {class: n}")] = "auto",
     params: Annotated[str, typer.Option(help="the method's parameters as JSON")] = "{}",
     image_size: Annotated[int, typer.Option(help="images are resized to this size")] = 32,
@@ -43,8 +45,6 @@ def rebalance(
 
 def parse_target(target: str):
     """A strategy name, a ratio, or a JSON mapping {class: images}."""
-    from diffbalance.imbalance.targets import STRATEGIES
-
     if target in STRATEGIES:
         return target
     try:

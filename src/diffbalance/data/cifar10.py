@@ -25,7 +25,9 @@ from diffbalance.infra.atomic import atomic_path
 from diffbalance.data.cache import cache_key, cached_sets
 from diffbalance.data.image_folder import decode_images
 from diffbalance.data.imageset import ImageSet
+from diffbalance.data.registry import register_source
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.paths import cache_dir
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_ENV = "DIFFBALANCE_CIFAR10"
@@ -165,6 +167,13 @@ def load_cifar10(
     if not download:
         raise DiffbalanceError("CIFAR-10 not found and downloads are off", _FIX)
     return load_cifar10_batches(Path(cache_root) / "torchvision", download=True)
+
+
+@register_source("cifar10", help=f"CIFAR-10, 32×32 colour, 10 classes (python batches, JPEG folders or tarball in "
+                                 f"root, ${CIFAR10_ENV}, ../shared or a download)")
+def load_cifar10_source(config) -> tuple[ImageSet, ImageSet]:
+    """(train, test) for a DataConfig: `root`, else the search order in the module docstring."""
+    return load_cifar10(config.root, config.download, config.cache, cache_dir())
 
 
 def _load_layout(path: Path, cache: bool, cache_root: Path, not_found: str) -> tuple[ImageSet, ImageSet]:

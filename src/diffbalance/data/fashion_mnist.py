@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from diffbalance.data.imageset import ImageSet
+from diffbalance.data.registry import register_source
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.paths import cache_dir
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -136,3 +138,10 @@ def resolve_fashion_mnist(root: str | None, download: bool, cache_root: Path) ->
     if not download:
         raise DiffbalanceError("Fashion-MNIST not found and downloads are off", _INSTALL_FIX)
     return download_fashion_mnist(cache_root)
+
+
+@register_source("fashion-mnist", help=f"Fashion-MNIST, 28×28 grey, 10 classes (IDX files in root, "
+                                       f"${FASHION_MNIST_ENV}, {SYSTEM_DIR} or a download)")
+def load_fashion_mnist_source(config) -> tuple[ImageSet, ImageSet]:
+    """(train, test) for a DataConfig: `root`, else the search order in the module docstring."""
+    return load_fashion_mnist(resolve_fashion_mnist(config.root, config.download, cache_dir()))

@@ -19,11 +19,11 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.model_selection import train_test_split
 
 from diffbalance.infra.atomic import atomic_path, write_json
 from diffbalance.data.decode import IMAGE_EXTENSIONS, Unreadable, decode_images, read_image  # noqa: F401 (re-exported)
@@ -31,7 +31,8 @@ from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.progress import console
 
-ON_CORRUPT = ("skip", "error")
+OnCorrupt = Literal["skip", "error"]  # what an unreadable image does: left out with a note | an error
+ON_CORRUPT: tuple[str, ...] = get_args(OnCorrupt)
 CLASSES_FILE = "classes.json"
 SHOWN_UNREADABLE = 3  # unreadable files named in a report
 
@@ -98,7 +99,7 @@ def load_image_folder(
     `note:` line on stderr, "error" raises a one-line DiffbalanceError; either way the count and the first few are
     named (meta: unreadable_count, unreadable_first, unreadable_report). `class_names`, if given, must match the
     folder's classes (used to read a test folder in the train folder's class order)."""
-    _check_options(image_size, channels, on_corrupt)
+    check_read_options(image_size, channels, on_corrupt)
     names, items = scan_image_folder(root)
     if class_names is not None:
         names, items = _align_classes(root, names, items, tuple(class_names))
@@ -172,7 +173,8 @@ def _align_classes(root: Path, names: tuple[str, ...], items: list, wanted: tupl
     return wanted, [(p, remap[c]) for p, c in items]
 
 
-def _check_options(image_size: int | None, channels: int | None, on_corrupt: str) -> None:
+def check_read_options(image_size: int | None, channels: int | None, on_corrupt: str) -> None:
+    """The reader's options, checked once for every entry point (the folder source, `rebalance`, `fid`)."""
     if image_size is not None and image_size < 1:
         raise DiffbalanceError(f"image_size {image_size} is not positive", "use a size such as 32 or 64")
     if channels not in (None, 1, 3):
@@ -183,6 +185,8 @@ def _check_options(image_size: int | None, channels: int | None, on_corrupt: str
 
 def stratified_split(data: ImageSet, test_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
     """Seeded split keeping class proportions (sklearn `train_test_split(stratify=labels)`); order kept within parts."""
+    from sklearn.model_selection import train_test_split  # scikit-learn takes a second to import: only when splitting
+
     if not 0 < test_fraction < 1:
         raise DiffbalanceError(f"test_fraction {test_fraction} is outside (0, 1)", "use e.g. 0.2")
     counts = data.counts()

@@ -5,8 +5,8 @@ A spec is one of:
   file stops the comparison unless on_corrupt is "skip" (FID over silently dropped images would mislead);
 - a fill folder of a run (holds fill.json): the generated images alone;
 - RUN_DIR@METHOD: a finished run's rebalanced training set (imbalanced real + that method's fills);
-- NAME:SPLIT[:PROFILE=N]: a named dataset, optionally cut by a profile (linear=n_min, exponential=ratio,
-  step=ratio), e.g. cifar10:train, cifar10:train:linear=500.
+- NAME:SPLIT[:PROFILE=N]: a registered data source (`data.sources.available_sources()`), optionally cut by a
+  profile (linear=n_min, exponential=ratio, step=ratio), e.g. cifar10:train, cifar10:train:linear=500.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 
 from diffbalance.infra import distributed
-from diffbalance.data.image_folder import ON_CORRUPT, load_image_folder
+from diffbalance.data.image_folder import check_read_options, load_image_folder
 from diffbalance.data.imageset import ImageSet
-from diffbalance.data.sources import DataConfig, load_train_test
+from diffbalance.data.sources import DataConfig, available_sources, load_train_test
 from diffbalance.infra.device import DeviceLike, resolve_device
 from diffbalance.infra.errors import DiffbalanceError
-from diffbalance.evaluate.fid.protocol import FidConfig, fid
+from diffbalance.evaluate.fid.protocol import FidConfig, extractor_kind, fid
 from diffbalance.imbalance.subset import ImbalanceConfig, apply_profile
 from diffbalance.rebalance.store import load_fill
 
@@ -45,7 +45,8 @@ def load_image_set(spec: str, on_corrupt: str = "error") -> ImageSet:
         return named_dataset(spec)
     raise DiffbalanceError(
         f"{spec} is neither an image folder, RUN_DIR@METHOD nor NAME:SPLIT",
-        "pass a folder with one subfolder per class, a fill folder, runs/x@cfg, or e.g. cifar10:test",
+        "pass a folder with one subfolder per class, a fill folder, runs/x@cfg, or NAME:SPLIT with NAME one of "
+        f"{', '.join(available_sources())}, e.g. cifar10:test",
     )
 
 
@@ -57,7 +58,8 @@ def parse_dataset_spec(spec: str) -> tuple[str, str, ImbalanceConfig | None]:
     parts = spec.split(":")
     if len(parts) not in (2, 3) or parts[1] not in SPLITS:
         raise DiffbalanceError(f"cannot read dataset spec {spec!r}",
-                               "use NAME:SPLIT or NAME:SPLIT:PROFILE=N, e.g. cifar10:train:linear=500")
+                               f"use NAME:{'|'.join(SPLITS)}[:PROFILE=N] with NAME one of "
+                               f"{', '.join(available_sources())}, e.g. cifar10:train:linear=500")
     name, split, *profile = parts
     if not profile:
         return name, split, None
@@ -73,7 +75,8 @@ def parse_dataset_spec(spec: str) -> tuple[str, str, ImbalanceConfig | None]:
 
 
 def named_dataset(spec: str) -> ImageSet:
-    """A split of a named dataset (found the usual way: env vars, ../shared, download), cut by the spec's profile."""
+    """A split of a registered data source (found the usual way: env vars, ../shared, download), cut by the spec's
+    profile; an unknown NAME is a one-line error listing the registered ones."""
     name, split, profile = parse_dataset_spec(spec)
     train, test = load_train_test(DataConfig(name=name))
     data = train if split == "train" else test
@@ -84,16 +87,15 @@ def compare_image_sets(a_spec: str, b_spec: str, cfg: FidConfig = FidConfig(), d
                        domain_classifier: Path | None = None, on_corrupt: str = "error") -> dict:
     """FID (eq. 11) between the sets two specs name, with how it was measured and the config (`diffbalance fid`).
 
-    Domain features (`cfg.features == "domain"`) come from a classifier saved by `diffbalance run`
+    Domain features (a kind that `needs_classifier`, e.g. "domain") come from a classifier saved by `diffbalance run`
     (RUN/reference-classifier), loaded onto `device`. on_corrupt: what an unreadable file in a folder spec does,
     "error" (the default: FID over silently dropped images would mislead) or "skip" (the result counts them)."""
-    if on_corrupt not in ON_CORRUPT:
-        raise DiffbalanceError(f"on_corrupt {on_corrupt!r} is unknown", f"use one of {', '.join(ON_CORRUPT)}")
+    check_read_options(None, None, on_corrupt)
     device = resolve_device(device)
     domain_model = None
-    if cfg.features == "domain":
+    if extractor_kind(cfg.features).needs_classifier:
         if domain_classifier is None:
-            raise DiffbalanceError("--features domain needs the classifier whose features it uses",
+            raise DiffbalanceError(f"--features {cfg.features} needs the classifier whose features it uses",
                                    "pass --domain-classifier RUN/reference-classifier (saved by `diffbalance run`)")
         from diffbalance.classify.train import TrainedClassifier
 

@@ -9,7 +9,10 @@ from diffbalance.infra.atomic import atomic_path, write_json
 from diffbalance.data.image_folder import write_image_folder
 from diffbalance.data.sources import DataConfig, load_train_test
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.imbalance.profiles import PROFILES
 from diffbalance.imbalance.subset import ImbalanceConfig, apply_profile
+
+CUT_PROFILES: tuple[str, ...] = tuple(p for p in PROFILES if p != "none")  # "none" would write the balanced set back
 
 
 def make_lt(data: DataConfig, imbalance: ImbalanceConfig, out: Path | str, overwrite: bool = False) -> dict[str, Any]:
@@ -21,7 +24,7 @@ def make_lt(data: DataConfig, imbalance: ImbalanceConfig, out: Path | str, overw
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise DiffbalanceError(f"output folder {out} already exists", "choose another --out or pass --overwrite")
     if imbalance.profile == "none":
-        raise DiffbalanceError("profile none keeps the balanced set", "use linear, exponential or step")
+        raise DiffbalanceError("profile none keeps the balanced set", f"use {', '.join(CUT_PROFILES)}")
     train, test = load_train_test(data)
     train_lt = apply_profile(train, imbalance)
     order = None if imbalance.order is None else [train.class_index(c) for c in imbalance.order]

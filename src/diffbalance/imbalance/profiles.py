@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 from diffbalance.infra.errors import DiffbalanceError
 
-PROFILES = ("linear", "exponential", "step", "none")
+Profile = Literal["linear", "exponential", "step", "none"]  # linear = paper eq. 10; none keeps every image
+PROFILES: tuple[str, ...] = get_args(Profile)
 
 
 def linear_counts(num_classes: int, n_min: int) -> list[int]:

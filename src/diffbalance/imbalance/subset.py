@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from diffbalance.infra.configs import Config, current_path
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.errors import DiffbalanceError
-from diffbalance.imbalance.profiles import profile_counts
+from diffbalance.imbalance.profiles import Profile, profile_counts
 from diffbalance.infra.seeding import generator
 
-SELECTIONS = ("first", "random")
+Selection = Literal["first", "random"]  # first n in original order (CIFAR-10-LT convention) | a seeded random n
+SELECTIONS: tuple[str, ...] = get_args(Selection)
 
 
 def kept_indices(labels: torch.Tensor, keep_counts: Sequence[int], selection: str = "first", seed: int = 0) -> torch.Tensor:
@@ -45,12 +46,12 @@ def make_imbalanced(
 class ImbalanceConfig(Config):
     """How the training set is cut (the `imbalance:` section of a run, and `make-lt`'s options)."""
 
-    profile: Literal["linear", "exponential", "step", "none"] = "linear"  # linear = paper eq. 10
+    profile: Profile = "linear"  # linear = paper eq. 10
     n_min: int | None = None  # linear: images kept by the smallest class (rank i keeps n_min·(i+1)); None = auto
     n_max: int | None = None  # exponential/step: images kept by the largest class; None = smallest class available
     ratio: float = 10.0  # exponential/step: largest / smallest class
     minority_fraction: float = 0.5  # step: fraction of classes that are minority
-    selection: Literal["first", "random"] = "first"  # first n in original order (CIFAR-10-LT convention) | random
+    selection: Selection = "first"  # first n in original order (CIFAR-10-LT convention) | random
     order: tuple[int | str, ...] | None = None  # classes (indices or names) from fewest to most images; None = index order
     seed: int = 0  # seed of the random selection
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Literal, get_args
 
 from diffbalance.infra.errors import DiffbalanceError
 
-STRATEGIES = ("auto", "not majority", "not minority", "minority", "all")
+Strategy = Literal["auto", "not majority", "not minority", "minority", "all"]  # imbalanced-learn's names
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 
 def resolve_class(key, class_names: Sequence[str]) -> int:
@@ -22,7 +24,7 @@ def resolve_class(key, class_names: Sequence[str]) -> int:
 
 
 def generation_counts(
-    counts: Sequence[int], strategy: str | float | Mapping = "auto", class_names: Sequence[str] | None = None
+    counts: Sequence[int], strategy: Strategy | float | Mapping = "auto", class_names: Sequence[str] | None = None
 ) -> list[int]:
     """Images to add per class (indexed by class).
 
@@ -62,5 +64,5 @@ def generation_counts(
         c = min(range(len(counts)), key=lambda i: counts[i])
         return [n_max - n if i == c else 0 for i, n in enumerate(counts)]
     raise DiffbalanceError(
-        f"unknown target {strategy!r}", "use auto, not majority, not minority, minority, a ratio in (0, 1] or a {class: count} mapping"
+        f"unknown target {strategy!r}", f"use {', '.join(STRATEGIES)}, a ratio in (0, 1] or a {{class: count}} mapping"
     )

@@ -11,6 +11,9 @@ preprocessed (`resize`), so every score can say how it was measured (clean-fid's
   fp32. The loaded network is kept per (weights file, device) for the life of the process: one load per run.
 - `RandomConvFeatures`: a tiny fixed-seed random conv net, for fast tests only.
 - `DomainFeatures`: features of a classifier trained on the balanced real set — "domain-FID (not Inception FID)".
+
+Each kind's builder is registered beside its class (`@register_extractor`, evaluate.fid.extractors) under the name
+`FidConfig.features` takes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffbalance.evaluate.fid.extractors import register_extractor
 from diffbalance.infra.device import fast_gpu_path
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.seeding import forked_rng, generator
@@ -282,6 +286,12 @@ def load_inception(weights: str | Path | None = None, device: torch.device | str
     return InceptionPool3(net, checksum, str(path), device, batch_size, resize)
 
 
+@register_extractor("inception", help="Inception-V3 pool3 (TF 2015-12-05), the paper's and every published FID's")
+def build_inception(cfg, device: torch.device, domain_model=None) -> InceptionPool3:
+    """`cfg`: a FidConfig (weights_path, batch_size, resize, allow_download)."""
+    return load_inception(cfg.weights_path, device, cfg.batch_size, cfg.resize, cfg.allow_download)
+
+
 class RandomConvFeatures:
     """A tiny fixed-seed random conv net (fast tests only; its scores mean nothing about image quality)."""
 
@@ -312,6 +322,11 @@ class RandomConvFeatures:
         return _batched(images, self.batch_size, self._batch)
 
 
+@register_extractor("random", help="a tiny fixed-seed random conv net for fast tests (its scores mean nothing)")
+def build_random(cfg, device: torch.device, domain_model=None) -> RandomConvFeatures:
+    return RandomConvFeatures(device=device, batch_size=cfg.batch_size)
+
+
 class DomainFeatures:
     """Features of a classifier trained on the balanced real set: any object with `.features(uint8) -> (N, D)`.
 
@@ -335,6 +350,16 @@ class DomainFeatures:
             out = _batched(images, self.batch_size, lambda x: torch.as_tensor(self.model.features(x)).flatten(1))
         self.dim = int(out.shape[1]) if out.ndim == 2 else self.dim
         return out
+
+
+@register_extractor("domain", help="features of the classifier trained on the balanced real set (domain-FID, "
+                    "not Inception FID)", needs_classifier=True)
+def build_domain(cfg, device: torch.device, domain_model=None) -> DomainFeatures:
+    """Runs where `domain_model` (the classifier) is; `device` is not used."""
+    if domain_model is None:
+        raise DiffbalanceError("domain-FID needs the classifier trained on the balanced real set",
+                               "pass domain_model= (an object with .features(images))")
+    return DomainFeatures(domain_model, cfg.batch_size)
 
 
 def _params_sha256(module: nn.Module) -> str:

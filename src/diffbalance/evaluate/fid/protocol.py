@@ -16,11 +16,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 
-from diffbalance.infra.configs import Config
+from diffbalance.infra.configs import Config, current_path
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import DeviceLike, describe, resolve_device
 from diffbalance.infra.distributed import current
@@ -28,13 +27,29 @@ from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.fid.cache import FeatureCache
 from diffbalance.evaluate.fid.embedder import Embedder
 from diffbalance.evaluate.fid.extra import kid, per_class_fid, precision_recall
-from diffbalance.evaluate.fid.features import (
-    DomainFeatures, FeatureExtractor, RandomConvFeatures, ResizeMode, load_inception,
-)
+from diffbalance.evaluate.fid.extractors import EXTRACTORS, ExtractorKind
+from diffbalance.evaluate.fid.features import FeatureExtractor, ResizeMode  # features registers the built-in kinds
 from diffbalance.evaluate.fid.frechet import frechet_distance, gaussian_stats
 
-FeatureKind = Literal["inception", "domain", "random"]
 POSITIVE = ("batch_size", "max_images_pr", "pr_k", "kid_subsets", "kid_subset_size")
+
+
+def available_extractors() -> list[str]:
+    """The names of every registered feature kind, sorted."""
+    return sorted(EXTRACTORS)
+
+
+def extractor_kind(name: str, key: str = "") -> ExtractorKind:
+    """The feature kind `name`; a one-line error listing the available ones (naming config key `key` if given)."""
+    if name not in EXTRACTORS:
+        where = f" at {key}" if "." in key else ""
+        raise DiffbalanceError(f"unknown features {name!r}{where}", f"use one of {', '.join(available_extractors())}")
+    return EXTRACTORS[name]
+
+
+def describe_extractors() -> str:
+    """Every feature kind with its one-line help, for command help texts: 'domain: …; inception: …; random: …'."""
+    return "; ".join(f"{name}: {EXTRACTORS[name].help}" for name in available_extractors())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +57,7 @@ class FidConfig(Config):
     """How generation quality is measured (the `fid:` section of a run, and `diffbalance fid`'s options).
     The device is not part of it: it is passed to `fid` / `quality_report` / `build_extractor`."""
 
-    features: FeatureKind = "inception"  # "inception" (the paper's), "domain" (classifier features), "random" (tests)
+    features: str = "inception"  # a registered kind: "inception" (the paper's), "domain", "random" (tests), …
     weights_path: str | None = None  # Inception weights (TorchScript or .pth); None → env, ../shared, download
     resize: ResizeMode = "bilinear-torch"  # 32→299: "bilinear-torch" (F.interpolate, pytorch-fid) or "bilinear-tf1x"
     batch_size: int = 256  # images per forward pass
@@ -55,21 +70,14 @@ class FidConfig(Config):
     allow_download: bool = True  # fetch torch-fidelity's Inception weights if none are found locally
 
     def validate(self) -> None:
+        extractor_kind(self.features, current_path("features"))
         for name in POSITIVE:
             self.require(getattr(self, name) >= 1, name, "a positive integer")
 
 
 def build_extractor(cfg: FidConfig, device: DeviceLike = "auto", domain_model=None) -> FeatureExtractor:
     """The feature network `cfg.features` names, on `device` (domain features run where the classifier is)."""
-    device = resolve_device(device)
-    if cfg.features == "inception":
-        return load_inception(cfg.weights_path, device, cfg.batch_size, cfg.resize, cfg.allow_download)
-    if cfg.features == "random":
-        return RandomConvFeatures(device=device, batch_size=cfg.batch_size)
-    if domain_model is None:
-        raise DiffbalanceError("domain-FID needs the classifier trained on the balanced real set",
-                               "pass domain_model= (an object with .features(images))")
-    return DomainFeatures(domain_model, cfg.batch_size)
+    return extractor_kind(cfg.features).build(cfg, resolve_device(device), domain_model)
 
 
 def fid_embedder(cfg: FidConfig = FidConfig(), device: DeviceLike = "auto", domain_model=None,
