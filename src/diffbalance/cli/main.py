@@ -10,12 +10,15 @@ options, writes its resolved config and calls one library function. Whatever goe
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import signal
 import sys
 import traceback
+import time
 import warnings
+from pathlib import Path
 
 import torch.distributed
 import typer
@@ -29,15 +32,36 @@ from diffbalance.infra.paths import cache_dir
 from diffbalance.infra.threads import configure_threads
 
 DEBUG_FLAG = "--debug"
+QUIET_RANK_WAIT_S = 2.0  # a rank that leaves the line to rank 0 waits this long before it exits
 try:  # Typer ≥ 0.20 carries its own copy of click; older ones use click itself
     from typer._click import exceptions as click_errors
 except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
 
 
-def fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {' '.join(message.split())}", err=True)
+def fail(message: str, code: int = 2, quiet: bool = False) -> None:
+    """The one line (unless `quiet`: rank 0 says it for the job), and the exit. Under torchrun the line also goes
+    to the launcher's error file, so torchrun's failure summary names the problem, not a missing traceback."""
+    line = f"error: {' '.join(message.split())}"
+    if not quiet:
+        typer.echo(line, err=True)
+    _tell_launcher(line)
+    if quiet:  # torchrun stops the others once one rank exits: leave rank 0 the moment it needs to say it
+        time.sleep(QUIET_RANK_WAIT_S)
     raise SystemExit(code)
+
+
+def _tell_launcher(line: str) -> None:
+    """torchrun sets TORCHELASTIC_ERROR_FILE for each worker and shows that file's message as the failure's cause
+    (torch.distributed.elastic.multiprocessing.errors' format)."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    record = {"message": {"message": line, "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time()))}}}
+    try:
+        Path(path).write_text(json.dumps(record))
+    except OSError:  # the launcher's file is a courtesy: the line was printed already
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,7 +104,7 @@ def _run_app(args: list[str], debug: bool) -> None:
             traceback.print_exc()
         if getattr(err, "said_by_rank0", False):  # rank 0 prints this rank's line for the job
             raise SystemExit(2) from None
-        fail(_on_rank(str(err)))
+        fail(_on_rank(str(err)), quiet=_said_by_rank0_before_joining(err))
     except SystemExit:
         raise
     except torch.distributed.DistError as err:  # a peer vanished mid-collective (killed, out of memory)
@@ -95,6 +119,13 @@ def _run_app(args: list[str], debug: bool) -> None:
         log = _write_log(args)
         fail(_on_rank(f"internal error ({type(err).__name__}: {str(err)[:200]}) — fix: this is a bug in diffbalance; "
                       f"the traceback is in {log} (rerun with {DEBUG_FLAG} to print it)"), code=1)
+
+
+def _said_by_rank0_before_joining(err: DiffbalanceError) -> bool:
+    """Under a launcher, before the job is joined, every rank checks the same inputs and meets the same bad input:
+    rank 0 says it, the others stay quiet (a rank's own problem, a RankError, is said by that rank)."""
+    return (distributed.launched() and not torch.distributed.is_initialized()
+            and os.environ.get("RANK", "0") != "0" and not isinstance(err, distributed.RankError))
 
 
 def _on_rank(message: str) -> str:

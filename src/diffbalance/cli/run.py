@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from diffbalance.infra import distributed
 from diffbalance.cli.app import app, say
 
 
@@ -18,23 +17,25 @@ def run(
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (overrides the config)")] = None,
     data_root: Annotated[Optional[str], typer.Option(help="dataset folder (overrides data.root)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    log_dir: Annotated[Optional[Path], typer.Option(help="write TensorBoard curves here (overrides log_dir:; needs "
+                                                         "pip install 'diffbalance[tensorboard]')")] = None,
 ) -> None:
     """Run an experiment (or a study: one experiment per profile, in OUT/<profile>); with no CONFIG, the demo."""
     from diffbalance.experiment.config import load_experiments
-    from diffbalance.experiment.runner import run_experiment
-    from diffbalance.report.study import write_study_summary
+    from diffbalance.experiment.runner import run_study
     from diffbalance.report.tables import metric_table
     from diffbalance.report.verdict import verdict_text
 
-    experiments = load_experiments(config or "demo")
-    done = []
-    for name, cfg in experiments:  # every experiment's config is checked before the first one starts
+    experiments = []
+    for name, cfg in load_experiments(config or "demo"):  # every experiment's config is checked when it is read
         if device is not None:
             cfg = cfg.replace(device=device)
         if data_root is not None:
             cfg = cfg.replace(data=cfg.data.replace(root=data_root))
-        folder = Path(out) / name if name else Path(out)
-        results = run_experiment(cfg, folder, progress=not quiet)
+        if log_dir is not None:
+            cfg = cfg.replace(log_dir=str(log_dir))
+        experiments.append((name, cfg))
+    for (name, cfg), results in zip(experiments, run_study(experiments, out, progress=not quiet)):
         methods = cfg.row_names()
         say(f"\n{cfg.name}\nTest accuracy (%), mean ± std over seeds:\n")
         say(metric_table(results["runs"], methods, list(cfg.classifiers), "accuracy"))
@@ -43,10 +44,8 @@ def run(
         for verdict in (results.get("verdict") or {}).values():
             if verdict:
                 say("\n" + verdict_text(verdict).replace("**", ""))
-        say(f"\nreport: {folder / 'report.md'}")
-        done.append((name, results, cfg.to_dict()))
-    if len(done) > 1:
-        distributed.on_main(lambda: write_study_summary(Path(out), done))
+        say(f"\nreport: {Path(out) / name / 'report.md' if name else Path(out) / 'report.md'}")
+    if len(experiments) > 1:
         say(f"\nstudy summary: {Path(out) / 'summary.md'}")
 
 

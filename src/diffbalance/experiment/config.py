@@ -23,6 +23,7 @@ from diffbalance.classify.config import ModelName, TrainConfig
 from diffbalance.infra.configs import Config, build, join, parse_fields
 from diffbalance.data.sources import DataConfig
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.paths import plain_name
 from diffbalance.evaluate.fid.protocol import FidConfig
 from diffbalance.experiment.filter import FilterConfig
 from diffbalance.experiment.sweep import SweepConfig
@@ -79,6 +80,8 @@ class ExperimentConfig(Config):
     parallel: Literal["auto", "runs", "ddp"] = "auto"  # under torchrun: spread whole classifier runs over the
     # ranks (runs), or train each run with DDP on all of them (ddp); auto = runs for images up to 64 px (CIFAR-scale
     # models, where whole runs scale linearly), ddp above
+    log_dir: str | None = None  # TensorBoard event files of the training curves go here (needs the tensorboard
+    # extra); None = off; changes no result; `diffbalance run --log-dir` overrides it
 
     def row_names(self) -> list[str]:
         """The rows of every table: the methods, then the ceiling row when there is one."""
@@ -86,7 +89,7 @@ class ExperimentConfig(Config):
 
     def validate(self) -> None:
         self.require(len(self.methods) > 0, "methods", "a list of at least one method")
-        names = [m.name for m in self.methods]
+        names = [plain_name(m.name, "method") for m in self.methods]  # each becomes OUT/fills/<name>, …
         if len(set(names)) != len(names):
             raise DiffbalanceError(f"method names repeat: {names}", "give every method a distinct name")
         self.require(len(self.classifiers) > 0, "classifiers", "a list of at least one classifier")
@@ -121,6 +124,8 @@ class ExperimentConfig(Config):
                 if name not in cfg_methods:
                     raise DiffbalanceError(f"sweep[{i}].also names {name!r}, not a cfg method of this config",
                                            "list only cfg methods that should take the chosen knobs")
+            method = next(m for m in self.methods if m.name == sweep.method)
+            sweep.recipe(method.train, self.classifiers[0], path=f"sweep[{i}].train")  # checked now, not after hours
             tuned += [sweep.method, *sweep.also]
         twice = sorted({n for n in tuned if tuned.count(n) > 1})
         if twice:
@@ -201,8 +206,9 @@ def load_experiments(path_or_preset: str | Path) -> list[tuple[str, ExperimentCo
     for i, p in enumerate(profiles):
         p = _mapping(p, f"profiles[{i}]")
         name = p.get("name")
-        if not isinstance(name, str) or not name or "/" in name:
-            raise DiffbalanceError(f"profiles[{i}] has no usable name", "give every profile a folder-safe name")
+        if not isinstance(name, str) or not name:
+            raise DiffbalanceError(f"profiles[{i}] has no name", "give every profile a folder-safe name")
+        plain_name(name, "profile")  # it becomes OUT/<name>
         overrides = {k: v for k, v in p.items() if k != "name"}
         out.append((name, ExperimentConfig.from_dict({**raw, **overrides,
                                                       "name": f"{raw.get('name', 'experiment')} — {name}"})))

@@ -11,10 +11,13 @@ Run folder:
     judges/                the filters' judge classifiers
     checkpoints/<run>/     classifier checkpoints
     runs/<run>.json        under torchrun with parallel: runs, a run one rank finished (gathered at the end)
-    results.json           rewritten (atomically) after every finished run; stage_seconds: wall time per stage
+    results.json           rewritten (atomically) after every finished run; stage_seconds: wall time per stage;
+                           each run's training curve ("history"), the generators' ("generators": folder → curve)
     report.md, figures/    written at the end
 
 Under torchrun every rank runs the same stages; rank 0 alone writes the shared files (diffbalance.infra.distributed).
+With `log_dir` the curves also go to TensorBoard event files there (infra.tensorboard): each classifier run's as it
+trains, each generator's once the fills are made (generator/<folder>/...).
 """
 
 from __future__ import annotations
@@ -32,14 +35,17 @@ from diffbalance.infra.atomic import write_json
 from diffbalance.classify.config import TrainConfig
 from diffbalance.infra.device import describe
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.paths import inside
+from diffbalance.infra.tensorboard import Scalars, scalar_log, summary_writer_class
 from diffbalance.experiment.config import ExperimentConfig
-from diffbalance.experiment.fills import shared_fills, sweep_table
+from diffbalance.experiment.fills import generator_histories, shared_fills, sweep_table
 from diffbalance.experiment.filter import acceptance, kept_and_rejected
 from diffbalance.experiment.grid import parallel_mode, previous_parts, train_runs
 from diffbalance.experiment.quality import consistency_table, quality_table
 from diffbalance.experiment.stage import Stage, prepare_stage
 from diffbalance.experiment.sweep import reuse_chosen_fill, tuned_params
 from diffbalance.report.verdict import comparisons, paired_verdict
+from diffbalance.report.study import write_study_summary
 from diffbalance.report.write import write_report
 
 
@@ -50,11 +56,35 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     diffbalance.infra.distributed): rank 0 writes the shared files, fills are sharded, and classifier runs are spread
     over the ranks or trained with DDP (`config.parallel`)."""
     clock = StageClock()
+    if config.log_dir is not None:
+        summary_writer_class()  # a missing tensorboard package fails here, before any work
     with clock("prepare"):
         st = prepare_stage(config, out_dir, progress)
-    with distributed.held_output(st.out_dir):
+    with distributed.held_output(st.out_dir), scalar_log(config.log_dir) as scalars:
         distributed.on_main(lambda: write_json(st.out_dir / "config.resolved.json", config.to_dict()))
-        return _run_stages(st, config, clock)
+        return _run_stages(st, config, clock, scalars)
+
+
+def run_study(experiments: list[tuple[str, ExperimentConfig]], out_dir: Path, progress: bool = True) -> list[dict]:
+    """Every experiment of a study (`load_experiments`) into OUT/<name> (OUT itself for a single unnamed one), then,
+    for several, OUT/summary.md side by side (report.study). Every experiment's inputs — folders, data, methods — are
+    checked before the first one starts, so a bad second profile fails in seconds, not after the first has run."""
+    out_dir = Path(out_dir)
+    folders = [inside(out_dir, name, "profile") if name else out_dir for name, _ in experiments]
+    experiments = [(name, _profile_log_dir(config, name)) for name, config in experiments]
+    if len(experiments) > 1:  # (one experiment is checked by run_experiment before it writes anything)
+        for (_, config), folder in zip(experiments, folders):
+            prepare_stage(config, folder, progress=False)
+    done = [run_experiment(config, folder, progress) for (_, config), folder in zip(experiments, folders)]
+    if len(experiments) > 1:
+        profiles = [(name, results, config.to_dict()) for (name, config), results in zip(experiments, done)]
+        distributed.on_main(lambda: write_study_summary(out_dir, profiles))
+    return done
+
+
+def _profile_log_dir(config: ExperimentConfig, name: str) -> ExperimentConfig:
+    """A study's profile logs its curves to LOG_DIR/<name>, so the profiles' tags do not mix."""
+    return config.replace(log_dir=str(Path(config.log_dir) / name)) if name and config.log_dir else config
 
 
 class StageClock:
@@ -77,7 +107,7 @@ class StageClock:
         return {k: round(before.get(k, 0.0) + self.seconds.get(k, 0.0), 2) for k in keys}
 
 
-def _run_stages(st: Stage, config: ExperimentConfig, clock: StageClock) -> dict:
+def _run_stages(st: Stage, config: ExperimentConfig, clock: StageClock, scalars: Scalars | None = None) -> dict:
     results = distributed.on_main(lambda: _load_previous(st))
     before = results.pop("stage_seconds", {})
     methods = list(config.methods)
@@ -92,8 +122,14 @@ def _run_stages(st: Stage, config: ExperimentConfig, clock: StageClock) -> dict:
         methods = [m.replace(params={**m.params, **tuned[m.name]}) if m.name in tuned else m for m in methods]
     with clock("fills"):
         fills = shared_fills(st, methods)
+    curves = distributed.on_main(lambda: generator_histories(st.out_dir))
+    if curves:
+        results["generators"] = curves
+    for name, curve in (curves or {}).items():
+        if scalars is not None:
+            scalars.write(f"generator/{name}", curve, step_key="step")
     with clock("classifiers"):
-        train_runs(st, config, methods, fills, results)
+        train_runs(st, config, methods, fills, results, scalars)
     generated = {m.name: fills[m.name] for m in config.methods if len(fills[m.name])}
     filtered = {m.name: kept_and_rejected(st.out_dir / "fills" / m.name, st.imbalanced.class_names)
                 for m in config.methods if m.filter is not None and m.name in generated}
@@ -158,7 +194,8 @@ def _load_previous(st: Stage) -> dict:
 def _same_config(saved: dict | None, config: ExperimentConfig) -> bool:
     """A saved config (possibly written by an older version, in a shorter form) that resolves to `config`."""
     try:
-        return ExperimentConfig.from_dict(saved or {}) == config
+        # the log dir changes no result: a run resumed with another one (or none) keeps its runs
+        return ExperimentConfig.from_dict(saved or {}).replace(log_dir=None) == config.replace(log_dir=None)
     except DiffbalanceError:
         return False
 

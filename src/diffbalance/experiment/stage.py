@@ -17,6 +17,7 @@ from diffbalance.infra.device import resolve_device
 from diffbalance.evaluate.fid.embedder import Embedder
 from diffbalance.experiment.config import ExperimentConfig, MethodConfig
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.paths import inside
 from diffbalance.imbalance.subset import apply_profile
 from diffbalance.imbalance.targets import generation_counts
 from diffbalance.imbalance.validation import split_validation
@@ -50,7 +51,7 @@ def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True
     device = resolve_device(config.device)  # under torchrun: joins the job, this rank's device
 
     def checked() -> Stage:  # rank 0 first (it fills the data cache), then the others
-        checked_out = check_writable(Path(out_dir))
+        checked_out = check_run_folder(Path(out_dir), config)
         train, test, imbalanced, validation = load_imbalanced(config)
         add = generation_counts(imbalanced.counts(), config.target, imbalanced.class_names)
         for m in config.methods:
@@ -64,6 +65,23 @@ def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True
         return Stage(config, checked_out, device, train, test, imbalanced, validation, add, progress)
 
     return distributed.main_first(checked)
+
+
+def check_run_folder(out_dir: Path, config: ExperimentConfig) -> Path:
+    """`out_dir` can hold this run: writable, not a fill folder, and every folder the run makes stays inside it
+    (no method, run or sweep folder is a symbolic link out of it)."""
+    check_writable(out_dir)
+    if (out_dir / "fill.json").is_file() or (out_dir / "manifest.jsonl").is_file():
+        raise DiffbalanceError(f"{out_dir} is a fill folder (written by `diffbalance rebalance`), not a run folder",
+                               "give `diffbalance run` a new or an earlier run's --out folder")
+    for m in config.methods:
+        inside(out_dir / "fills", m.name, "method")
+        for clf in config.classifiers:
+            for seed in config.seeds:
+                inside(out_dir / "checkpoints", f"{m.name}--{clf}--seed{seed}", "run")
+    for sub in ("fills", "checkpoints", "sweep", "generators", "judges", "runs", "figures"):
+        inside(out_dir, sub, "run folder")
+    return out_dir
 
 
 def method_rebalancer(config: ExperimentConfig, m: MethodConfig, device: torch.device | str = "auto") -> Rebalancer:

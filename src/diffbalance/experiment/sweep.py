@@ -78,6 +78,11 @@ class SweepConfig(Config):
         self.require(self.max_images_per_class is None or self.max_images_per_class >= 1, "max_images_per_class",
                      "a positive count or null")
 
+    def recipe(self, method_train: TrainConfig, default_model: str, path: str = "sweep.train") -> TrainConfig:
+        """The quick classifier's recipe: the method's recipe with `train` on top (checked when the config is read)."""
+        return TrainConfig.from_dict({**method_train.to_dict(), **self.train, "model": self.classifier or default_model},
+                                     path=path)
+
     def stages(self) -> list[tuple[str, list[dict[str, Any]]]]:
         """(stage name, the knob values each of its candidates sets), in search order; empty stages left out."""
         grid = [{"guidance_w": w, "sampler": s} for s in self.samplers or (None,) for w in self.guidance_w or (None,)]
@@ -119,9 +124,7 @@ class Sweeper:
         if self.st.validation is None:
             raise DiffbalanceError("the sweep chooses on validation accuracy, but the config has no validation split",
                                    "add validation: {per_class: N} (or fraction: f)")
-        recipe = TrainConfig.from_dict({**method.train.to_dict(), **cfg.train,
-                                        "model": cfg.classifier or self.st.config.classifiers[0]},
-                                       path=f"sweep[{cfg.method}].train")
+        recipe = cfg.recipe(method.train, self.st.config.classifiers[0])
         own = build_rebalancer("cfg", {k: v for k, v in method.params.items()
                                        if k in (*KNOBS, "guidance_convention")}).get_params()
         current = {**{k: own[k] for k in KNOBS}, "guidance_w": ho_weight(own["guidance_w"], own["guidance_convention"])}
@@ -156,14 +159,15 @@ class Sweeper:
         st = self.st
         console.print(f"[bold]sweep[/] {method.name}: {label}")
         fills = self.fill_for(method, knobs, f"{method.name}-{label}", cfg.max_images_per_class)
-        accuracy, macro_f1 = [], []
+        accuracy, macro_f1, histories = [], [], []
         for seed in cfg.seeds:
             clf = train_classifier(st.imbalanced.concat(fills), recipe, device=st.device, seed=seed,
-                                   progress=st.progress)
+                                   progress=st.progress, validation=st.validation)
             val = classification_metrics(st.validation.labels, clf.predict(st.validation.images),
                                          st.validation.class_names)
             accuracy.append(val["accuracy"])
             macro_f1.append(val["macro_f1"])
+            histories.append(clf.history)  # the quick classifier's curve, one per seed
         self.memo[key] = {
             **knobs, "key": key, "folder": f"{method.name}-{label}", "seeds": list(cfg.seeds),
             "validation_accuracy": statistics.fmean(accuracy),
@@ -171,6 +175,7 @@ class Sweeper:
             "validation_accuracies": accuracy, "validation_macro_f1": statistics.fmean(macro_f1),
             "consistency": class_consistency(self.reference.predict, fills)["agreement_pct"] if self.reference else None,
             "quality": self.quality(fills) if self.quality else None,
+            "histories": histories,
         }
         self.save()
         return self.memo[key]

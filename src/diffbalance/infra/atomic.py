@@ -48,6 +48,12 @@ def check_writable(path: Path) -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise DiffbalanceError(f"output folder {path} is not writable (no permission on {probe})",
                                "choose another folder with --out or fix its permissions")
+    try:  # permissions are not the whole story (root on a read-only or pseudo file system): try it
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        raise DiffbalanceError(f"output folder {path} is not writable ({probe}: {err.strerror or err})",
+                               "choose another folder with --out") from None
     return path
 
 

@@ -64,6 +64,11 @@ class PeerFailed(DiffbalanceError):
         self.rank = rank
 
 
+class RankError(DiffbalanceError):
+    """A problem of this rank alone (its GPU, its connection to the job): every rank that has it says it. Any other
+    bad input met before the job is joined is met by every rank alike, so only rank 0 says it."""
+
+
 def launched() -> bool:
     """Whether this process was started by torchrun / accelerate launch (or any launcher setting RANK)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -84,7 +89,7 @@ def join(device: torch.device) -> torch.device:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise DiffbalanceError(
+            raise RankError(
                 f"LOCAL_RANK {local_rank} has no GPU ({torch.cuda.device_count()} visible on this node)",
                 "launch at most one process per GPU (torchrun --nproc-per-node ≤ GPUs), or use --device cpu",
             )
@@ -97,7 +102,7 @@ def join(device: torch.device) -> torch.device:
             dist.init_process_group(backend, timeout=timeout,
                                     **({"device_id": device} if device.type == "cuda" else {}))
         except (RuntimeError, ValueError) as err:
-            raise DiffbalanceError(
+            raise RankError(
                 f"could not join the {backend} process group ({str(err).splitlines()[0][:160]})",
                 "check MASTER_ADDR/MASTER_PORT (or torchrun's --rdzv-endpoint) and that every node can reach it",
             ) from None

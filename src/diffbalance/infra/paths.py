@@ -1,9 +1,11 @@
-"""Where diffbalance keeps caches: one environment variable, one default."""
+"""Where diffbalance keeps caches (one environment variable, one default), and names that become folders."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from diffbalance.infra.errors import DiffbalanceError
 
 CACHE_ENV = "DIFFBALANCE_CACHE"
 
@@ -13,3 +15,23 @@ def cache_dir(*parts: str) -> Path:
     env = os.environ.get(CACHE_ENV)
     root = Path(env).expanduser() if env else Path.home() / ".cache" / "diffbalance"
     return root.joinpath(*parts)
+
+
+def plain_name(name: str, what: str) -> str:
+    """`name` if it can be one folder name (no '/', '\\', NUL; not '', '.', '..'; not absolute); else a one-line
+    error naming `what` (profile, method, …). Every name that becomes a path is checked with this or `inside`."""
+    if (not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0")
+            or Path(name).is_absolute()):
+        raise DiffbalanceError(f"{what} name {name!r} cannot be a folder name",
+                               f"name the {what} without '/', '\\', '..' or a leading '/', e.g. my-{what}")
+    return name
+
+
+def inside(parent: Path | str, name: str, what: str) -> Path:
+    """parent/name for a plain `name` (see `plain_name`) that stays inside `parent`: where it exists already,
+    it must resolve inside the resolved parent (a symbolic link out of the folder is refused)."""
+    parent, path = Path(parent), Path(parent) / plain_name(name, what)
+    if (path.exists() or path.is_symlink()) and not path.resolve().is_relative_to(parent.resolve()):
+        raise DiffbalanceError(f"{path} ({what} {name!r}) leads outside {parent} (a symbolic link)",
+                               "remove the link, or choose another output folder")
+    return path

@@ -12,6 +12,7 @@ from diffbalance.data.image_folder import load_image_folder, scan_image_folder
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import DeviceLike, resolve_device
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.imbalance.targets import generation_counts
 from diffbalance.infra.progress import console
 from diffbalance.rebalance.base import Rebalancer
 from diffbalance.rebalance.registry import build_rebalancer
@@ -52,6 +53,9 @@ def rebalance_folder(
                                device=dev)
         reb.check()
         checked_out = check_writable(Path(out))
+        if (checked_out / "config.resolved.json").is_file():
+            raise DiffbalanceError(f"{out} is a run folder (written by `diffbalance run`), not a fill folder",
+                                   "give `diffbalance rebalance` a new or an earlier fill's --out folder")
         _, items = scan_image_folder(Path(folder))
         check_memory(image_bytes(len(items), channels, image_size, image_size), f"reading {len(items)} images at "
                      f"{image_size}×{image_size}", "lower --image-size")
@@ -64,7 +68,10 @@ def rebalance_folder(
 
     reb, out, data, plan = distributed.main_first(checked)
     if not plan:
-        console.print(f"nothing to add: {folder} already meets target {target!r} (per class: {data.counts()})")
+        needed = sum(generation_counts(data.counts(), target, data.class_names))
+        why = (f"method {method!r} adds no images (the target {target!r} asks for {needed} more)" if needed else
+               f"{folder} already meets target {target!r}")
+        console.print(f"nothing to add: {why} (per class: {data.counts()})")
         return ImageSet(data.images[:0], data.labels[:0], data.class_names, f"{method} fill (nothing to add)")
     with distributed.held_output(out):
         distributed.on_main(lambda: write_json(out / "command.json", {

@@ -35,6 +35,7 @@ from diffbalance.infra.atomic import atomic_path, one_line_when_full, write_json
 from diffbalance.data.image_folder import class_folders, read_image, write_class_listing, write_png
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.paths import inside
 from diffbalance.infra.progress import progress_bar
 from diffbalance.rebalance.base import Rebalancer
 from diffbalance.rebalance.registry import build_rebalancer
@@ -74,7 +75,7 @@ def fill(
         "add_per_class": add,
         "image_shape": list(train.images.shape[1:]),
     }
-    folders = class_folders(train.class_names)
+    folders = [inside(out_dir, f, "class").name for f in class_folders(train.class_names)]  # no link out of out_dir
 
     def start() -> dict[int, list[int]]:  # rank 0: check or write the header, list what is missing
         reb.check_data(train)  # before anything is written
