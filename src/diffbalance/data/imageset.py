@@ -94,13 +94,16 @@ class ImageSet:
 
     @classmethod
     def from_arrays(cls, X, y, class_names=None, source: str = "arrays") -> tuple[ImageSet, str]:
-        """Build from numpy/torch arrays N×H×W×C, N×C×H×W or N×H×W (grayscale).
+        """Build from numpy/torch arrays (or nested lists) N×H×W×C, N×C×H×W or N×H×W (grayscale).
 
         Returns the set and the layout ("NHWC", "NCHW" or "NHW") so results can be given back the same way.
-        Pixel values by dtype (`uint8_pixels`): uint8 as they are; other integers must lie in 0–255; bool is
-        0/255; floats must be finite and in [0, 1], scaled by 255 and rounded. Anything else is a one-line error.
+        y is read as imbalanced-learn reads it (`class_labels`). Pixel values by dtype (`uint8_pixels`): uint8 as
+        they are; other integers must lie in 0–255; bool is 0/255; floats must be finite and in [0, 1], scaled by
+        255 and rounded. Anything else is a one-line error.
         """
-        x = torch.from_numpy(uint8_pixels(_as_numpy(X)))
+        y_np = class_labels(y)
+        pixels = uint8_pixels(_as_numpy(X))
+        x = torch.from_numpy(pixels)
         if x.ndim == 3:
             layout, x = "NHW", x[:, None]
         elif x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
@@ -111,9 +114,11 @@ class ImageSet:
             raise DiffbalanceError(
                 f"X has shape {tuple(x.shape)}", "pass images as N×H×W×C, N×C×H×W or N×H×W with 1 or 3 channels"
             )
-        y_np = np.asarray(y)
-        if y_np.ndim != 1 or len(y_np) != len(x):
-            raise DiffbalanceError(f"y has shape {y_np.shape}, X has {len(x)} images", "pass one label per image")
+        if 0 in x.shape[2:]:
+            raise DiffbalanceError(f"X has shape {pixels.shape}: images of 0 pixels",
+                                   "pass images of at least 1×1 pixel")
+        if len(y_np) != len(x):
+            raise DiffbalanceError(f"y has shape {np.shape(y_np)}, X has {len(x)} images", "pass one label per image")
         # classes are the sorted distinct label values, as in imbalanced-learn; meta keeps them to map back
         values, labels = np.unique(y_np, return_inverse=True)
         names = tuple(str(v) for v in values) if class_names is None else tuple(class_names)
@@ -132,8 +137,34 @@ class ImageSet:
         return self.images
 
 
+def class_labels(y) -> np.ndarray:
+    """y as a 1-D array of class labels, checked as imbalanced-learn checks it (scikit-learn's `type_of_target`):
+    binary or multiclass labels (integers, strings, integral floats); a column vector (N, 1) is read as (N,).
+    Continuous, multilabel (one-hot included), multioutput, mixed-type and missing y are one-line errors."""
+    from sklearn.utils.multiclass import type_of_target  # here: `import diffbalance` stays fast
+
+    fix = "pass one class label per image (integers or strings; a one-hot y as y.argmax(1))"
+    if y is None:
+        raise DiffbalanceError("fit_resample requires y to be passed, but the target y is None", fix)
+    y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y
+    try:
+        kind = type_of_target(y, input_name="y")
+    except ValueError as err:  # NaN, complex, a bare string, ...
+        raise DiffbalanceError(f"y cannot be read as class labels ({' '.join(str(err).split())[:160]})", fix) from None
+    if kind in ("continuous", "unknown"):
+        what = "non-integral numbers" if kind == "continuous" else "values of mixed or unreadable types"
+        raise DiffbalanceError(f"Unknown label type {kind!r}: y holds {what}, not class labels", fix)
+    if kind not in ("binary", "multiclass"):
+        raise DiffbalanceError(f"y has shape {np.shape(y)} ({kind}): multilabel and multioutput targets are not "
+                               "supported", fix)
+    return np.asarray(y).reshape(-1)
+
+
 def _as_numpy(X) -> np.ndarray:
-    """A numpy view of X (numpy, torch on any device, nested lists); ragged input is a one-line error."""
+    """A numpy view of X (numpy, torch on any device, nested lists); ragged or sparse input is a one-line error."""
+    if hasattr(X, "toarray") or hasattr(X, "todense"):  # scipy.sparse: np.asarray would make a 0-d object array
+        raise DiffbalanceError(f"X is a sparse {type(X).__name__}; images are dense",
+                               "pass dense image arrays (e.g. X.toarray())")
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu()
         X = X.float() if X.dtype in (torch.bfloat16, torch.float16) else X  # numpy has no bfloat16

@@ -1,11 +1,13 @@
 """User-facing errors: one line that names the problem and the fix.
 
 The CLI turns every `DiffbalanceError` into that line on stderr and exit code 2, without a traceback.
-Library code raises it for anything a user can cause (bad paths, bad config, impossible targets).
+Library code raises it for anything a user can cause (bad paths, bad config, impossible targets). It is a
+`ValueError`, as scikit-learn's and imbalanced-learn's input errors are, so code written against their estimators
+(`except ValueError`, sklearn's estimator checks) treats a rebalancer's bad parameter or input the same way.
 """
 
 
-class DiffbalanceError(Exception):
+class DiffbalanceError(ValueError):
     """A problem the user can fix; `str(err)` is a single line: what is wrong, then how to fix it."""
 
     def __init__(self, problem: str, fix: str | None = None):

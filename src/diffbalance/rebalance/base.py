@@ -1,5 +1,7 @@
 """One interface for every rebalancer (none, oversampling, Mixup, CutMix, CFG, text-to-image), in imbalanced-learn's
-shape: `__init__` stores parameters only (sklearn's `get_params`/`set_params`, so `sklearn.base.clone` works),
+shape: `__init__` and `set_params` store parameters only (sklearn's `get_params`/`set_params`, so `sklearn.base.clone`,
+`GridSearchCV` and the sweep work); the parameters are checked where imbalanced-learn checks them, when the work
+starts (`fit_resample`, `fit`, `plan`: `_validate_params`), and by `build_rebalancer` for a config's key path;
 `sampling_strategy` is the one answer to "how many images to make", and the base runs the per-class loop.
 
     reb = MixupFill(alpha=1.0, random_state=0)
@@ -22,9 +24,11 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from diffbalance.infra.configs import coerce_fields, require, to_plain
+from diffbalance.infra.configs import at_path, coerce_fields, require, to_plain
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import resolve_device
+from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.generate.guidance import GUIDANCE_EXPECTED, ho_weight
 from diffbalance.imbalance.targets import generation_counts
 from diffbalance.infra.paths import cache_dir
 from diffbalance.rebalance.sources import copies
@@ -37,23 +41,51 @@ Batch = tuple[int, list[int], torch.Tensor, list[dict[str, Any]]]
 @dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class Rebalancer(BaseEstimator, ABC):
     """Base of all rebalancers. Subclasses are dataclasses whose fields are their parameters, checked from their
-    annotations (`Literal[...]` for choices) and by `validate()`; fitted state ends in `_` (`train_`, `device_`)."""
+    annotations (`Literal[...]` for choices) and by `validate()` when the work starts; fitted state ends in `_`
+    (`train_`, `device_`)."""
 
     name: ClassVar[str]
     generative: ClassVar[bool] = False  # True for methods that synthesise images with a learned model
+    _estimator_type: ClassVar[str] = "sampler"  # imbalanced-learn's mark of a sampler (its Pipeline, its checks)
 
     sampling_strategy: str | float | dict = "auto"  # images per class after filling (imbalance.targets)
     random_state: int = 0  # base seed; image i of class c uses derive_seed(random_state, c, i)
     batch_size: int = 256  # images generated per call of `generate`
     device: str | torch.device = "auto"  # where the work runs: auto | cpu | cuda | cuda:N | a torch.device
 
-    def __post_init__(self) -> None:
-        coerce_fields(self)
-        self.validate()
+    def _validate_params(self, path: str = "") -> None:
+        """Check every parameter, the one place it is done: types and choices from the annotations (converting where
+        they say so, e.g. 1 → 1.0, a mapping → its config section, as `build_rebalancer` does), then `validate()`.
+        Messages name `path` (a config's key path) or the rebalancer. Run by `plan`, so by `fit`, `fit_resample` and
+        every fill; `__init__` and `set_params` only store (scikit-learn's and imbalanced-learn's rule)."""
+        with at_path(path or f"rebalancer {self.name}"):
+            coerce_fields(self)
+            self.validate()
 
     def validate(self) -> None:
-        """Range checks of the parameters (types and choices are checked from the annotations)."""
+        """Range checks of the parameters (types and choices are checked from the annotations); subclasses extend it
+        with `super().validate()`. Called by `_validate_params`, never by hand."""
         require(self.batch_size >= 1, "batch_size", self.batch_size, "at least 1")
+
+    def __sklearn_tags__(self):
+        """The tags of imbalanced-learn's samplers (`SamplerMixin`/`BaseSampler`: estimator type "sampler", y
+        required, its `sampler_tags` when imbalanced-learn is installed), for image arrays: X is 3-D or 4-D, never a
+        2-D table, sparse or a data frame."""
+        tags = super().__sklearn_tags__()
+        try:
+            from imblearn.utils._tags import InputTags, SamplerTags, Tags
+        except ImportError:  # imbalanced-learn is optional: scikit-learn's tags carry the type alone
+            pass
+        else:
+            fields = {f.name: getattr(tags, f.name) for f in dataclasses.fields(tags)}
+            tags = Tags(**{**fields, "input_tags": InputTags(**{f.name: getattr(tags.input_tags, f.name)
+                                                                for f in dataclasses.fields(tags.input_tags)}),
+                           "sampler_tags": SamplerTags()})
+        tags.estimator_type = "sampler"
+        tags.target_tags.required = True
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        return tags
 
     # --- what a rebalancer implements ------------------------------------------------------------
     def check(self) -> None:
@@ -80,7 +112,9 @@ class Rebalancer(BaseEstimator, ABC):
 
     # --- imbalanced-learn's contract ---------------------------------------------------------------
     def plan(self, data: ImageSet) -> dict[int, int]:
-        """`sampling_strategy_`: images to add per class index (only classes that get some). Pure: no fitting."""
+        """`sampling_strategy_`: images to add per class index (only classes that get some). Pure: no fitting. The
+        first step of every entry point (`fit`, `fit_resample`, a fill), so it checks the parameters."""
+        self._validate_params()
         add = self.images_to_add(data.counts(), data.class_names)
         self.sampling_strategy_ = {c: n for c, n in enumerate(add) if n > 0}
         return self.sampling_strategy_
@@ -116,24 +150,24 @@ class Rebalancer(BaseEstimator, ABC):
     def fit_resample(self, X, y, workdir: Path | str | None = None):
         """imbalanced-learn's API on image arrays: (X_res, y_res) = the inputs, unchanged and in their own dtype,
         followed by the new images in the inputs' layout, dtype and label values (numpy in → numpy out, torch in →
-        torch out). Float inputs are taken as [0, 1]; new images are returned in that range."""
+        torch out, a list → a list, as imbalanced-learn returns them). Float inputs are taken as [0, 1]; new images
+        are returned in that range. y is checked as imbalanced-learn checks it (`ImageSet.from_arrays`): class labels
+        of at least 2 classes; a column vector (N, 1) comes back as (N,)."""
         data, layout = ImageSet.from_arrays(X, y)
+        if len(data) == 0:
+            raise DiffbalanceError("X holds no images", "pass at least one image of each of 2 or more classes")
+        if data.num_classes < 2:
+            raise DiffbalanceError(f"y holds one class ({data.class_names[0]!r}): a sampler needs at least 2 classes "
+                                   "to balance", "pass the images of every class")
         self.fit(data, workdir)
-        todo = {c: range(n) for c, n in self.sampling_strategy_.items()}
-        batches = list(self.iter_batches(todo))
+        batches = list(self.iter_batches({c: range(n) for c, n in self.sampling_strategy_.items()}))
         if not batches:
-            return X, y
+            return X, _flat(y)
         images = torch.cat([b[2] for b in batches])
         labels = torch.tensor([c for c, idx, _, _ in batches for _ in idx])
         new = ImageSet(images, labels, data.class_names).to_layout(layout)  # uint8 in the input's layout
         values = np.asarray(data.meta["label_values"])[labels.numpy()]
-        if isinstance(X, torch.Tensor):
-            new = new.float().div(255).to(X.dtype) if X.dtype.is_floating_point else new.to(X.dtype)
-            return torch.cat([X, new.to(X.device)]), torch.cat([torch.as_tensor(y), torch.as_tensor(values)])
-        x_in = np.asarray(X)
-        new_np = new.numpy()
-        new_np = (new_np / 255).astype(x_in.dtype) if np.issubdtype(x_in.dtype, np.floating) else new_np.astype(x_in.dtype)
-        return np.concatenate([x_in, new_np]), np.concatenate([np.asarray(y), values.astype(np.asarray(y).dtype)])
+        return _append(X, _flat(y), new, values)
 
     # --- records ------------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -159,6 +193,14 @@ class GenerativeRebalancer(Rebalancer, ABC):
         require(0 <= self.synthetic_share <= 1, "synthetic_share", self.synthetic_share,
                 "in [0, 1] (0: all copies, as oversample; 1: all generated)")
 
+    def validate_guided_sampling(self, steps_example: str) -> None:
+        """The checks every guided diffusion method (cfg, ldm: fields `num_inference_steps`, `guidance_w`,
+        `guidance_convention`) shares, written once: at least one step, and w ≥ 0 in Ho's convention (paper eq. 8)."""
+        require(self.num_inference_steps >= 1, "num_inference_steps", self.num_inference_steps,
+                f"≥ 1, e.g. {steps_example}")
+        require(ho_weight(self.guidance_w, self.guidance_convention) >= 0, "guidance_w", self.guidance_w,
+                GUIDANCE_EXPECTED)
+
     def make_images(self, class_index: int, seeds: Sequence[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         if self.synthetic_share >= 1:
             return self.generate(class_index, seeds)
@@ -177,6 +219,28 @@ class GenerativeRebalancer(Rebalancer, ABC):
         """(image, record) of each seed, made in one call (none for no seeds)."""
         images, records = make(class_index, seeds) if seeds else ((), ())
         return iter(zip(images, records))
+
+
+def _append(X, y, new: torch.Tensor, values: np.ndarray):
+    """(X, y) followed by the new uint8 images `new` (in X's layout) and their label values, in the inputs' own kind
+    (torch, numpy, a list), dtype and device; float X is taken as [0, 1]."""
+    if isinstance(X, torch.Tensor):
+        new = new.float().div(255).to(X.dtype) if X.dtype.is_floating_point else new.to(X.dtype)
+        y_in = torch.as_tensor(y)
+        return torch.cat([X, new.to(X.device)]), torch.cat([y_in, torch.as_tensor(values).to(y_in)])
+    x_in, y_in = np.asarray(X), np.asarray(y)
+    new_np = new.numpy()
+    new_np = (new_np / 255).astype(x_in.dtype) if np.issubdtype(x_in.dtype, np.floating) else new_np.astype(x_in.dtype)
+    X_res, y_res = np.concatenate([x_in, new_np]), np.concatenate([y_in, values.astype(y_in.dtype)])
+    return (X_res.tolist() if isinstance(X, list) else X_res), (y_res.tolist() if isinstance(y, list) else y_res)
+
+
+def _flat(y):
+    """y with a column vector (N, 1) read as (N,), in its own kind (list, numpy, torch), as imbalanced-learn
+    returns it; any other y as it is."""
+    if (y.ndim if hasattr(y, "ndim") else np.ndim(y)) != 2:
+        return y
+    return y.reshape(-1) if hasattr(y, "reshape") else np.ravel(y).tolist()
 
 
 def is_generated(seed: int, share: float) -> bool:

@@ -7,7 +7,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from diffbalance.infra.configs import at_path, parse_fields
+from diffbalance.infra.configs import parse_fields
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.rebalance import mixing, oversample  # noqa: F401  (their classes register themselves)
 from diffbalance.rebalance.base import REGISTRY, Rebalancer
@@ -33,9 +33,10 @@ def rebalancer_class(name: str) -> type[Rebalancer]:
 
 def build_rebalancer(name: str, params: Mapping[str, Any] | None = None, path: str = "", **kwargs: Any) -> Rebalancer:
     """A registered rebalancer from its parameters (a mapping and/or keywords). Unknown parameters, wrong types and
-    bad values are one-line errors naming `path` (e.g. "methods[3].params.guidance_w")."""
+    bad values are one-line errors naming `path` (e.g. "methods[3].params.guidance_w"), raised here: a config is
+    checked before any work starts (the rebalancer's own check, `_validate_params`, which its fit runs again)."""
     cls = rebalancer_class(name)
     where = path or f"rebalancer {name}"
-    args = parse_fields(cls, {**dict(params or {}), **kwargs}, where, noun="parameter")
-    with at_path(where):
-        return cls(**args)
+    reb = cls(**parse_fields(cls, {**dict(params or {}), **kwargs}, where, noun="parameter"))
+    reb._validate_params(where)
+    return reb

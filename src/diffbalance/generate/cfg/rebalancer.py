@@ -34,7 +34,7 @@ from diffbalance.generate.cfg.config import CFGTrainConfig, Init, Sampler
 from diffbalance.generate.cfg.generator import CFGGenerator, load_generator
 from diffbalance.generate.cfg.sampling import build_sampler, sampling_steps, start_step
 from diffbalance.generate.cfg.train import train_generator
-from diffbalance.generate.guidance import GUIDANCE_EXPECTED, Convention, guidance_record, ho_weight
+from diffbalance.generate.guidance import Convention, guidance_record, ho_weight
 from diffbalance.rebalance.base import GenerativeRebalancer, register
 from diffbalance.rebalance.sources import class_pool, donor_pool, pick
 from diffbalance.infra.seeding import derive_seed
@@ -62,9 +62,7 @@ class CFGRebalancer(GenerativeRebalancer):
 
     def validate(self) -> None:
         super().validate()
-        require(self.num_inference_steps >= 1, "num_inference_steps", self.num_inference_steps, "≥ 1, e.g. 20")
-        require(ho_weight(self.guidance_w, self.guidance_convention) >= 0, "guidance_w", self.guidance_w,
-                GUIDANCE_EXPECTED)
+        self.validate_guided_sampling(steps_example="20")
         require(0 <= self.strength <= 1, "strength", self.strength, "in [0, 1] (0: the real source itself)")
 
     def params(self) -> dict[str, Any]:

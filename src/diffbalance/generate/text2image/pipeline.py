@@ -39,6 +39,8 @@ def load_pipeline(spec: LoadSpec, device: torch.device):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     try:
         pipe = load_pretrained(cls, spec.model, WHAT, **{dtype_kwarg(): spec.torch_dtype}, **kwargs)
+    except DiffbalanceError:  # already one line (it is a ValueError too)
+        raise
     except ValueError as err:  # e.g. AutoPipeline has no text2image/img2img variant of this model class
         raise DiffbalanceError(
             f"cannot load {spec.model} as a {spec.task} pipeline ({error_text(err)})",

@@ -37,7 +37,7 @@ from diffbalance.generate.adapt.config import AdaptConfig
 from diffbalance.generate.adapt.data import fingerprint
 from diffbalance.generate.adapt.files import apply_adapter, check_classes, read_adapter
 from diffbalance.generate.adapt.train import adapt_pipeline
-from diffbalance.generate.guidance import GUIDANCE_EXPECTED, Convention, guidance_record, ho_weight, sd_scale
+from diffbalance.generate.guidance import Convention, guidance_record, sd_scale
 from diffbalance.generate.text2image.config import DEFAULT_MODEL, DType, LoadSpec, Pipeline, Scheduler, resolve_dtype
 from diffbalance.generate.loading import read_index
 from diffbalance.generate.text2image.pipeline import WHAT, default_size, load_pipeline, pipeline_class, size_multiple
@@ -76,10 +76,7 @@ class TextToImageRebalancer(GenerativeRebalancer):
 
     def validate(self) -> None:
         super().validate()
-        require(self.num_inference_steps >= 1, "num_inference_steps", self.num_inference_steps,
-                "≥ 1, e.g. 25 (1–4 for *-Turbo models)")
-        require(ho_weight(self.guidance_w, self.guidance_convention) >= 0, "guidance_w", self.guidance_w,
-                GUIDANCE_EXPECTED)
+        self.validate_guided_sampling(steps_example="25 (1–4 for *-Turbo models)")
         for name in ("height", "width"):
             value = getattr(self, name)
             require(value is None or (value >= 8 and value % 8 == 0), name, value,
