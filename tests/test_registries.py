@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import plugin_source  # noqa: F401  (registers the data source "toy": the one import line a new source needs)
 import pytest
 import torch
+from PIL import Image
 from fixtures_data import isolated_data_env, write_cifar_batches, write_fashion_idx, write_image_tree  # noqa: F401
 
 from diffbalance.data.imageset import ImageSet
@@ -42,12 +44,21 @@ def image_folder(tmp: Path, monkeypatch) -> dict:
     return {"root": str(tmp / "images"), "image_size": 8, "test_fraction": 0.4}
 
 
+def hf_disk(tmp: Path, monkeypatch) -> dict:
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    images = [Image.fromarray(np.full((6, 6, 3), 40 * k, np.uint8)) for k in range(6)]
+    ds = datasets.Dataset.from_dict({"image": images, "label": [0, 0, 0, 1, 1, 1]}, features=features)
+    datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp / "hf"))
+    return {"root": str(tmp / "hf"), "image_size": 8}
+
+
 def no_files(tmp: Path, monkeypatch) -> dict:
     return {}
 
 
 # the tiny files a source reads, as DataConfig options; a source that reads files needs its writer here
-FIXTURES = {"fashion-mnist": fashion_files, "cifar10": cifar_batches, "folder": image_folder}
+FIXTURES = {"fashion-mnist": fashion_files, "cifar10": cifar_batches, "folder": image_folder, "hf": hf_disk}
 
 
 def tiny_config(name: str, tmp: Path, monkeypatch) -> DataConfig:

@@ -35,6 +35,8 @@ _EXPORTS = {
     "load_fill": "diffbalance.rebalance.store",
     "TrainConfig": "diffbalance.classify.config",
     "train_classifier": "diffbalance.classify.train",
+    "RebalancedDataset": "diffbalance.classify.datasets",
+    "class_balanced_sampler": "diffbalance.classify.datasets",
     "classification_metrics": "diffbalance.evaluate.metrics",
     "ExperimentConfig": "diffbalance.experiment.config",
     "load_config": "diffbalance.experiment.config",

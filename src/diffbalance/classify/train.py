@@ -14,6 +14,13 @@ feature_fill.py, its files in checkpoint_dir/feature-fill). Stage 2 checkpoints 
 and schedule, plus "head_epoch" in the JSON), so a resume in either stage ends with the same weights as an
 uninterrupted run. The lr schedule of both stages is classify.schedule.
 
+The training curve (`TrainedClassifier.history`): one record per epoch of either stage, {"stage": "train" | "head",
+"epoch": k (1-based, per stage), "loss": the epoch's mean loss, "lr": the lr at its end, "validation_accuracy": top-1
+accuracy on `validation` (None without it), "seconds": the epoch's wall time, the validation pass excluded}. It rides
+in every checkpoint's JSON, so a resumed run returns the whole curve, the same as an uninterrupted run's but for the
+seconds. The validation pass runs in eval mode (batch norm untouched) and draws no random number, so passing
+`validation` leaves the weights bit-identical; it costs one host sync per epoch.
+
 Under torchrun, stage 1 is data-parallel (DDP, classify.ddp): the global batch, the data order and every random
 draw are those of one process, each rank trains on its slice, rank 0 writes the checkpoints, and a checkpoint
 resumes at any number of processes. Stage 2 (a linear head) runs whole on every rank, rank 0's head kept.
@@ -27,7 +34,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -77,6 +84,7 @@ class TrainedClassifier:
     train_seconds: float  # wall-clock training time, summed over resumed parts
     device: torch.device
     feature_fill: dict | None = None  # the feature fill's summary (classify.feature_fill), JSON-able; None: none
+    history: list[dict] = field(default_factory=list)  # the training curve, one record per epoch (module docstring)
 
     def logits(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """(N, K) float32 logits of uint8 images (N, C, H, W)."""
@@ -123,6 +131,7 @@ class TrainedClassifier:
             "std": self.std,
             "train_seconds": self.train_seconds,
             **({"feature_fill": self.feature_fill} if self.feature_fill is not None else {}),
+            "history": self.history,
         }
         save_classifier(Path(folder), self.model, meta)
 
@@ -138,7 +147,7 @@ class TrainedClassifier:
         if fast_gpu_path(device) and config.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return cls(model, config, tuple(meta["class_names"]), meta["mean"], meta["std"], meta["train_seconds"], device,
-                   meta.get("feature_fill"))
+                   meta.get("feature_fill"), meta.get("history", []))
 
 
 def train_classifier(
@@ -151,6 +160,8 @@ def train_classifier(
     progress: bool = True,
     synthetic: torch.Tensor | None = None,
     ddp: bool | None = None,
+    validation: ImageSet | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainedClassifier:
     """Train `config.model` on `train` on `device` ("auto", "cpu", "cuda", "cuda:N" or a torch.device); resumes
     from `checkpoint_dir/resume` when it holds this run's checkpoint (in either stage, written at any world size).
@@ -159,7 +170,9 @@ def train_classifier(
     `prior: real` and head re-training read it, and with their defaults the run does not depend on it.
     `ddp`: None (or True) trains data-parallel over the process group when the job has several processes, False
     trains alone on this rank even then (a runner spreading whole runs over ranks); every rank of a DDP run
-    returns the same plain (unwrapped) model."""
+    returns the same plain (unwrapped) model. `validation`: real images whose accuracy each epoch's history record
+    holds (weights unchanged by it); `on_epoch` is called with each record as it is made (e.g.
+    infra.tensorboard's `Scalars.recorder`)."""
     device = resolve_device(device)
     world = _ddp.training_world(ddp)
     if len(train) < 2:
@@ -172,7 +185,8 @@ def train_classifier(
     if head is not None:
         meta["rng"] += "; " + HEAD_RNG_SCHEME + ("; " + FILL_RNG_SCHEME if config.feature_fill else "")
     folder = None if checkpoint_dir is None else ensure_writable_dir(Path(checkpoint_dir)) / RESUME_FOLDER
-    start_epoch, head_start, seconds_before = _resume(folder, meta, run, head)
+    start_epoch, head_start, seconds_before, history = _resume(folder, meta, run, head)
+    curve = _Curve(history, _validation_tensors(validation, train, device), on_epoch)
 
     started = time.perf_counter()
 
@@ -184,20 +198,25 @@ def train_classifier(
         steps_left = (config.epochs - start_epoch) * run.steps_per_epoch
         with progress_bar(f"train {config.model}", steps_left, enabled=progress) as advance:
             for epoch in range(start_epoch, config.epochs):
-                _train_one_epoch(run, epoch, advance, time.perf_counter())
+                reported, tick = _EpochLoss(advance), time.perf_counter()
+                _train_one_epoch(run, epoch, reported, tick)
+                # validated: the weights the run would return if it ended here (the EMA when there is one)
+                curve.add(run, "train", epoch + 1, reported.loss, run.optimizer, time.perf_counter() - tick,
+                          run.ema if run.ema is not None else run.model)
                 done = epoch + 1
                 if _checkpoint_due(folder, every, done, config.epochs):
-                    state = {**meta, "epoch": done, "train_seconds": elapsed()}
+                    state = {**meta, "epoch": done, "train_seconds": elapsed(), "history": curve.records}
                     _save(run, folder, _stage_one_modules(run), run.optimizer, run.scheduler, state)
         _end_stage_one(run)
     if head is not None:
         if config.feature_fill is not None:  # LDMLR: synthetic features for stage 2, their files beside resume/
             fills = None if folder is None else folder.parent / FEATURE_FILL_FOLDER
             head.fill = fill_features(run, ~synthetic, fills, meta, _same_run, head_start > 0, progress)
-        _retrain_head(run, head, head_start, folder, meta, elapsed, progress)
+        _retrain_head(run, head, head_start, folder, meta, elapsed, progress, curve)
     model = _plain_model(run, train).eval()
     fill = None if head is None or head.fill is None else head.fill.summary
-    return TrainedClassifier(model, config, train.class_names, run.mean, run.std, elapsed(), device, fill)
+    return TrainedClassifier(model, config, train.class_names, run.mean, run.std, elapsed(), device, fill,
+                             curve.records)
 
 
 def _checkpoint_due(folder: Path | None, every: int, done: int, total: int) -> bool:
@@ -225,7 +244,7 @@ def _end_stage_one(run: Run) -> None:
 
 def _retrain_head(
     run: Run, head: HeadStage, start: int, folder: Path | None, meta: dict, elapsed: Callable[[], float],
-    progress: bool,
+    progress: bool, curve: _Curve,
 ) -> None:
     """Stage 2 from head epoch `start`: a fresh head when it begins, then class-balanced epochs, checkpointed.
     Every rank trains the same head on the whole batch (it is small); rank 0's is kept."""
@@ -236,10 +255,13 @@ def _retrain_head(
     steps_left = (cfg.head_retrain_epochs - start) * head.steps_per_epoch
     with progress_bar(f"retrain head {cfg.model}", steps_left, enabled=progress) as advance:
         for epoch in range(start, cfg.head_retrain_epochs):
-            retrain_head_epoch(run, head, epoch, advance)
+            reported, tick = _EpochLoss(advance), time.perf_counter()
+            retrain_head_epoch(run, head, epoch, reported)
+            curve.add(run, "head", epoch + 1, reported.loss, head.optimizer, time.perf_counter() - tick, run.model)
             done = epoch + 1
             if _checkpoint_due(folder, every, done, cfg.head_retrain_epochs):
-                state = {**meta, "epoch": cfg.epochs, "head_epoch": done, "train_seconds": elapsed()}
+                state = {**meta, "epoch": cfg.epochs, "head_epoch": done, "train_seconds": elapsed(),
+                         "history": curve.records}
                 _save(run, folder, {"model": run.model}, head.optimizer, head.scheduler, state)
     _ddp.broadcast_state(run.world, run.model.head, buffers_only=False)
 
@@ -377,12 +399,80 @@ def _train_one_epoch(run: Run, epoch: int, advance, since: float) -> None:
         raise DiffbalanceError(f"training loss became {loss} in epoch {epoch + 1}", "lower lr")
 
 
-def _resume(folder: Path | None, meta: dict, run: Run, head: HeadStage | None = None) -> tuple[int, int, float]:
-    """(epochs done, head epochs done, seconds spent); loads the checkpoint into `run` (stage 1) or into the model
-    and `head`'s optimizer and schedule (a checkpoint written in stage 2) when there is one."""
+class _EpochLoss:
+    """An epoch's progress callback that keeps the last loss reported to it: both stages' epoch functions report
+    the epoch's mean loss last (stage 1 after its final step, stage 2 with its final step)."""
+
+    def __init__(self, advance: Callable[..., None]):
+        self.advance, self.loss = advance, None
+
+    def __call__(self, n: int = 1, **fields) -> None:
+        if "loss" in fields:
+            self.loss = float(fields["loss"])
+        self.advance(n, **fields)
+
+
+@dataclass
+class _Curve:
+    """The training curve as it grows (module docstring): the records so far, resumed ones first."""
+
+    records: list[dict]
+    validation: tuple[torch.Tensor, torch.Tensor] | None  # (V, C, H, W) uint8 and (V,) int64, on the device
+    on_epoch: Callable[[dict], None] | None
+
+    def add(self, run: Run, stage: str, epoch: int, loss: float | None, optimizer: torch.optim.Optimizer,
+            seconds: float, model: nn.Module) -> None:
+        accuracy = None if self.validation is None else _accuracy(run, model, *self.validation)
+        record = {"stage": stage, "epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
+                  "validation_accuracy": accuracy, "seconds": round(seconds, 3)}
+        self.records.append(record)
+        if self.on_epoch is not None:
+            self.on_epoch(record)
+
+
+def _validation_tensors(
+    validation: ImageSet | None, train: ImageSet, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The validation images and labels on the device, once for the run (None without validation)."""
+    if validation is None:
+        return None
+    if validation.class_names != train.class_names or validation.images.shape[1:] != train.images.shape[1:]:
+        raise DiffbalanceError(
+            f"validation images ({len(validation.class_names)} classes, {tuple(validation.images.shape[1:])}) do not "
+            f"match the training images ({len(train.class_names)} classes, {tuple(train.images.shape[1:])})",
+            "pass held-out images of the same classes, in the same class order and size",
+        )
+    return validation.images.to(device), validation.labels.to(device)
+
+
+@torch.no_grad()
+def _accuracy(run: Run, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of `model` on uint8 `images` (V, C, H, W) with `labels` (V,), both on the device, as
+    `TrainedClassifier.predict` computes it: eval mode (batch norm's statistics untouched; no random draw), the
+    model's mode restored after, one host sync."""
+    was_training, cfg = model.training, run.config
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=run.device)
+    for start in range(0, len(images), cfg.eval_batch_size):
+        x = normalize(images[start : start + cfg.eval_batch_size], *run.norm)  # (b, C, H, W) float32
+        if run.fast and cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.fast and cfg.bf16):
+            predicted = model(x).argmax(dim=1)  # (b,)
+        correct += (predicted == labels[start : start + cfg.eval_batch_size]).sum()
+    model.train(was_training)
+    return int(correct) / max(1, len(images))
+
+
+def _resume(
+    folder: Path | None, meta: dict, run: Run, head: HeadStage | None = None
+) -> tuple[int, int, float, list[dict]]:
+    """(epochs done, head epochs done, seconds spent, the curve so far); loads the checkpoint into `run` (stage 1)
+    or into the model and `head`'s optimizer and schedule (a checkpoint written in stage 2) when there is one. A
+    checkpoint written before curves were kept has none: the resumed curve then starts at its epoch."""
     loaded = None if folder is None else load_training_state(folder)
     if loaded is None:
-        return 0, 0, 0.0
+        return 0, 0, 0.0, []
     saved = loaded.meta
     if not _same_run(saved, meta):
         raise DiffbalanceError(
@@ -394,7 +484,7 @@ def _resume(folder: Path | None, meta: dict, run: Run, head: HeadStage | None = 
         loaded.restore({"model": run.model}, head.optimizer, head.scheduler)
     else:
         loaded.restore(_stage_one_modules(run), run.optimizer, run.scheduler)
-    return int(saved["epoch"]), head_done, float(saved["train_seconds"])
+    return int(saved["epoch"]), head_done, float(saved["train_seconds"]), list(saved.get("history", []))
 
 
 def _same_run(saved: dict, meta: dict) -> bool:

@@ -15,8 +15,8 @@ from diffbalance.generate.text2image.config import DEFAULT_MODEL
 
 @app.command("adapt")
 def adapt_command(
-    data: Annotated[str, typer.Argument(help="training set: ImageFolder (<class>/<images>) or NAME:SPLIT, e.g. "
-                                             "cifar10:train (cut by a profile: append :linear=500)")],
+    data: Annotated[str, typer.Argument(help="training set: ImageFolder (<class>/<images>), NAME:SPLIT (e.g. "
+                                             "cifar10:train, cut by a profile: append :linear=500) or hf:PATH[:SPLIT]")],
     out: Annotated[Path, typer.Option(help="adapter folder: LoRA weights or learned tokens + adapter.json (resumed)")],
     method: Annotated[str, typer.Option(help="lora | textual-inversion")] = "lora",
     model: Annotated[str, typer.Option(help="Stable Diffusion 1.x/2.x: Hugging Face id or local diffusers folder")]
@@ -36,6 +36,7 @@ def adapt_command(
     '{"adapter": "OUT"}'` then fills with it."""
     from diffbalance.generate.adapt.command import adapt_dataset
     from diffbalance.generate.adapt.config import AdaptConfig
+    from diffbalance.imbalance.specs import training_images
 
     try:
         options = json.loads(config)
@@ -48,23 +49,8 @@ def adapt_command(
             raise DiffbalanceError(f"--config sets {key}", f"use {option} instead")
     options = {**options, "method": method, "seed": seed, **({"train_steps": steps} if steps is not None else {})}
     adapt_config = AdaptConfig.from_dict(options, path="--config")
-    train = training_set(data, image_size, channels, on_corrupt)
+    train = training_images(data, image_size, channels, on_corrupt)
     folder = adapt_dataset(train, model, adapt_config, out, device=device, resume=resume, command={
         "data": data, "image_size": image_size, "channels": channels, "on_corrupt": on_corrupt})
     probe = json.loads((folder / "adapter.json").read_text())["probe_loss"]
     say(f"adapter ({method}) written to {folder} (probe loss {probe['start']:.4f} → {probe['end']:.4f})")
-
-
-def training_set(data: str, image_size: int | None, channels: int | None, on_corrupt: str):
-    """An image folder (resized to `image_size` if given, else all of one size), or a named dataset split cut by a
-    profile (NAME:SPLIT[:PROFILE=N], read as `diffbalance fid` reads it)."""
-    from diffbalance.data.image_folder import load_image_folder
-    from diffbalance.experiment.image_sets import named_dataset
-
-    path = Path(data).expanduser()
-    if path.is_dir():
-        return load_image_folder(path, image_size=image_size, channels=channels, on_corrupt=on_corrupt)
-    if ":" in data and not path.exists():
-        return named_dataset(data)
-    raise DiffbalanceError(f"{data} is neither an image folder nor NAME:SPLIT",
-                           "pass a folder with one subfolder per class, or e.g. cifar10:train")

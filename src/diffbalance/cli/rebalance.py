@@ -16,7 +16,9 @@ from diffbalance.rebalance.registry import available_rebalancers
 
 @app.command("rebalance")
 def rebalance(
-    folder: Annotated[Path, typer.Argument(help="ImageFolder of the imbalanced training set (<class>/<images>)")],
+    folder: Annotated[str, typer.Argument(help="the imbalanced training set: an ImageFolder (<class>/<images>), "
+                                               "NAME:SPLIT[:PROFILE=N] (e.g. cifar10:train:linear=500) or "
+                                               "hf:PATH[:SPLIT]")],
     method: Annotated[str, typer.Option(help=f"rebalancer: {', '.join(available_rebalancers())}")],
     out: Annotated[Path, typer.Option(help="fill folder: PNG ImageFolder + manifest (resumed if present)")],
     target: Annotated[str, typer.Option(help=f"{' | '.join(STRATEGIES)} | ratio in (0,1] | "

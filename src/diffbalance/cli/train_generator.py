@@ -30,7 +30,7 @@ def train_generator_command(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the UNet (CUDA only)")] = False,
     log_dir: Annotated[Optional[Path], typer.Option(help="write the TensorBoard loss curve here (needs "
-                                                         "pip install 'diffbalance[tensorboard]')")] = None,
+                                                         "pip install 'diffbalance\\[tensorboard]')")] = None,
 ) -> None:
     """Train the CFG generator; a later `rebalance --method cfg --params '{"checkpoint": "OUT"}'` samples it."""
     from diffbalance.experiment.generator import train_generator_for

@@ -53,12 +53,13 @@ class Unreadable(NamedTuple):
 
 
 
-def read_image(path: Path, image_size: int | None = None, channels: int | None = None) -> torch.Tensor:
-    """One image as uint8 (C, H, W), decoded by the rules in the module docstring. channels: 1, 3, or None = the
-    file's own (1 for grey, else 3). image_size: None keeps the size; else the shorter side is resized (antialias)
-    and the centre cropped square. Raises whatever the decoder raises for a bad file; `decode_images` turns that
-    into an `Unreadable` and also makes truncated files and PIL's decompression-bomb warning errors."""
-    data = Path(path).read_bytes()  # a folder named x.png fails here (IsADirectoryError)
+def read_image(path: Path | bytes, image_size: int | None = None, channels: int | None = None) -> torch.Tensor:
+    """One image as uint8 (C, H, W), decoded by the rules in the module docstring, from a file or from the file's
+    bytes (e.g. a Hugging Face dataset's encoded image). channels: 1, 3, or None = the file's own (1 for grey, else
+    3). image_size: None keeps the size; else the shorter side is resized (antialias) and the centre cropped square.
+    Raises whatever the decoder raises for a bad file; `decode_images` turns that into an `Unreadable` and also
+    makes truncated files and PIL's decompression-bomb warning errors."""
+    data = path if isinstance(path, bytes) else Path(path).read_bytes()  # a folder named x.png fails here
     if not data:
         raise ValueError("empty file")
     with Image.open(io.BytesIO(data)) as img:  # parses the header only; checks PIL's pixel limit
@@ -162,10 +163,11 @@ def _strict_decoding() -> Iterator[None]:
 
 
 def decode_images(
-    paths: list[Path], image_size: int | None, channels: int | None, workers: int | None = None
+    paths: list[Path | bytes], image_size: int | None, channels: int | None, workers: int | None = None,
+    names: list[str] | None = None,
 ) -> tuple[list[torch.Tensor | None], list[Unreadable]]:
-    """Decode in parallel threads (PIL and libpng release the GIL); an unreadable file gives None and is listed
-    with its reason, in path order."""
+    """Decode files (or their bytes) in parallel threads (PIL and libpng release the GIL); an unreadable one gives
+    None and is listed with its reason, in order, under its path (or `names[k]` for bytes)."""
     def one(path: Path) -> torch.Tensor | str:
         try:
             return read_image(path, image_size, channels)
@@ -175,5 +177,6 @@ def decode_images(
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     with _strict_decoding(), ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, paths))
-    bad = [Unreadable(Path(p), r) for p, r in zip(paths, results) if isinstance(r, str)]
+    names = names or [str(p) for p in paths]
+    bad = [Unreadable(Path(n), r) for n, r in zip(names, results) if isinstance(r, str)]
     return [None if isinstance(r, str) else r for r in results], bad

@@ -30,12 +30,18 @@ class Source:
     help: str  # one line: what the source is and where its files are found
     load: Loader  # DataConfig → (train, test) uint8 ImageSets
     check: Check | None = None  # the source's own option checks, run by DataConfig.validate
+    # image-set specs (`diffbalance fid`, `rebalance`): NAME:SPLIT, or NAME:ROOT[:SPLIT] for a source located by
+    # its root (hf); `load_split(config, split)` reads one split whole (None: the train/test of `load`)
+    load_split: Callable[[Any, str], ImageSet] | None = None
+    root_in_spec: bool = False
 
 
 SOURCES: dict[str, Source] = {}  # filled by @register_source as the modules are imported
 
 
-def register_source(name: str, help: str, check: Check | None = None) -> Callable[[Loader], Loader]:
+def register_source(name: str, help: str, check: Check | None = None,
+                    load_split: Callable[[Any, str], ImageSet] | None = None,
+                    root_in_spec: bool = False) -> Callable[[Loader], Loader]:
     """Register the decorated `load(config) -> (train, test)` as data source `name`; returns it unchanged."""
     if "\n" in help:
         raise ValueError(f"the help of data source {name!r} must be one line")
@@ -44,7 +50,7 @@ def register_source(name: str, help: str, check: Check | None = None) -> Callabl
         taken = SOURCES.get(name)
         if taken is not None and _where(taken.load) != _where(load):  # the same function imported again is fine
             raise ValueError(f"data source {name!r} is registered twice ({_where(taken.load)}, {_where(load)})")
-        SOURCES[name] = Source(name, help, load, check)
+        SOURCES[name] = Source(name, help, load, check, load_split, root_in_spec)
         return load
 
     return register

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from diffbalance.data import cifar10, fashion_mnist, folder_source  # noqa: F401  (each registers its source)
+from diffbalance.data import cifar10, fashion_mnist, folder_source, hf_source  # noqa: F401  (each registers its source)
 from diffbalance.data.image_folder import OnCorrupt
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.registry import SOURCES, Source
@@ -38,14 +38,20 @@ def describe_sources() -> str:
 @dataclass(frozen=True)
 class DataConfig(Config):
     name: str = "fashion-mnist"  # a registered data source: cifar10, fashion-mnist, folder, … (available_sources())
-    root: str | None = None  # folder holding the files; None = env var / default search / download
+    root: str | None = None  # where the data is: a folder (hf: a Hub id, save_to_disk folder or parquet files);
+    # None = env var / default search / download
     test_root: str | None = None  # folder datasets: separate test folder (else a stratified split)
-    image_size: int = 32  # folder datasets: images are resized to image_size × image_size
-    channels: Literal[1, 3] = 3  # folder datasets: 3 = RGB, 1 = grayscale
-    test_fraction: float = 0.2  # folder datasets without test_root
-    split_seed: int = 0  # folder datasets without test_root: seed of the stratified split
+    image_size: int = 32  # folder and hf datasets: images are resized to image_size × image_size
+    channels: Literal[1, 3] = 3  # folder and hf datasets: 3 = RGB, 1 = grayscale
+    test_fraction: float = 0.2  # folder datasets without test_root, hf datasets without a test split
+    split_seed: int = 0  # the seed of that stratified split
     on_corrupt: OnCorrupt = "skip"  # what an unreadable image does
     download: bool = True  # allow torchvision downloads when files are not found locally
+    split: str = "train"  # hf: the split of the training images
+    test_split: str | None = None  # hf: the split of the test images; None = "test" if there is one, else a split
+    image_column: str = "image"  # hf: the Image column
+    label_column: str = "label"  # hf: the label column (ClassLabel, or integer / string values)
+    revision: str | None = None  # hf: the Hub revision (branch, tag or commit) of a Hub id
     cache: bool = True  # keep decoded folders in the cache ($DIFFBALANCE_CACHE, default ~/.cache/diffbalance)
 
     def validate(self) -> None:

@@ -11,6 +11,7 @@ from diffbalance.data.imageset import ImageSet
 from diffbalance.evaluate.fid.protocol import quality_report
 from diffbalance.experiment.config import ExperimentConfig, MethodConfig
 from diffbalance.experiment.filter import filtered_fill
+from diffbalance.generate.cfg.generator import GENERATOR_FILE
 from diffbalance.experiment.sweep import Sweeper, run_sweeps
 from diffbalance.infra.progress import console
 from diffbalance.rebalance.store import copy_fill, fill
@@ -74,3 +75,17 @@ def _workdir(st: Stage, m: MethodConfig) -> Path:
     key = json.dumps({"rebalancer": m.rebalancer, "train": m.params.get("train", {}), "data": st.config.to_dict()["data"],
                       "imbalance": st.config.to_dict()["imbalance"]}, sort_keys=True)
     return st.out_dir / "generators" / f"{m.rebalancer}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def generator_histories(out_dir: Path) -> dict[str, list[dict]]:
+    """{folder under OUT/generators: its training curve} of every generator the run trained (generator.json's
+    "history", generate.cfg.train); generators given by `checkpoint:` were trained elsewhere and are not listed."""
+    root, curves = Path(out_dir) / "generators", {}
+    for info in sorted(root.glob(f"*/*/{GENERATOR_FILE}")):
+        try:
+            history = json.loads(info.read_text()).get("history")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if history:
+            curves[info.parent.relative_to(root).as_posix()] = history
+    return curves

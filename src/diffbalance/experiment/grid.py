@@ -4,6 +4,11 @@ Alone, or under torchrun with `parallel: ddp`, each run is trained by every rank
 rewritten after each. With `parallel: runs`, rank r trains every world_size-th missing run by itself (small
 models scale linearly that way), keeps each finished one in runs/<run>.json, and rank 0 gathers them into
 results.json; a rerun at any world size picks the finished ones up from either place.
+
+Each run dict holds its training curve ("history": classify.train's per-epoch records, validation accuracy
+included when the config has a validation split); with a TensorBoard log (infra.tensorboard) the curves also go
+there live, under <method>/<classifier>/seed<k>/{train,head}/..., rank 0 writing those that other ranks trained
+once they are gathered.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from diffbalance.evaluate.metrics import classification_metrics
 from diffbalance.experiment.config import CEILING, ExperimentConfig, MethodConfig
 from diffbalance.experiment.stage import Stage
 from diffbalance.infra.progress import console
+from diffbalance.infra.tensorboard import Scalars
 from diffbalance.rebalance.registry import rebalancer_class
 
 RUN_PARTS = "runs"  # runs/<method>--<classifier>--seed<k>.json: a run finished by one rank of a spread grid
@@ -37,11 +43,11 @@ def parallel_mode(config: ExperimentConfig, image_side: int) -> str:
 
 
 def train_runs(st: Stage, config: ExperimentConfig, methods: list[MethodConfig], fills: dict[str, ImageSet],
-                results: dict) -> None:
+                results: dict, scalars: Scalars | None = None) -> None:
     """Every missing (method, classifier, seed) run, in grid order. Alone or with parallel: ddp each run is
     trained by every rank (DDP under torchrun) and results.json is rewritten after each; with parallel: runs
     rank r trains every world_size-th missing run by itself, keeps each finished one in runs/<run>.json, and
-    rank 0 gathers them into results.json."""
+    rank 0 gathers them into results.json. `scalars`: the TensorBoard log the curves also go to (None: off)."""
     rows = [*methods, *([ceiling_method(config)] if config.ceiling else [])]
     grid = [(m, clf, seed) for m in rows for clf in config.classifiers for seed in config.seeds]
     todo = [(m, clf, seed) for m, clf, seed in grid if find_run(results, m.name, clf, seed) is None]
@@ -51,8 +57,8 @@ def train_runs(st: Stage, config: ExperimentConfig, methods: list[MethodConfig],
 
     def run(m: MethodConfig, clf: str, seed: int, ddp: bool | None = None) -> dict:
         if m.name == CEILING:
-            return train_and_evaluate(st, m, clf, seed, None, ddp=ddp, train=ceiling)
-        return train_and_evaluate(st, m, clf, seed, fills[m.name], ddp=ddp)
+            return train_and_evaluate(st, m, clf, seed, None, ddp=ddp, train=ceiling, scalars=scalars)
+        return train_and_evaluate(st, m, clf, seed, fills[m.name], ddp=ddp, scalars=scalars)
 
     if d.active and parallel_mode(config, max(st.imbalanced.images.shape[-2:])) == "runs":
         def mine() -> list[dict]:
@@ -62,7 +68,11 @@ def train_runs(st: Stage, config: ExperimentConfig, methods: list[MethodConfig],
                 write_json(_part_path(st, done[-1]), {"config": _config_key(st.config), "run": done[-1]})
             return done
 
-        finished = [r for part in distributed.gather(distributed.agree(mine)) for r in part]
+        parts = distributed.gather(distributed.agree(mine))
+        for run_dict in (r for part in parts[1:] for r in part):  # rank 0 logged its own runs as they trained
+            if scalars is not None:
+                scalars.write(run_prefix(run_dict), run_dict["history"])
+        finished = [r for part in parts for r in part]
         results["runs"] = _in_grid_order(results["runs"] + finished, grid)
         distributed.on_main(lambda: _save_runs(st, results))
         return
@@ -84,7 +94,14 @@ def _part_path(st: Stage, run: dict) -> Path:
 
 
 def _config_key(config: ExperimentConfig) -> str:
-    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+    """What identifies the runs' config; the log dir changes no result, so it is left out (keys as before it)."""
+    identity = {k: v for k, v in config.to_dict().items() if k != "log_dir"}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_prefix(run: dict) -> str:
+    """The TensorBoard tag prefix of a run: <method>/<classifier>/seed<k>."""
+    return f"{run['method']}/{run['classifier']}/seed{run['seed']}"
 
 
 def _in_grid_order(runs: list[dict], grid: list) -> list[dict]:
@@ -113,10 +130,10 @@ def _image_key(image: torch.Tensor, label: torch.Tensor) -> bytes:
 
 
 def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, fills: ImageSet | None,
-                       ddp: bool | None = None, train: ImageSet | None = None) -> dict:
+                       ddp: bool | None = None, train: ImageSet | None = None, scalars: Scalars | None = None) -> dict:
     """Train one classifier on the method's rebalanced set, the imbalanced images + `fills` (or on `train`, real
     images given whole with `fills` None: the ceiling row), and evaluate it. `ddp`: as `train_classifier` (None:
-    DDP over the ranks under torchrun; False: this rank alone)."""
+    DDP over the ranks under torchrun; False: this rank alone). `scalars`: a TensorBoard log for its curve."""
     added = 0 if fills is None else len(fills)
     if train is None:
         train = st.imbalanced.concat(fills, source=f"{m.name} rebalanced") if added else st.imbalanced
@@ -126,9 +143,11 @@ def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, f
     # every fill image counts as added (oversampled copies too): `prior: real` then counts the real images only;
     # the fills are the last `added` images of `train`
     synthetic = torch.arange(len(train)) >= len(train) - added
+    prefix = run_prefix({"method": m.name, "classifier": classifier, "seed": seed})
     clf = train_classifier(
         train, cfg, device=st.device, seed=seed, checkpoint_dir=st.out_dir / "checkpoints" / run_id,
-        progress=st.progress and ddp is not False, synthetic=synthetic, ddp=ddp,
+        progress=st.progress and ddp is not False, synthetic=synthetic, ddp=ddp, validation=st.validation,
+        on_epoch=None if scalars is None else scalars.recorder(prefix),
     )
     pred = clf.predict(st.test.images)
     metrics = classification_metrics(st.test.labels, pred, st.test.class_names, train_counts=st.imbalanced.counts())
@@ -144,6 +163,7 @@ def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, f
         "macro_f1": metrics["macro_f1"], "per_class_f1": metrics["per_class_f1"], "metrics": metrics,
         "train_images": len(train), "train_seconds": clf.train_seconds, "device": describe(st.device),
         **({"feature_fill": clf.feature_fill} if clf.feature_fill is not None else {}),
+        "history": clf.history,
     }
 
 

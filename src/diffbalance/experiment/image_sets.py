@@ -17,15 +17,12 @@ from pathlib import Path
 from diffbalance.infra import distributed
 from diffbalance.data.image_folder import check_read_options, load_image_folder
 from diffbalance.data.imageset import ImageSet
-from diffbalance.data.sources import DataConfig, available_sources, load_train_test
+from diffbalance.data.sources import available_sources
 from diffbalance.infra.device import DeviceLike, resolve_device
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.fid.protocol import FidConfig, extractor_kind, fid
-from diffbalance.imbalance.subset import ImbalanceConfig, apply_profile
+from diffbalance.imbalance.specs import named_dataset
 from diffbalance.rebalance.store import load_fill
-
-SPLITS = ("train", "test")
-
 
 def load_image_set(spec: str, on_corrupt: str = "error") -> ImageSet:
     """The ImageSet a spec names (see the module docstring); a one-line error for anything else.
@@ -48,39 +45,6 @@ def load_image_set(spec: str, on_corrupt: str = "error") -> ImageSet:
         "pass a folder with one subfolder per class, a fill folder, runs/x@cfg, or NAME:SPLIT with NAME one of "
         f"{', '.join(available_sources())}, e.g. cifar10:test",
     )
-
-
-def parse_dataset_spec(spec: str) -> tuple[str, str, ImbalanceConfig | None]:
-    """"NAME:SPLIT[:PROFILE=N]" → (name, split, the profile's ImbalanceConfig or None).
-
-    linear=N keeps N images in the smallest class (linear alone: the automatic n_min); exponential=R and step=R
-    set the ratio largest / smallest class (alone: 10)."""
-    parts = spec.split(":")
-    if len(parts) not in (2, 3) or parts[1] not in SPLITS:
-        raise DiffbalanceError(f"cannot read dataset spec {spec!r}",
-                               f"use NAME:{'|'.join(SPLITS)}[:PROFILE=N] with NAME one of "
-                               f"{', '.join(available_sources())}, e.g. cifar10:train:linear=500")
-    name, split, *profile = parts
-    if not profile:
-        return name, split, None
-    kind, _, value = profile[0].partition("=")
-    try:
-        number = float(value) if value else None
-    except ValueError:
-        raise DiffbalanceError(f"profile value {value!r} in {spec!r} is not a number",
-                               "write e.g. linear=500") from None
-    if kind == "linear":
-        return name, split, ImbalanceConfig(profile="linear", n_min=int(number) if number else None)
-    return name, split, ImbalanceConfig(profile=kind, ratio=number or 10.0)
-
-
-def named_dataset(spec: str) -> ImageSet:
-    """A split of a registered data source (found the usual way: env vars, ../shared, download), cut by the spec's
-    profile; an unknown NAME is a one-line error listing the registered ones."""
-    name, split, profile = parse_dataset_spec(spec)
-    train, test = load_train_test(DataConfig(name=name))
-    data = train if split == "train" else test
-    return data if profile is None else apply_profile(data, profile)
 
 
 def compare_image_sets(a_spec: str, b_spec: str, cfg: FidConfig = FidConfig(), device: DeviceLike = "auto",

@@ -8,7 +8,8 @@ from typing import Any
 
 from diffbalance.infra import distributed
 from diffbalance.infra.atomic import check_writable, write_json
-from diffbalance.data.image_folder import load_image_folder, scan_image_folder
+from diffbalance.data.image_folder import scan_image_folder
+from diffbalance.imbalance.specs import training_images
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import DeviceLike, resolve_device
 from diffbalance.infra.errors import DiffbalanceError
@@ -37,7 +38,8 @@ def rebalance_folder(
     device: DeviceLike = "auto",
     progress: bool = True,
 ) -> ImageSet:
-    """Read `folder` (<class>/<images>), then make the images `target` asks for into `out` (resumable).
+    """Read `folder` — an image folder <class>/<images>, or any image-set spec such as cifar10:train:linear=500 or
+    hf:PATH[:SPLIT] (imbalance.specs) — then make the images `target` asks for into `out` (resumable).
 
     Everything is checked before anything is written: the method and its parameters, the device, the checkpoint
     or model, the output folder, the images, the target and the memory it needs. A folder that needs no image
@@ -56,10 +58,11 @@ def rebalance_folder(
         if (checked_out / "config.resolved.json").is_file():
             raise DiffbalanceError(f"{out} is a run folder (written by `diffbalance run`), not a fill folder",
                                    "give `diffbalance rebalance` a new or an earlier fill's --out folder")
-        _, items = scan_image_folder(Path(folder))
-        check_memory(image_bytes(len(items), channels, image_size, image_size), f"reading {len(items)} images at "
-                     f"{image_size}×{image_size}", "lower --image-size")
-        data = load_image_folder(folder, image_size=image_size, channels=channels, on_corrupt=on_corrupt)
+        if Path(folder).expanduser().is_dir():  # the memory a folder needs is known before decoding it
+            _, items = scan_image_folder(Path(folder).expanduser())
+            check_memory(image_bytes(len(items), channels, image_size, image_size), f"reading {len(items)} images "
+                         f"at {image_size}×{image_size}", "lower --image-size")
+        data = training_images(str(folder), image_size=image_size, channels=channels, on_corrupt=on_corrupt)
         plan = reb.plan(data)  # an impossible target fails here, before OUT exists
         reb.check_data(data)
         check_memory(image_bytes(2 * sum(plan.values()), channels, image_size, image_size),

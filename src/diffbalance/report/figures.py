@@ -1,7 +1,9 @@
-"""Report figures (matplotlib, Agg backend): per-class F1 bars, confusion matrices, fill-image grids."""
+"""Report figures (matplotlib, Agg backend): per-class F1 bars, confusion matrices, fill-image grids, sweeps and
+training curves."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
@@ -112,4 +114,65 @@ def sweep_figure(points: list[dict], labels: list[str], chosen: str | None, path
     ax2.set_ylabel("validation accuracy % (mean ± std over seeds)")
     ax2.set_title("the choice, in search order (red: chosen)", fontsize=9)
     fig.tight_layout()
+    _save(fig, path)
+
+
+def classifier_training_figure(runs: list[dict], methods: list[str], classifiers: list[str], path: Path) -> None:
+    """One panel per (classifier, method) with a training curve: per seed, the epoch's mean loss (solid, left axis)
+    and validation accuracy (dashed, right axis, when measured) against the epoch, head re-training epochs after
+    the training epochs (past the dotted line)."""
+    panels = [(clf, m, [r for r in runs if r["method"] == m and r["classifier"] == clf and r.get("history")])
+              for clf in classifiers for m in methods]
+    panels = [p for p in panels if p[2]]
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    for ax, (clf, m, members) in zip(axes.flat, panels):
+        acc_ax = None
+        for k, run in enumerate(sorted(members, key=lambda r: r["seed"])):
+            colour = f"C{k % 10}"
+            x, loss, acc = _epoch_axis(run["history"])
+            ax.plot(x, loss, color=colour, lw=1.2, label=f"seed {run['seed']}")
+            if any(a is not None for a in acc):
+                acc_ax = ax.twinx() if acc_ax is None else acc_ax
+                acc_ax.plot(x, [None if a is None else 100 * a for a in acc], color=colour, lw=1.0, ls="--")
+            head_from = next((xi for xi, r in zip(x, run["history"]) if r["stage"] == "head"), None)
+            if head_from is not None and k == 0:
+                ax.axvline(head_from - 0.5, color="grey", ls=":", lw=0.8)
+        ax.set_title(f"{m} — {clf}", fontsize=8)
+        ax.set_xlabel("epoch (head re-training after the dotted line)" if _has_head(members) else "epoch", fontsize=7)
+        ax.set_ylabel("loss (solid)", fontsize=7)
+        ax.tick_params(labelsize=6)
+        if acc_ax is not None:
+            acc_ax.set_ylabel("validation accuracy % (dashed)", fontsize=7)
+            acc_ax.tick_params(labelsize=6)
+        ax.legend(fontsize=6, frameon=False)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("Classifier training", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _epoch_axis(history: list[dict]) -> tuple[list[int], list[float], list[float | None]]:
+    """(x, loss, validation accuracy) of a run's records: stage-1 epochs 1..E, then head epochs E+1..E+H."""
+    train_epochs = max((r["epoch"] for r in history if r["stage"] == "train"), default=0)
+    x = [r["epoch"] + (train_epochs if r["stage"] == "head" else 0) for r in history]
+    return x, [r["loss"] for r in history], [r.get("validation_accuracy") for r in history]
+
+
+def _has_head(runs: list[dict]) -> bool:
+    return any(r["stage"] == "head" for run in runs for r in run["history"])
+
+
+def generator_training_figure(curves: dict[str, list[dict]], path: Path) -> None:
+    """The loss of each generator (mean over the steps since the previous record) against the training step."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for name, history in curves.items():
+        ax.plot([r["step"] for r in history], [r["loss"] for r in history], lw=1.2, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (mean since the previous point)")
+    ax.set_title("Generator training", fontsize=10)
+    ax.legend(fontsize=6, frameon=False)
     _save(fig, path)

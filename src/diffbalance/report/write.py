@@ -81,6 +81,7 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
                   tables.consistency_table(results["consistency"], names)]
     if "quality" in results:
         parts += _quality_section(results["quality"])
+    parts += _curves_section(results, methods, classifiers, fig_dir)
     parts += [_choices_section(config, train_defaults), _stage_section(results), _runs_section(runs)]
     path = out_dir / "report.md"
     write_text(path, "\n\n".join(p for p in parts if p) + "\n")
@@ -121,6 +122,22 @@ def _sweep_section(sweep: dict, fig_dir: Path) -> list[str]:
                                          "recall", "FID (fills)", "consistency %", "validation acc %"], rows),
                   f"![sweep {s['method']}](figures/{name})"]
     return parts
+
+
+def _curves_section(results: dict, methods: list[str], classifiers: list[str], fig_dir: Path) -> list[str]:
+    """The training curves: every classifier run's (runs' "history") and every generator's (results["generators"])."""
+    parts = []
+    if any(r.get("history") for r in results["runs"]):
+        figures.classifier_training_figure(results["runs"], methods, classifiers, fig_dir / "training_classifiers.png")
+        parts += ["Classifiers: per epoch, the mean training loss (solid) and the validation accuracy (dashed, when "
+                  "there is a validation split) of every seed, one panel per method and classifier; head "
+                  "re-training epochs follow the training epochs.",
+                  "![classifier training](figures/training_classifiers.png)"]
+    if results.get("generators"):
+        figures.generator_training_figure(results["generators"], fig_dir / "training_generators.png")
+        parts += ["Generators trained by this run: the training loss (mean over the steps since the previous point).",
+                  "![generator training](figures/training_generators.png)"]
+    return ["## Training curves", *parts] if parts else []
 
 
 def _feature_fill_section(runs: list[dict], methods: list[str], class_names: list[str]) -> list[str]:

@@ -36,8 +36,10 @@ GENERATOR_FILE, INDEX_FILE = "generator.json", "model_index.json"
 WHAT = "CFG generator"
 
 
-def generator_info(train: ImageSet, config: CFGTrainConfig, unet: UNet2DModel, step: int) -> dict[str, Any]:
-    """What a sampler needs besides the weights and the scheduler: classes, sizes, p_uncond, the step."""
+def generator_info(train: ImageSet, config: CFGTrainConfig, unet: UNet2DModel, step: int,
+                   history: list[dict] | None = None) -> dict[str, Any]:
+    """What a sampler needs besides the weights and the scheduler: classes, sizes, p_uncond, the step; and the
+    training curve so far (`history`: {"step", "loss", "lr"} records, generate.cfg.train) when given."""
     return {
         "method": "cfg",
         "class_names": list(train.class_names),
@@ -53,6 +55,7 @@ def generator_info(train: ImageSet, config: CFGTrainConfig, unet: UNet2DModel, s
         "train_config": config.to_dict(),
         "train_images": len(train),
         "train_counts": train.counts(),
+        **({"history": history} if history is not None else {}),
     }
 
 
@@ -146,6 +149,8 @@ def load_generator(path: str | Path, device: DeviceLike = "auto") -> CFGGenerato
 def _load_unet(folder: Path) -> UNet2DModel:
     try:
         return load_pretrained(UNet2DModel, folder, WHAT, low_cpu_mem_usage=False)
+    except DiffbalanceError:  # already one line (it is a ValueError too)
+        raise
     except (ValueError, RuntimeError, KeyError, TypeError) as err:
         raise DiffbalanceError(f"cannot load CFG generator {folder}: {str(err).splitlines()[0]}",
                                "re-train or re-download it") from None

@@ -16,6 +16,11 @@ size resumes at any other. UNet dropout (the paper size's 0.1) is drawn per rank
 with dropout 0. Rank 0 alone writes the folder (and shows the progress bar); the others wait for it and get its
 one-line error if it fails.
 
+The training curve: every LOSS_EVERY_STEPS steps and at every checkpoint a record {"step", "loss" (the mean over the
+global batches since the last record), "lr"}; the losses stay on the device until a checkpoint (which waits for the
+GPU anyway) reads them back. generator.json's "history" holds the curve, and every checkpoint's state.json its part
+so far, so a resumed run ends with the uninterrupted run's curve.
+
 Output folder = the generator's pipeline folder (cfg/generator.py), plus:
     train_config.json               the resolved CFGTrainConfig (written first; a resume must match it)
     checkpoint-<step>/              a pipeline folder of the EMA UNet at that step, and
@@ -31,6 +36,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,7 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from diffbalance.infra import distributed
 from diffbalance.infra.atomic import atomic_path, ensure_writable_dir, write_json
-from diffbalance.infra.checkpoint import load_training_state, save_training_state
+from diffbalance.infra.checkpoint import STATE_META, load_training_state, save_training_state
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import DeviceLike, fast_gpu_path, resolve_device
 from diffbalance.infra.errors import DiffbalanceError
@@ -53,7 +59,8 @@ from diffbalance.infra.readout import AsyncScalar
 from diffbalance.infra.seeding import derive_seed, forked_rng, generator
 
 TRAIN_STATE = "train_state"
-LOSS_EVERY_STEPS = 25  # the progress bar's loss: the mean over this many steps, read without waiting for the GPU
+LOSS_EVERY_STEPS = 25  # the progress bar's loss and the curve's records: the mean over this many steps (and at
+# every checkpoint), read without waiting for the GPU
 
 
 def train_generator(
@@ -65,11 +72,14 @@ def train_generator(
     resume: bool = True,
     *,
     compile: bool = False,
+    on_record: Callable[[dict], None] | None = None,
 ) -> Path:
     """Train (or resume, or reuse a finished run in `out_dir`) and return the generator's pipeline folder (out_dir).
     Under torchrun every rank calls it with the same arguments and gets the same folder back, once it is complete.
     `compile`: torch.compile the UNet on CUDA (ignored on the CPU). Like the device it changes the speed, not the
-    weights beyond round-off, so it is a run option, outside the config, the folder's key and the resume check."""
+    weights beyond round-off, so it is a run option, outside the config, the folder's key and the resume check.
+    `on_record` is called with each record of the training curve once it is read back (at each checkpoint), e.g.
+    infra.tensorboard's `Scalars.recorder`."""
     device = resolve_device(device)
     d = distributed.current()
     part = distributed.local_slice(config.batch_size, d)  # this rank's images of every global batch
@@ -84,6 +94,7 @@ def train_generator(
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                             **({"fused": True} if fast else {}))
     start = _restore_latest(out_dir, model, ema, opt) if resume else 0
+    curve = LossCurve(_saved_history(out_dir, start) if start else [], on_record)
     net = _network(model, device, d, compile=compile and fast)
     alphas_cumprod = DDPMScheduler(**config.noise_schedule()).alphas_cumprod.to(device)  # ᾱ_t, (T,)
     images = to_model_range(train.images).to(device)  # (N, C, H, W) in [-1, 1]
@@ -110,18 +121,65 @@ def train_generator(
             loss_total += loss.detach().float()
             loss_steps += 1
             seen, done = seen + len(x0), step + 1
-            report = done % LOSS_EVERY_STEPS == 0 or done == config.train_steps
+            every = config.checkpoint_every_steps
+            save = done == config.train_steps or bool(every and done % every == 0)
+            report = done % LOSS_EVERY_STEPS == 0 or save  # a record at each checkpoint: a resume starts a new one
             if report:  # the bar's fields change only here (the loss shown lags by up to one report on CUDA)
-                shown.send(loss_total / loss_steps)
+                mean = _world_mean(loss_total / loss_steps, d)  # 0-dim, on the device
+                shown.send(mean)
+                curve.add(done, mean, opt.param_groups[0]["lr"])
                 loss_total.zero_()  # queued after the copy on the same stream
                 loss_steps = 0
             advance(1, **({**shown.fields(), "img_s": seen / (time.perf_counter() - tic)} if report else {}))
-            if done == config.train_steps or (config.checkpoint_every_steps and done % config.checkpoint_every_steps == 0):
-                info = generator_info(train, config, ema, done)
+            if save:
+                curve.read_back()
+                info = generator_info(train, config, ema, done, curve.records)
                 distributed.on_main(lambda: _save_checkpoint(out_dir, done, model, ema, opt, info, config), share=False)
     distributed.on_main(lambda: save_generator(out_dir, ema, DDPMScheduler(**config.noise_schedule()),
-                                               generator_info(train, config, ema, config.train_steps)), share=False)
+                                               generator_info(train, config, ema, config.train_steps, curve.records)),
+                        share=False)
     return out_dir
+
+
+class LossCurve:
+    """The training curve (module docstring): records read back so far, and those whose loss is still a device
+    tensor."""
+
+    def __init__(self, records: list[dict], on_record: Callable[[dict], None] | None = None):
+        self.records, self.on_record = records, on_record
+        self._pending: list[tuple[int, torch.Tensor, float]] = []  # (step, 0-dim loss on the device, lr)
+
+    def add(self, step: int, loss: torch.Tensor, lr: float) -> None:
+        self._pending.append((step, loss, lr))
+
+    def read_back(self) -> None:
+        """The pending losses to the host in one copy (it waits for the GPU), each record then passed to on_record."""
+        if not self._pending:
+            return
+        losses = torch.stack([loss.float() for _, loss, _ in self._pending]).tolist()
+        new = [{"step": step, "loss": loss, "lr": lr} for (step, _, lr), loss in zip(self._pending, losses)]
+        self._pending = []
+        self.records += new
+        for record in new if self.on_record is not None else []:
+            self.on_record(record)
+
+
+def _world_mean(value: torch.Tensor, d: distributed.Dist) -> torch.Tensor:
+    """The mean of a 0-dim loss over the ranks (each holds its slice's mean; the slices are equal), queued on the
+    device; the value itself alone."""
+    if d.active:
+        torch.distributed.all_reduce(value)
+        value /= d.world_size
+    return value
+
+
+def _saved_history(out_dir: Path, step: int) -> list[dict]:
+    """The curve checkpoint-<step> kept (none in a checkpoint written before curves were)."""
+    try:
+        meta = json.loads((out_dir / f"checkpoint-{step}" / TRAIN_STATE / STATE_META).read_text())
+        return list(meta.get("history", []))
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def _start_folder(out_dir: Path, config: CFGTrainConfig, train: ImageSet, resume: bool) -> bool:
@@ -204,7 +262,7 @@ def _save_checkpoint(out_dir, step, model, ema, opt, info, config: CFGTrainConfi
     with atomic_path(out_dir / f"checkpoint-{step}") as tmp:
         save_generator(tmp, ema, DDPMScheduler(**config.noise_schedule()), info)
         save_training_state(tmp / TRAIN_STATE, {"model": model, "ema": ema}, opt,
-                            meta={"step": step, "config": config.to_dict()})
+                            meta={"step": step, "config": config.to_dict(), "history": info.get("history", [])})
     for _, old in _checkpoints(out_dir)[: -config.keep_checkpoints]:
         _delete_checkpoint(old)
 

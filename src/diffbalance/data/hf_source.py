@@ -1,0 +1,203 @@
+"""The `hf` data source: a Hugging Face `datasets` dataset, decoded into the same cached ImageSets as an image folder.
+
+`root` says where it is (the one option every source reads its location from):
+    a local `save_to_disk` folder            datasets.load_from_disk
+    parquet files (a file, a glob)            datasets.load_dataset("parquet", data_files=root)
+    another local folder                      datasets.load_dataset(root): the packaged builders (parquet shards,
+                                              train-*/test-* files, …)
+    a Hub id ("user/name")                    datasets.load_dataset(root, revision=revision); offline, the HF cache
+The training images are split `split` (default "train"); the test images split `test_split`, or "test" when the
+dataset has one, or else a seeded stratified `test_fraction` of the training split (as for folders).
+
+Images are read from the column `image_column` (an `Image` feature) as their encoded bytes and decoded by the one
+image reader (data.decode: the same rules for modes, 16-bit, alpha, EXIF and unreadable files as an image folder),
+resized to `image_size` with `channels`. Labels come from `label_column`: the `ClassLabel` feature's names when it is
+one (in its order), else the distinct values of the column, sorted (recorded in the sets' meta as
+`class_names_from: "sorted values"`). Decoded sets are cached under a key of the dataset's own fingerprints.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffbalance.data.cache import cache_key, cached_sets
+from diffbalance.data.decode import decode_images
+from diffbalance.data.image_folder import check_read_options, note_skipped, stratified_split
+from diffbalance.data.imageset import ImageSet
+from diffbalance.data.registry import register_source
+from diffbalance.infra.errors import DiffbalanceError
+
+INSTALL = "pip install 'diffbalance[hf]' (the Hugging Face datasets library)"
+SHOWN_UNREADABLE = 3
+
+
+def check_hf_options(config) -> None:
+    """A root naming the dataset, and what the image reader accepts."""
+    if not config.root:
+        raise DiffbalanceError("dataset 'hf' needs a root",
+                               "pass a Hub id (user/name), a save_to_disk folder or parquet files as root")
+    check_read_options(config.image_size, config.channels, config.on_corrupt)
+
+
+def load_hf_split(config, split: str) -> ImageSet:
+    """One split of the dataset, whole (an image-set spec hf:ROOT:SPLIT), decoded and cached like `load_hf`."""
+    data = _split(open_dataset(config.root, config.revision), split, config.root)
+    key = cache_key("hf-split", [], {**_options(config), "split": split, "fingerprint": _fingerprint(data)})
+
+    def build() -> tuple[ImageSet]:
+        names, how = class_names(data, config.label_column)
+        return (decode_split(data, config, names, f"{config.root}:{split}", how),)
+
+    return cached_sets(key, build, enabled=config.cache)[0]
+
+
+@register_source("hf", help="a Hugging Face dataset: root = a Hub id, a save_to_disk folder or parquet files "
+                            "(split, test_split, image_column, label_column, revision)", check=check_hf_options,
+                 load_split=load_hf_split, root_in_spec=True)
+def load_hf(config) -> tuple[ImageSet, ImageSet]:
+    """(train, test) ImageSets of the dataset `config.root` names (module docstring)."""
+    splits = open_dataset(config.root, config.revision)
+    train_split = _split(splits, config.split, config.root)
+    test_name = config.test_split or ("test" if "test" in splits and config.split != "test" else None)
+    test_split = _split(splits, test_name, config.root) if test_name else None
+    key = cache_key("hf", [], {**_options(config), "test_split": test_name,
+                               "fingerprints": [_fingerprint(s) for s in (train_split, test_split)]})
+
+    def build() -> tuple[ImageSet, ImageSet]:
+        names, how = class_names(train_split, config.label_column)
+        train = decode_split(train_split, config, names, f"{config.root}:{config.split}", how)
+        if test_split is None:
+            return stratified_split(train, config.test_fraction, config.split_seed)
+        return train, decode_split(test_split, config, names, f"{config.root}:{test_name}", how)
+
+    return cached_sets(key, build, enabled=config.cache)
+
+
+def _options(config) -> dict[str, Any]:
+    """What decides the decoded sets besides the data itself (the cache key's options)."""
+    return {k: getattr(config, k) for k in ("root", "revision", "split", "image_column", "label_column", "image_size",
+                                            "channels", "on_corrupt", "test_fraction", "split_seed")}
+
+
+def _fingerprint(split) -> str | None:
+    """The datasets library's own content fingerprint of a split (None for no split)."""
+    return None if split is None else getattr(split, "_fingerprint", None)
+
+
+def open_dataset(root: str, revision: str | None = None) -> dict[str, Any]:
+    """{split name: datasets.Dataset} of the dataset `root` names; one-line errors for a missing package, an
+    unreadable local dataset or an unreachable Hub id."""
+    try:
+        import datasets
+    except ImportError:
+        raise DiffbalanceError("the 'hf' data source needs the Hugging Face datasets library", INSTALL) from None
+    datasets.disable_progress_bars()  # diffbalance's console speaks for the job
+    path = Path(root).expanduser()
+    try:
+        if path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "state.json")):
+            loaded = datasets.load_from_disk(str(path))
+        elif str(root).endswith(".parquet"):
+            if not glob.glob(str(path)):
+                raise DiffbalanceError(f"no parquet files match {root}", "pass existing .parquet files (or a glob)")
+            loaded = datasets.load_dataset("parquet", data_files=str(path))
+        elif path.exists():
+            loaded = datasets.load_dataset(str(path))
+        elif path.is_absolute() or str(root).startswith((".", "~")):  # a local path (a Hub id is user/name)
+            raise DiffbalanceError(f"no dataset at {root}", "pass an existing save_to_disk folder or parquet files, "
+                                   "or a Hub id such as user/name")
+        else:
+            loaded = datasets.load_dataset(str(root), revision=revision)
+    except DiffbalanceError:
+        raise
+    except Exception as err:  # noqa: BLE001 — the library raises many kinds (offline, not found, bad files)
+        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        where = "local dataset" if path.exists() else "Hugging Face Hub dataset"
+        raise DiffbalanceError(f"cannot load the {where} {root!r} ({first})",
+                               "check the id or path; offline, use a save_to_disk folder, parquet files or a "
+                               "dataset already in the HF cache (HF_DATASETS_OFFLINE=1)") from None
+    return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+
+
+def _split(splits: dict[str, Any], name: str, root: str):
+    if name not in splits:
+        raise DiffbalanceError(f"dataset {root!r} has no split {name!r}",
+                               f"use split / test_split one of {', '.join(sorted(splits))}")
+    return splits[name]
+
+
+def class_names(split, label_column: str) -> tuple[tuple[str, ...], str]:
+    """(class names, how they were found): the ClassLabel feature's names, or the sorted distinct values."""
+    import datasets
+
+    _column(split, label_column, "label_column")
+    feature = split.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return tuple(feature.names), "ClassLabel"
+    values = set(split[label_column])
+    if not all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in values) or \
+            len({type(v) for v in values}) > 1:
+        raise DiffbalanceError(f"label column {label_column!r} holds {sorted(map(repr, values))[:3]}…, not class "
+                               "labels", "point label_column at a ClassLabel, integer or string column")
+    return tuple(str(v) for v in sorted(values)), "sorted values"
+
+
+def decode_split(split, config, names: tuple[str, ...], source: str, how: str) -> ImageSet:
+    """Every row of `split` decoded into a uint8 ImageSet with labels in `names` order."""
+    import datasets
+
+    _column(split, config.image_column, "image_column")
+    if not isinstance(split.features[config.image_column], datasets.Image):
+        raise DiffbalanceError(f"column {config.image_column!r} of {source} is not an image column "
+                               f"({type(split.features[config.image_column]).__name__})",
+                               "point image_column at the dataset's Image feature")
+    raw = split.cast_column(config.image_column, datasets.Image(decode=False))
+    blobs = [_bytes(item) for item in raw[config.image_column]]
+    labels = _label_indices(raw[config.label_column], names, split.features[config.label_column])
+    row_names = [f"{source}[{k}]" for k in range(len(blobs))]
+    images, bad = decode_images(blobs, config.image_size, config.channels, names=row_names)
+    kept = [k for k, x in enumerate(images) if x is not None]
+    meta = {"unreadable_count": len(bad), "unreadable_first": [str(b.path) for b in bad[:SHOWN_UNREADABLE]],
+            "class_names_from": how}
+    if bad:
+        report = (f"{len(bad)} unreadable image(s) of {len(blobs)} in {source}, first: "
+                  + ", ".join(f"{b.path} ({b.reason})" for b in bad[:SHOWN_UNREADABLE]))
+        meta["unreadable_report"] = report
+        if config.on_corrupt == "error" or not kept:
+            raise DiffbalanceError(report if kept else f"no readable images: {report}",
+                                   "repair or drop those rows, or skip them (on_corrupt 'skip')")
+        note_skipped(report)
+    return ImageSet(torch.stack([images[k] for k in kept]), torch.tensor([labels[k] for k in kept]), names, source,
+                    meta)
+
+
+def _column(split, name: str, option: str) -> None:
+    if name not in split.column_names:
+        raise DiffbalanceError(f"the dataset has no column {name!r}",
+                               f"set {option} to one of {', '.join(split.column_names)}")
+
+
+def _bytes(item: dict) -> bytes:
+    """An encoded image of a `datasets.Image(decode=False)` column: its bytes, or the file it points to."""
+    if item.get("bytes"):
+        return item["bytes"]
+    try:
+        return Path(item["path"]).read_bytes() if item.get("path") else b""
+    except OSError:
+        return b""  # decoded as unreadable: an empty file
+
+
+def _label_indices(values: list, names: tuple[str, ...], feature) -> list[int]:
+    import datasets
+
+    if isinstance(feature, datasets.ClassLabel):
+        return [int(v) for v in values]
+    index = {name: k for k, name in enumerate(names)}
+    missing = sorted({str(v) for v in values} - set(index))
+    if missing:
+        raise DiffbalanceError(f"labels {missing[:3]} are not classes of the training split ({', '.join(names)})",
+                               "use splits with the same classes, or a ClassLabel column")
+    return [index[str(v)] for v in values]

@@ -1,0 +1,138 @@
+"""The `hf` data source on small local datasets built here (no network): save_to_disk and parquet, ClassLabel and
+plain integer labels, odd images, bad columns, the image-set specs of the commands, and an unreachable Hub id."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+datasets = pytest.importorskip("datasets")
+
+from diffbalance.cli.main import main  # noqa: E402
+from diffbalance.data.sources import DataConfig, load_train_test  # noqa: E402
+from diffbalance.imbalance.specs import parse_root_spec, training_images  # noqa: E402
+from diffbalance.infra.errors import DiffbalanceError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def encoded(array: np.ndarray, mode: str | None = None) -> dict:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, format="PNG")
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def rows(counts=(6, 3, 2), odd: bool = False) -> tuple[list[dict], list[int]]:
+    """Class k's images are flat grey level 40 + 80·k (10×12 RGB); `odd` adds a 16-bit grey, an RGBA and a
+    palette image to class 0 and one unreadable row."""
+    images, labels = [], []
+    for k, n in enumerate(counts):
+        images += [encoded(np.full((10, 12, 3), 40 + 80 * k, np.uint8)) for _ in range(n)]
+        labels += [k] * n
+    if odd:
+        images += [encoded(np.full((10, 12), 40 * 257, np.uint16)),
+                   encoded(np.dstack([np.full((10, 12, 3), 40, np.uint8), np.zeros((10, 12), np.uint8)]), "RGBA"),
+                   encoded(np.full((10, 12), 40, np.uint8), "L"), {"bytes": b"not an image", "path": None}]
+        labels += [0, 0, 0, 0]
+    return images, labels
+
+
+def dataset(counts=(6, 3, 2), odd=False, class_label=True):
+    images, labels = rows(counts, odd)
+    label = datasets.ClassLabel(names=["a", "b", "c"]) if class_label else datasets.Value("int64")
+    features = datasets.Features({"image": datasets.Image(), "label": label})
+    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+
+
+@pytest.fixture
+def on_disk(tmp_path) -> Path:
+    folder = tmp_path / "disk"
+    datasets.DatasetDict({"train": dataset(odd=True), "test": dataset((2, 2, 2))}).save_to_disk(str(folder))
+    return folder
+
+
+def config(root, **kw) -> DataConfig:
+    return DataConfig(name="hf", root=str(root), image_size=8, cache=False, **kw)
+
+
+def test_save_to_disk_with_class_labels_and_odd_images(on_disk):
+    train, test = load_train_test(config(on_disk))
+    assert train.class_names == ("a", "b", "c") and train.meta["class_names_from"] == "ClassLabel"
+    assert train.counts() == [9, 3, 2] and test.counts() == [2, 2, 2]  # the unreadable row is skipped
+    assert train.images.dtype == torch.uint8 and tuple(train.images.shape[1:]) == (3, 8, 8)
+    assert train.meta["unreadable_count"] == 1 and "not" not in train.meta["unreadable_report"][:0]
+    # 16-bit grey scaled to 8 bit, alpha dropped, grey repeated to RGB: every class-0 image is level 40
+    assert torch.all(train.images[train.labels == 0] == 40)
+    with pytest.raises(DiffbalanceError, match="unreadable image"):
+        load_train_test(config(on_disk, on_corrupt="error"))
+
+
+def test_parquet_files_and_plain_integer_labels(tmp_path):
+    path = tmp_path / "x.parquet"
+    dataset(class_label=False).to_parquet(str(path))
+    train, test = load_train_test(config(path))
+    assert train.class_names == ("0", "1", "2") and train.meta["class_names_from"] == "sorted values"
+    assert sum(train.counts()) + sum(test.counts()) == 11  # no test split: a stratified 80/20 split
+    again, _ = load_train_test(config(path))
+    assert torch.equal(train.images, again.images)
+
+
+def test_cached_decode_is_reused(on_disk, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFBALANCE_CACHE", str(tmp_path / "cache"))
+    first, _ = load_train_test(DataConfig(name="hf", root=str(on_disk), image_size=8))
+    second, _ = load_train_test(DataConfig(name="hf", root=str(on_disk), image_size=8))
+    assert second.meta["cache"]["hit"] and torch.equal(first.images, second.images)
+
+
+@pytest.mark.parametrize("options, match", [({"image_column": "img"}, "no column 'img'"),
+                                            ({"label_column": "y"}, "no column 'y'"),
+                                            ({"split": "validation"}, "no split 'validation'"),
+                                            ({"image_column": "label"}, "not an image column")])
+def test_bad_columns_and_splits_are_one_line_errors(on_disk, options, match):
+    with pytest.raises(DiffbalanceError, match=match) as err:
+        load_train_test(config(on_disk, **options))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_root_and_missing_parquet_files(tmp_path):
+    with pytest.raises(DiffbalanceError, match="needs a root"):
+        DataConfig(name="hf")
+    with pytest.raises(DiffbalanceError, match="no parquet files match"):
+        load_train_test(config(tmp_path / "none-*.parquet"))
+
+
+def test_specs_name_any_split(on_disk):
+    assert training_images(f"hf:{on_disk}", image_size=8).counts() == [9, 3, 2]
+    assert training_images(f"hf:{on_disk}:test", image_size=8).counts() == [2, 2, 2]
+    root, split, profile = parse_root_spec("hf:user/name:validation:exponential=5")
+    assert (root, split, profile.profile, profile.ratio) == ("user/name", "validation", "exponential", 5.0)
+    with pytest.raises(DiffbalanceError, match="cannot read dataset spec"):
+        parse_root_spec("hf::a:b")
+
+
+def test_rebalance_and_fid_commands_read_it(on_disk, tmp_path, capsys):
+    main(["rebalance", f"hf:{on_disk}", "--method", "cutmix", "--image-size", "8", "--out", str(tmp_path / "fills")])
+    complete = json.loads((tmp_path / "fills" / "complete.json").read_text())
+    assert complete["present_per_class"] == [0, 6, 7]
+    main(["fid", f"hf:{on_disk}:train", f"hf:{on_disk}:test", "--features", "random"])
+    assert "FID (random features)" in capsys.readouterr().out
+
+
+def test_an_unreachable_hub_id_is_one_line(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run([sys.executable, "-m", "diffbalance", "rebalance", "hf:no-such-user/no-such-dataset",
+                           "--method", "oversample", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "cannot load the Hugging Face Hub dataset 'no-such-user/no-such-dataset'" in lines[0]
+    assert "HF_DATASETS_OFFLINE" in lines[0] and not (tmp_path / "out").exists()
