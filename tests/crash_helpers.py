@@ -215,7 +215,7 @@ def fill_pixels(fill_dir: Path, context: str) -> dict[tuple[int, int], np.ndarra
     records = assert_manifest_matches_disk(fill_dir, context)
     header = json.loads((fill_dir / "fill.json").read_text())
     counts = [sum(1 for r in records if r["class_index"] == k) for k in range(len(header["class_names"]))]
-    assert counts == header["add_per_class"], f"{context} {fill_dir}: {counts} images per class, asked {header}"
+    assert counts == header["images_to_add"], f"{context} {fill_dir}: {counts} images per class, asked {header}"
     complete = json.loads((fill_dir / "complete.json").read_text())
     assert complete["present_per_class"] == counts, f"{context} {fill_dir}: complete.json says {complete}"
     return {(r["class_index"], r["index"]): np.asarray(Image.open(fill_dir / r["file"])) for r in records}
@@ -304,7 +304,7 @@ def rebalance_command(root: Path, method: str, fill_per_class: int) -> Command:
     if not images.exists():
         write_image_tree(images, {"a": 40, "b": 10, "c": 5}, size=(16, 16))
     target = json.dumps({"b": fill_per_class, "c": fill_per_class})
-    args = ("rebalance", str(images), "--method", method, "--out", "{out}", "--target", target, "--image-size", "16",
+    args = ("rebalance", str(images), "--method", method, "--out", "{out}", "--sampling-strategy", target, "--image-size", "16",
             "--seed", "7", "--device", "cpu")
     return Command(f"rebalance {method}", args, manifest_has_lines(Path("manifest.jsonl")),
                    lambda out: (out / "complete.json").is_file(), root)

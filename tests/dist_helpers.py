@@ -1,5 +1,5 @@
 """Run a function in N gloo processes on the CPU, as torchrun would start them (RANK, WORLD_SIZE, LOCAL_RANK,
-MASTER_ADDR/PORT in each process's environment; the first resolve_device joins the group)."""
+MASTER_ADDR/PORT in each process's environment; the first entry_device joins the group)."""
 
 from __future__ import annotations
 
@@ -24,15 +24,15 @@ def free_port() -> int:
 
 def join_gloo(rank: int, world_size: int, port: int):
     """In a started process: the environment torchrun would give rank `rank`, one torch thread (the ranks share the
-    cores), then resolve_device("cpu") joins the gloo group; returns the device."""
+    cores), then entry_device("cpu") joins the gloo group; returns the device."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), OMP_NUM_THREADS="1", DIFFBALANCE_DIST_TIMEOUT="60")
     import torch
 
-    from diffbalance.infra.device import resolve_device
+    from diffbalance.infra.device import entry_device
 
     torch.set_num_threads(1)
-    return resolve_device("cpu")
+    return entry_device("cpu")
 
 
 def _child(rank: int, world_size: int, port: int, fn, args, queue) -> None:

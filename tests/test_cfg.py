@@ -440,7 +440,7 @@ def test_guidance_convention_is_resolved_once(trained, tmp_path, monkeypatch):
     ho = build_rebalancer("cfg", _params(final, guidance_w=6.5))
     for reb in (sd, ho):
         reb.prepare(data, CPU, tmp_path)
-    assert sd.sampler_.eps.w == ho.sampler_.eps.w == 6.5
+    assert sd.sampler_.eps.guidance_w == ho.sampler_.eps.guidance_w == 6.5
     monkeypatch.setattr(rebalancer_module, "ho_weight", lambda *a: pytest.fail("convention resolved per batch"))
     (a, rec_a), (b, rec_b) = sd.generate(1, [5, 6, 7]), ho.generate(1, [5, 6, 7])
     assert torch.equal(a, b)  # "sd" 7.5 and "ho" 6.5 are the same guidance

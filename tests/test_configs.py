@@ -36,7 +36,7 @@ def test_errors_name_the_key_path(bad, where):
     ({"methods": ["none"], "classifiers": "small_cnn"}, "not a list"),  # never split into characters
     ({"methods": {"none": 1}}, "must be a list"),
     ({"methods": ["none"], "seeds": 5}, "not a list"),
-    ({"methods": ["none"], "target": "most"}, "target"),
+    ({"methods": ["none"], "sampling_strategy": "most"}, "sampling_strategy"),
     ({"methods": [{"name": "m", "rebalancer": "mixup", "params": {"sampling_strategy": "auto"}}]}, "top level"),
     ({"methods": ["none"], "train": {"nesterov": 1}}, "true or false"),
 ])
@@ -73,3 +73,14 @@ def test_bad_devices_are_one_line_errors(spec):
         pytest.skip("needs a machine without CUDA")
     with pytest.raises(DiffbalanceError):
         resolve_device(spec)
+
+
+def test_the_old_target_key_is_read_as_sampling_strategy_with_a_note(capsys):
+    from diffbalance.experiment.config import ExperimentConfig
+
+    config = ExperimentConfig.from_dict({"methods": ["none"], "target": "not majority"})
+    assert config.sampling_strategy == "not majority"
+    err = " ".join(capsys.readouterr().err.split())
+    assert "note: target is now called sampling_strategy" in err
+    with pytest.raises(DiffbalanceError, match="both set"):
+        ExperimentConfig.from_dict({"methods": ["none"], "target": "auto", "sampling_strategy": "auto"})

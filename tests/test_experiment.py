@@ -55,7 +55,7 @@ def test_cli_run_end_to_end(tmp_path, capsys):
     main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"])
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"]["train_counts"] == [3, 6, 9]
-    assert results["dataset"]["fill_counts"] == [6, 3, 0]
+    assert results["dataset"]["images_to_add"] == [6, 3, 0]
     assert results["dataset"]["test_count"] == 9
     assert len(results["runs"]) == 5 * 2
     for run in results["runs"]:
@@ -91,7 +91,7 @@ def run_cli(args) -> tuple[int, str]:
     (lambda c: c.update(data={**c["data"], "name": "mnist"}), "unknown dataset"),
     (lambda c: c.update(imbalance={"profile": "zigzag"}), "unknown profile 'zigzag' at imbalance.profile"),
     (lambda c: c.update(colour="blue"), "unknown top level key(s) colour"),
-    (lambda c: c.update(target={"dark": 1}), "below its current"),
+    (lambda c: c.update(sampling_strategy={"dark": 1}), "below its current"),
     (lambda c: c.update(data={**c["data"], "root": "/nonexistent/folder"}), "/nonexistent/folder"),
     (lambda c: c.update(imbalance={"profile": "linear", "n_min": 50}), "only"),
 ])

@@ -124,7 +124,7 @@ def test_manifest_is_json_lines_with_files_that_exist(tmp_path):
         assert (tmp_path / r["file"]).is_file()
         assert r["file"].startswith(data.class_names[r["class_index"]] + "/")
     header = json.loads((tmp_path / "fill.json").read_text())
-    assert header["method"] == "oversample" and header["add_per_class"] == [0, 2, 2]
+    assert header["method"] == "oversample" and header["images_to_add"] == [0, 2, 2]
     assert (tmp_path / "complete.json").exists()
 
 

@@ -122,5 +122,5 @@ def test_rebalance_none_says_it_adds_nothing_by_design(tmp_path, capsys):
     folder = tiny_folder(tmp_path / "images", per_class=(12, 5, 3))
     main(["rebalance", str(folder), "--method", "none", "--image-size", "8", "--out", str(tmp_path / "out")])
     out = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
-    assert "method 'none' adds no images (the target 'auto' asks for 16 more)" in out
+    assert "method 'none' adds no images (sampling_strategy 'auto' asks for 16 more)" in out
     assert "already meets" not in out and not (tmp_path / "out").exists()

@@ -45,7 +45,7 @@ def _results() -> dict:
     agreement = {"agreement_pct": 75.0, "per_class": {"dog": {"agreement_pct": 80.0}, "owl": {"agreement_pct": 70.0}}}
     return {
         "dataset": {"name": "toy", "profile": "linear", "class_names": CLASSES, "train_counts": [30, 20, 10],
-                    "fill_counts": [0, 10, 20], "test_count": 12, "test_counts": [4, 4, 4], "image_shape": [3, 8, 8]},
+                    "images_to_add": [0, 10, 20], "test_count": 12, "test_counts": [4, 4, 4], "image_shape": [3, 8, 8]},
         "runs": runs,
         "versions": {"diffbalance": "0.0", "torch": "2.x"},
         "device": "cpu (2 threads)",
@@ -60,7 +60,7 @@ def _config() -> dict:
     train = {**RECIPE_DEFAULTS, "epochs": 2, "augment": {"flip": True, "pad": 0}}
     return {
         "name": "tiny", "data": {"name": "toy"}, "imbalance": {"profile": "linear", "n_min": 10, "selection": "first"},
-        "target": "auto",
+        "sampling_strategy": "auto",
         "methods": [{"name": "none", "rebalancer": "none", "params": {}, "train": dict(train)},
                     {"name": "mixup", "rebalancer": "mixup", "params": {"alpha": 0.4},
                      "train": {**train, "loss": "balanced_softmax"}}],

@@ -56,7 +56,7 @@ from diffbalance.classify.models import build_classifier
 from diffbalance.classify.schedule import lr_factor, lr_scheduler, scaled_lr
 from diffbalance.classify.step import Run, epoch_order, train_step
 from diffbalance.data.imageset import ImageSet
-from diffbalance.infra.device import DeviceLike, fast_gpu_path, resolve_device
+from diffbalance.infra.device import DeviceLike, fast_gpu_path, entry_device
 from diffbalance.infra import distributed
 from diffbalance.infra.distributed import Dist
 from diffbalance.infra.errors import DiffbalanceError
@@ -138,7 +138,7 @@ class TrainedClassifier:
     @classmethod
     def load(cls, folder: Path, device: DeviceLike = "auto") -> TrainedClassifier:
         """A classifier saved by `save`, on `device` ("auto", "cpu", "cuda", "cuda:N" or a torch.device)."""
-        device = resolve_device(device)
+        device = entry_device(device)
         tensors, meta = load_classifier_files(Path(folder))
         config = TrainConfig.from_dict(meta["config"])
         model = build_classifier(config.model, len(meta["class_names"]), len(meta["mean"]))
@@ -173,7 +173,7 @@ def train_classifier(
     returns the same plain (unwrapped) model. `validation`: real images whose accuracy each epoch's history record
     holds (weights unchanged by it); `on_epoch` is called with each record as it is made (e.g.
     infra.tensorboard's `Scalars.recorder`)."""
-    device = resolve_device(device)
+    device = entry_device(device)
     world = _ddp.training_world(ddp)
     if len(train) < 2:
         raise DiffbalanceError(f"cannot train a classifier on {len(train)} image(s)", "pass a larger training set")

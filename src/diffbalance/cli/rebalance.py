@@ -21,8 +21,9 @@ def rebalance(
                                                "hf:PATH[:SPLIT]")],
     method: Annotated[str, typer.Option(help=f"rebalancer: {', '.join(available_rebalancers())}")],
     out: Annotated[Path, typer.Option(help="fill folder: PNG ImageFolder + manifest (resumed if present)")],
-    target: Annotated[str, typer.Option(help=f"{' | '.join(STRATEGIES)} | ratio in (0,1] | "
-                                              "JSON {class: n}")] = "auto",
+    sampling_strategy: Annotated[str, typer.Option(
+        "--sampling-strategy", "--target",  # --target: the name before 0.2, still read
+        help=f"images per class after filling: {' | '.join(STRATEGIES)} | ratio in (0,1] | JSON {{class: n}}")] = "auto",
     params: Annotated[str, typer.Option(help="the method's parameters as JSON")] = "{}",
     image_size: Annotated[int, typer.Option(help="images are resized to this size")] = 32,
     channels: Annotated[int, typer.Option(help="3 = RGB, 1 = grayscale")] = 3,
@@ -30,26 +31,27 @@ def rebalance(
     seed: Annotated[int, typer.Option(help="base seed of the fill images")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
 ) -> None:
-    """Generate images until every class reaches the target; writes OUT/<class>/*.png and OUT/manifest.jsonl."""
+    """Generate images until every class reaches its sampling strategy; writes OUT/<class>/*.png and manifest."""
     from diffbalance.rebalance.folder import rebalance_folder
 
     try:
         method_params = json.loads(params)
-        target_value = parse_target(target)
+        strategy = parse_sampling_strategy(sampling_strategy)
     except json.JSONDecodeError as err:
-        raise DiffbalanceError(f"--params/--target is not valid JSON ({err.msg})", "quote it, e.g. '{\"alpha\": 0.6}'") from None
+        raise DiffbalanceError(f"--params/--sampling-strategy is not valid JSON ({err.msg})",
+                               "quote it, e.g. '{\"alpha\": 0.6}'") from None
     if not isinstance(method_params, dict):
         raise DiffbalanceError("--params must be a JSON object", "pass e.g. '{\"alpha\": 0.6}'")
-    fills = rebalance_folder(folder, method, out, params=method_params, target=target_value, image_size=image_size,
-                             channels=channels, on_corrupt=on_corrupt, seed=seed, device=device)
+    fills = rebalance_folder(folder, method, out, params=method_params, sampling_strategy=strategy,
+                             image_size=image_size, channels=channels, on_corrupt=on_corrupt, seed=seed, device=device)
     say(f"{len(fills)} images written to {out} (per class: {fills.counts()})")
 
 
-def parse_target(target: str):
+def parse_sampling_strategy(text: str):
     """A strategy name, a ratio, or a JSON mapping {class: images}."""
-    if target in STRATEGIES:
-        return target
+    if text in STRATEGIES:
+        return text
     try:
-        return float(target)
+        return float(text)
     except ValueError:
-        return json.loads(target)
+        return json.loads(text)

@@ -29,7 +29,7 @@ from diffbalance.infra.atomic import atomic_path, write_json
 from diffbalance.data.decode import IMAGE_EXTENSIONS, Unreadable, decode_images, read_image  # noqa: F401 (re-exported)
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.errors import DiffbalanceError
-from diffbalance.infra.progress import console
+from diffbalance.infra.progress import note
 
 OnCorrupt = Literal["skip", "error"]  # what an unreadable image does: left out with a note | an error
 ON_CORRUPT: tuple[str, ...] = get_args(OnCorrupt)
@@ -139,10 +139,8 @@ def _skip_or_fail(report: str, on_corrupt: str, any_kept: bool) -> None:
 
 
 def note_skipped(report: str) -> None:
-    """`note: skipped <report>` as exactly one line on stderr; printed through the progress console so a live bar
-    stays intact, and never a Python warning (two lines with source code)."""
-    line = f"note: skipped {report}".replace("\n", "\\n").replace("\r", "\\r")
-    console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+    """`note: skipped <report>` as exactly one line on stderr (infra.progress.note)."""
+    note(f"skipped {report}")
 
 
 def _same_channels(images: list[torch.Tensor]) -> list[torch.Tensor]:

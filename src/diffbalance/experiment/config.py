@@ -24,18 +24,19 @@ from diffbalance.infra.configs import Config, build, join, parse_fields
 from diffbalance.data.sources import DataConfig
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.paths import plain_name
+from diffbalance.infra.progress import note
 from diffbalance.evaluate.fid.protocol import FidConfig
 from diffbalance.experiment.filter import FilterConfig
 from diffbalance.experiment.sweep import SweepConfig
 from diffbalance.imbalance.subset import ImbalanceConfig
 from diffbalance.imbalance.targets import STRATEGIES
 from diffbalance.imbalance.validation import ValidationConfig
+from diffbalance.rebalance.base import SET_ONCE
 from diffbalance.rebalance.registry import build_rebalancer
 
-PRESETS = ("demo", "fashion-lt-study", "paper-cifar10", "paper-cifar10-quick")
+PRESETS = ("demo", "fashion-lt-study", "cifar10-lt-study", "paper-cifar10", "paper-cifar10-quick")
 # set once for the whole experiment (top-level keys), never per method
 CEILING = "balanced-ceiling"  # the row trained on the original balanced set (`ceiling: true`)
-EXPERIMENT_LEVEL_PARAMS = {"sampling_strategy": "target", "random_state": "fill_seed", "device": "device"}
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ class ExperimentConfig(Config):
     data: DataConfig = field(default_factory=DataConfig)  # which dataset and where it is
     imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)  # how the training set is cut
     validation: ValidationConfig | None = None  # real images held out of the imbalanced set for every choice
-    target: str | float | dict[int | str, int] = "auto"  # every method's sampling_strategy: auto | not majority |
-    # not minority | minority | a ratio in (0, 1] | {class: n}
+    # how many images per class after filling, for every method (imbalanced-learn's sampling_strategy): auto |
+    # not majority | not minority | minority | all | a ratio in (0, 1] | {class: n}
+    sampling_strategy: str | float | dict[int | str, int] = "auto"
     methods: tuple[MethodConfig, ...] = ()  # the rebalancing methods compared
     classifiers: tuple[ModelName, ...] = field(default=("small_cnn",), metadata={"what": "classifier"})  # small_cnn,
     # resnet18, resnet50
@@ -93,10 +95,11 @@ class ExperimentConfig(Config):
         if len(set(names)) != len(names):
             raise DiffbalanceError(f"method names repeat: {names}", "give every method a distinct name")
         self.require(len(self.classifiers) > 0, "classifiers", "a list of at least one classifier")
-        if isinstance(self.target, str):
-            self.require(self.target in STRATEGIES, "target", f"one of {', '.join(STRATEGIES)}, a ratio or a mapping")
-        elif isinstance(self.target, float):
-            self.require(0 < self.target <= 1, "target", "a ratio n_class / n_majority in (0, 1]")
+        if isinstance(self.sampling_strategy, str):
+            self.require(self.sampling_strategy in STRATEGIES, "sampling_strategy",
+                         f"one of {', '.join(STRATEGIES)}, a ratio or a mapping")
+        elif isinstance(self.sampling_strategy, float):
+            self.require(0 < self.sampling_strategy <= 1, "sampling_strategy", "a ratio n_class / n_majority in (0, 1]")
         self.require(len(self.seeds) > 0, "seeds", "a list of at least one seed")
         self.require(self.grid_images_per_class >= 0, "grid_images_per_class", "0 or more")
         unknown = [b for b in self.compare_with if b not in names]
@@ -138,7 +141,7 @@ class ExperimentConfig(Config):
         start from the top-level `train`; the reference classifier's model defaults to the first classifier."""
         if isinstance(d, cls):
             return d
-        d = _mapping(d, path or "the config")
+        d = renamed(_mapping(d, path or "the config"), RENAMED, path)
         resolved_here = ("methods", "train", "reference_train")
         raw = parse_fields(cls, {k: v for k, v in d.items() if k not in resolved_here}, path)
         base = _mapping(d.get("train", {}), join(path, "train"))
@@ -159,13 +162,31 @@ class ExperimentConfig(Config):
 
 def check_method_params(m: MethodConfig, path: str) -> None:
     """The rebalancer exists and takes these parameters (types, choices, ranges)."""
-    for key, top in EXPERIMENT_LEVEL_PARAMS.items():
+    for key, (top, _) in SET_ONCE.items():
         if key in m.params:
             raise DiffbalanceError(f"{path}.params.{key} is set per method", f"set {top}: at the top level instead")
     reb = build_rebalancer(m.rebalancer, m.params, path=f"{path}.params")
     if m.filter is not None and not reb.generative:
         raise DiffbalanceError(f"{path}.filter is set on {m.rebalancer}, which generates nothing to filter",
                                "use filter only with cfg, ldm or ldm-img2img")
+
+
+RENAMED = {"target": "sampling_strategy"}  # old key → today's name: configs written before keep working
+
+
+def renamed(d: Mapping, names: Mapping[str, str], path: str) -> dict:
+    """`d` with old key names replaced by today's, each with a one-line note (an old and a new key together: the
+    new one is kept, so no value is taken silently twice)."""
+    out = dict(d)
+    for old, new in names.items():
+        if old in out:
+            value = out.pop(old)
+            where = join(path, old)
+            if new in out:
+                raise DiffbalanceError(f"{where} and {join(path, new)} are both set", f"keep only {new}")
+            note(f"{where} is now called {new} (read as {new}; rename it in the config)")
+            out[new] = value
+    return out
 
 
 def _mapping(value: Any, path: str) -> Mapping:

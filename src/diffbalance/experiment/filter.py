@@ -62,21 +62,21 @@ def filtered_fill(reb: Rebalancer, cfg: FilterConfig, train: ImageSet, out_dir: 
     `workdir` holds what the method trains (its generator), `judge_dir` the judges (shared by filtered methods)."""
     out_dir = Path(out_dir)
     plan = reb.plan(train)
-    add = [plan.get(c, 0) for c in range(train.num_classes)]
+    images_to_add = [plan.get(c, 0) for c in range(train.num_classes)]
     header = {"format": FILL_FORMAT, "method": reb.name, "params": identity_params(reb), "seed": reb.random_state,
-              "class_names": list(train.class_names), "add_per_class": add, "image_shape": list(train.images.shape[1:]),
+              "class_names": list(train.class_names), "images_to_add": images_to_add, "image_shape": list(train.images.shape[1:]),
               "filter": cfg.to_dict()}
     if (out_dir / "complete.json").is_file() and _same_header(out_dir, header):
-        return load_fill(out_dir, train.class_names, add)
+        return load_fill(out_dir, train.class_names, images_to_add)
     counts = train.counts()
     wanted = {c: counts[c] + math.ceil(cfg.factor * n) for c, n in plan.items()}
     candidates_reb = clone(reb).set_params(sampling_strategy=wanted) if plan else reb
     candidates = fill(candidates_reb, train, out_dir / "candidates", workdir, progress)
     judge = train_judge(train, cfg, device, judge_dir, progress)
     scores = score_candidates(judge, train, candidates, cfg)
-    kept = select(candidates.labels, scores["score"], add)
+    kept = select(candidates.labels, scores["score"], images_to_add)
     distributed.on_main(lambda: _write_selected(out_dir, train, header, candidates, scores, kept))
-    return load_fill(out_dir, train.class_names, add)
+    return load_fill(out_dir, train.class_names, images_to_add)
 
 
 def train_judge(train: ImageSet, cfg: FilterConfig, device: torch.device, judge_dir: Path,

@@ -7,7 +7,7 @@ from pathlib import Path
 from diffbalance.infra import distributed
 from diffbalance.infra.atomic import check_writable, write_json
 from diffbalance.data.sources import DataConfig, load_train_test
-from diffbalance.infra.device import DeviceLike, resolve_device
+from diffbalance.infra.device import DeviceLike, entry_device
 from diffbalance.generate.cfg.config import CFGTrainConfig
 from diffbalance.generate.cfg.train import check_resume, train_generator
 from diffbalance.imbalance.subset import ImbalanceConfig, apply_profile
@@ -26,7 +26,7 @@ def train_generator_for(
     """Load and cut the training set, record the resolved options in OUT/command.json, train (or resume) the
     generator into OUT; returns the generator folder. Device, output folder, data and profile are checked before
     anything is written; one process at a time trains into OUT."""
-    dev = resolve_device(device)
+    device = entry_device(device)
     out = check_writable(Path(out))
 
     def checked():  # rank 0 first (it fills the data cache)
@@ -39,5 +39,5 @@ def train_generator_for(
     with distributed.held_output(out):
         distributed.on_main(lambda: write_json(out / "command.json", {
             "data": data.to_dict(), "imbalance": imbalance.to_dict(), "train": config.to_dict(), "resume": resume,
-            "device": str(dev), "world_size": distributed.current().world_size, "train_counts": imbalanced.counts()}))
-        return train_generator(imbalanced, config, out, dev, progress=progress, resume=resume, compile=compile)
+            "device": str(device), "world_size": distributed.current().world_size, "train_counts": imbalanced.counts()}))
+        return train_generator(imbalanced, config, out, device, progress=progress, resume=resume, compile=compile)

@@ -18,7 +18,7 @@ from diffbalance.infra import distributed
 from diffbalance.data.image_folder import check_read_options, load_image_folder
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.sources import available_sources
-from diffbalance.infra.device import DeviceLike, resolve_device
+from diffbalance.infra.device import DeviceLike, entry_device
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.fid.protocol import FidConfig, extractor_kind, fid
 from diffbalance.imbalance.specs import named_dataset
@@ -55,7 +55,7 @@ def compare_image_sets(a_spec: str, b_spec: str, cfg: FidConfig = FidConfig(), d
     (RUN/reference-classifier), loaded onto `device`. on_corrupt: what an unreadable file in a folder spec does,
     "error" (the default: FID over silently dropped images would mislead) or "skip" (the result counts them)."""
     check_read_options(None, None, on_corrupt)
-    device = resolve_device(device)
+    device = entry_device(device)
     domain_model = None
     if extractor_kind(cfg.features).needs_classifier:
         if domain_classifier is None:

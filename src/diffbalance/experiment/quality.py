@@ -67,5 +67,5 @@ def balanced_original(st: Stage) -> ImageSet:
     """The original balanced training images the rebalanced set is compared with: per class, as many real images
     as the rebalanced set holds (the first ones in original order). For the paper's CIFAR-10 protocol that is the
     whole 50,000-image training set."""
-    want = [min(n + a, have) for n, a, have in zip(st.imbalanced.counts(), st.add, st.train_full.counts())]
+    want = [min(n + a, have) for n, a, have in zip(st.imbalanced.counts(), st.images_to_add, st.train_full.counts())]
     return make_imbalanced(st.train_full, want, "first", 0, "original balanced")

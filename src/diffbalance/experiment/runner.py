@@ -166,7 +166,7 @@ def _load_previous(st: Stage) -> dict:
         "dataset": {
             "name": st.config.data.name, "profile": st.config.imbalance.profile,
             "class_names": list(st.imbalanced.class_names), "train_counts": st.imbalanced.counts(),
-            "fill_counts": st.add, "test_count": len(st.test), "test_counts": st.test.counts(),
+            "images_to_add": st.images_to_add, "test_count": len(st.test), "test_counts": st.test.counts(),
             "image_shape": list(st.imbalanced.images.shape[1:]),
             **({"validation_counts": st.validation.counts()} if st.validation is not None else {}),
         },

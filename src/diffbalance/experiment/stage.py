@@ -13,7 +13,7 @@ from diffbalance.infra.atomic import check_writable
 from diffbalance.classify.train import TrainedClassifier
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.sources import load_train_test
-from diffbalance.infra.device import resolve_device
+from diffbalance.infra.device import entry_device
 from diffbalance.evaluate.fid.embedder import Embedder
 from diffbalance.experiment.config import ExperimentConfig, MethodConfig
 from diffbalance.infra.errors import DiffbalanceError
@@ -38,7 +38,7 @@ class Stage:
     test: ImageSet
     imbalanced: ImageSet  # the imbalanced training images every method starts from (validation part removed)
     validation: ImageSet | None  # real images held out for every choice; None without a validation section
-    add: list[int]  # images the target asks for per class (methods that generate add these)
+    images_to_add: list[int]  # per class, what sampling_strategy asks for (the methods that add images add these)
     progress: bool
     reference: TrainedClassifier | None = None  # trained on first use, shared by consistency and domain FID
     embedder: Embedder | None = None  # the FID feature network and its memo, made on first use (quality.run_embedder)
@@ -48,21 +48,21 @@ def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True
     """Everything checked before anything is written: the device (resolved once for the whole run), the output
     folder, the data and profile, the target, every method's files and model ids, and the memory the run needs.
     The config's sections and every method's parameters were checked when it was read."""
-    device = resolve_device(config.device)  # under torchrun: joins the job, this rank's device
+    device = entry_device(config.device)  # under torchrun: joins the job, this rank's device
 
     def checked() -> Stage:  # rank 0 first (it fills the data cache), then the others
         checked_out = check_run_folder(Path(out_dir), config)
         train, test, imbalanced, validation = load_imbalanced(config)
-        add = generation_counts(imbalanced.counts(), config.target, imbalanced.class_names)
+        images_to_add = generation_counts(imbalanced.counts(), config.sampling_strategy, imbalanced.class_names)
         for m in config.methods:
             reb = method_rebalancer(config, m, device)
             reb.check()
             reb.check_data(imbalanced)
         c, h, w = imbalanced.images.shape[1:]
-        check_memory(image_bytes(len(train) + len(test) + len(imbalanced) + 2 * sum(add), c, h, w),
-                     f"this run ({sum(add)} fill images per method of {c}×{h}×{w})",
+        check_memory(image_bytes(len(train) + len(test) + len(imbalanced) + 2 * sum(images_to_add), c, h, w),
+                     f"this run ({sum(images_to_add)} fill images per method of {c}×{h}×{w})",
                      "lower the target, or use smaller images")
-        return Stage(config, checked_out, device, train, test, imbalanced, validation, add, progress)
+        return Stage(config, checked_out, device, train, test, imbalanced, validation, images_to_add, progress)
 
     return distributed.main_first(checked)
 
@@ -86,9 +86,10 @@ def check_run_folder(out_dir: Path, config: ExperimentConfig) -> Path:
 
 def method_rebalancer(config: ExperimentConfig, m: MethodConfig, device: torch.device | str = "auto") -> Rebalancer:
     """The method's rebalancer. The one place where the experiment's `target` becomes its `sampling_strategy`
-    (and `fill_seed` its `random_state`)."""
+    (and `fill_seed` its `random_state`; rebalance.base.SET_ONCE)."""
     index = [x.name for x in config.methods].index(m.name)
-    params = {**m.params, "sampling_strategy": config.target, "random_state": config.fill_seed, "device": device}
+    params = {**m.params, "sampling_strategy": config.sampling_strategy, "random_state": config.fill_seed,
+              "device": device}
     return build_rebalancer(m.rebalancer, params, path=f"methods[{index}].params")
 
 

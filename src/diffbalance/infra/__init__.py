@@ -2,7 +2,7 @@
 
     configs.py      typed, frozen config sections (`Config`): annotations are the schema, one-line errors
     errors.py       `DiffbalanceError`: the one-line "problem — fix" error of every bad input
-    device.py       `resolve_device`: "auto" | "cpu" | "cuda" | "cuda:N" | torch.device → torch.device, at the entries
+    device.py       `entry_device` at every entry: "auto" | "cpu" | "cuda" | "cuda:N" | torch.device → torch.device
     distributed.py  torchrun / accelerate: joining the process group, rank-0 writes, one error for all ranks
     seeding.py      explicit seeds only: per-image seeds, generators, a forked global RNG
     atomic.py       temporary name then rename; the output folder's lock; a full disk as one line

@@ -1,8 +1,17 @@
-"""The device is resolved once, at the entry (CLI, runner, or the first library call), and passed down as a
-`torch.device`. `auto` picks CUDA when present. Under torchrun / accelerate launch, resolving joins the process
-group and a CUDA device becomes the rank's own GPU (`cuda:LOCAL_RANK`; diffbalance.infra.distributed). GPU-only speedups hang off `fast_gpu_path`."""
+"""Devices: resolved once, at an entry point, and passed down as a `torch.device`.
+
+Every public entry (the commands, `prepare_stage`, `rebalance_folder`, `train_classifier`, `Rebalancer.fit`, `fid`,
+`TrainedClassifier.load`, `load_generator`, `train_generator`, …) takes "auto", "cpu", "cuda", "cuda:N" or a
+torch.device and calls `entry_device` on it once; everything below takes the `torch.device` it is given.
+`resolve_device` is the pure part (names checked, "auto" → CUDA when present; under torchrun / accelerate a CUDA
+device is the rank's own, cuda:LOCAL_RANK); `entry_device` also joins the launched job — an explicit step of the
+entries (diffbalance.infra.distributed.join), never a side effect of resolving. GPU-only speedups hang off
+`fast_gpu_path`.
+"""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -12,12 +21,13 @@ from diffbalance.infra.errors import DiffbalanceError
 DeviceLike = str | torch.device  # what every public function accepts: "auto", "cpu", "cuda", "cuda:1" or a device
 
 
-def resolve_device(device: DeviceLike | None = "auto") -> torch.device:
-    """`auto` (or None) → cuda if available else cpu; "cpu", "cuda", "cuda:N" or a torch.device → checked device."""
+def resolve_device(device: DeviceLike = "auto") -> torch.device:
+    """"auto" → cuda if available else cpu; "cpu", "cuda", "cuda:N" or a torch.device → that device, checked. Under a
+    launcher (torchrun sets LOCAL_RANK) a CUDA device without an index is the rank's GPU. Pure: joins nothing."""
     if isinstance(device, torch.device):
         spec = device
-    elif device is None or device == "auto":
-        return distributed.join(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    elif device == "auto":
+        spec = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     elif isinstance(device, str):
         try:
             spec = torch.device(device)
@@ -30,10 +40,17 @@ def resolve_device(device: DeviceLike | None = "auto") -> torch.device:
     if spec.type == "cuda":
         if not torch.cuda.is_available():
             raise DiffbalanceError(f"device {spec} requested but CUDA is not available", "use --device cpu or auto")
+        if spec.index is None and distributed.launched():
+            spec = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per process
         if spec.index is not None and spec.index >= torch.cuda.device_count():
-            raise DiffbalanceError(f"device {spec} does not exist ({torch.cuda.device_count()} GPUs)",
-                                   f"use cuda:0 … cuda:{torch.cuda.device_count() - 1}")
-    return distributed.join(spec)
+            raise distributed.RankError(f"device {spec} does not exist ({torch.cuda.device_count()} GPUs on this "
+                                        "node)", "launch at most one process per GPU, or use --device cpu")
+    return spec
+
+
+def entry_device(device: DeviceLike = "auto") -> torch.device:
+    """An entry point's device argument, resolved once; under a launcher the job is joined here (explicitly)."""
+    return distributed.join(resolve_device(device))
 
 
 def fast_gpu_path(device: torch.device) -> bool:

@@ -1,8 +1,8 @@
 """Several processes, one job: PyTorch's own distributed stack, nothing home-made.
 
 `torchrun` (and `accelerate launch`, which sets the same variables) starts one process per GPU (or per CPU
-worker) with RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address in the environment. The first
-`resolve_device` of a launched process joins the process group here: NCCL when the rank runs on CUDA
+worker) with RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address in the environment. The entry points
+join the process group explicitly (`join`, through `infra.device.entry_device`): NCCL when the rank runs on CUDA
 (`cuda:LOCAL_RANK`), gloo on the CPU. Without a launcher nothing changes: `current()` is rank 0 of 1 and every
 helper below is a no-op.
 
@@ -82,18 +82,12 @@ def current() -> Dist:
 
 
 def join(device: torch.device) -> torch.device:
-    """Join the process group when launched (once); returns the rank's device: `cuda:LOCAL_RANK` for a CUDA
-    device, the CPU otherwise. Called by `resolve_device`, so every entry point joins the same way."""
+    """Join the process group when launched (once; later calls return at once) and make `device`, a resolved device
+    (infra.device.resolve_device: under a launcher a CUDA device is cuda:LOCAL_RANK), the rank's current one. The
+    entry points call it through `entry_device`: joining is an explicit step of an entry, not of resolving."""
     if not launched():
         return device
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise RankError(
-                f"LOCAL_RANK {local_rank} has no GPU ({torch.cuda.device_count()} visible on this node)",
-                "launch at most one process per GPU (torchrun --nproc-per-node ≤ GPUs), or use --device cpu",
-            )
-        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():  # (a caller may have joined it already)
         timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))

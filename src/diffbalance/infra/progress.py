@@ -36,3 +36,10 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
             bar.update(task, advance=n, **({"info": info} if fields else {}))
 
         yield advance
+
+
+def note(text: str) -> None:
+    """`note: <text>` as exactly one line on stderr (rank 0 of a launched job), through the console so a live
+    progress bar stays intact; never a Python warning."""
+    line = f"note: {text}".replace("\n", "\\n").replace("\r", "\\r")
+    console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)

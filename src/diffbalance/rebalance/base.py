@@ -26,7 +26,7 @@ from sklearn.base import BaseEstimator
 
 from diffbalance.infra.configs import at_path, coerce_fields, require, to_plain
 from diffbalance.data.imageset import ImageSet
-from diffbalance.infra.device import resolve_device
+from diffbalance.infra.device import entry_device
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.guidance import GUIDANCE_EXPECTED, ho_weight
 from diffbalance.imbalance.targets import generation_counts
@@ -128,7 +128,7 @@ class Rebalancer(BaseEstimator, ABC):
         None uses the cache folder, so fitting again on the same data reuses it."""
         self.plan(data)
         self.check_data(data)
-        self.device_ = resolve_device(self.device)
+        self.device_ = entry_device(self.device)
         self.prepare(data, self.device_, Path(workdir) if workdir is not None else cache_dir("work", self.name))
         return self
 
@@ -246,6 +246,12 @@ def _flat(y):
 def is_generated(seed: int, share: float) -> bool:
     """Whether the fill image of `seed` is generated (not a copy) at synthetic share `share`: u(seed) < share."""
     return share >= 1 or float(torch.rand((), generator=generator(derive_seed(seed, "share")))) < share
+
+
+# parameters every rebalancer has that are set once for all methods, never per method: name → (experiment config
+# key, `diffbalance rebalance` option). The one table of the names a parameter goes by.
+SET_ONCE = {"sampling_strategy": ("sampling_strategy", "--sampling-strategy"), "random_state": ("fill_seed", "--seed"),
+            "device": ("device", "--device")}
 
 
 # --- registry: filled by @register in each method's module; looked up through rebalance.registry --------------

@@ -11,17 +11,16 @@ from diffbalance.infra.atomic import check_writable, write_json
 from diffbalance.data.image_folder import scan_image_folder
 from diffbalance.imbalance.specs import training_images
 from diffbalance.data.imageset import ImageSet
-from diffbalance.infra.device import DeviceLike, resolve_device
+from diffbalance.infra.device import DeviceLike, entry_device
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.imbalance.targets import generation_counts
 from diffbalance.infra.progress import console
-from diffbalance.rebalance.base import Rebalancer
+from diffbalance.rebalance.base import SET_ONCE, Rebalancer
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import fill
 from diffbalance.infra.resources import check_memory, image_bytes
 
 # options the command sets for the method; --params must not repeat them
-COMMAND_LEVEL = {"sampling_strategy": "--target", "random_state": "--seed", "device": "--device"}
 
 
 def rebalance_folder(
@@ -30,7 +29,7 @@ def rebalance_folder(
     out: Path | str,
     *,
     params: Mapping[str, Any] | None = None,
-    target: str | float | Mapping = "auto",
+    sampling_strategy: str | float | Mapping = "auto",
     image_size: int = 32,
     channels: int = 3,
     on_corrupt: str = "skip",
@@ -39,20 +38,20 @@ def rebalance_folder(
     progress: bool = True,
 ) -> ImageSet:
     """Read `folder` — an image folder <class>/<images>, or any image-set spec such as cifar10:train:linear=500 or
-    hf:PATH[:SPLIT] (imbalance.specs) — then make the images `target` asks for into `out` (resumable).
+    hf:PATH[:SPLIT] (imbalance.specs) — then make the images `sampling_strategy` asks for into `out` (resumable).
 
     Everything is checked before anything is written: the method and its parameters, the device, the checkpoint
-    or model, the output folder, the images, the target and the memory it needs. A folder that needs no image
-    (already balanced for the target, or a single class) writes nothing. OUT/command.json records the options."""
+    or model, the output folder, the images, the sampling strategy and the memory it needs. A folder that needs
+    no image (already balanced for the sampling strategy, or a single class) writes nothing. OUT/command.json records the options."""
     params = dict(params or {})
-    for key, option in COMMAND_LEVEL.items():
+    for key, (_, option) in SET_ONCE.items():
         if key in params:
             raise DiffbalanceError(f"--params sets {key}", f"use {option} instead")
-    dev = resolve_device(device)
+    device = entry_device(device)
 
     def checked() -> tuple[Rebalancer, Path, ImageSet, dict[int, int]]:  # rank 0 first (it fills the data cache)
-        reb = build_rebalancer(method, params, path="--params", sampling_strategy=target, random_state=seed,
-                               device=dev)
+        reb = build_rebalancer(method, params, path="--params", sampling_strategy=sampling_strategy, random_state=seed,
+                               device=device)
         reb.check()
         checked_out = check_writable(Path(out))
         if (checked_out / "config.resolved.json").is_file():
@@ -63,22 +62,22 @@ def rebalance_folder(
             check_memory(image_bytes(len(items), channels, image_size, image_size), f"reading {len(items)} images "
                          f"at {image_size}×{image_size}", "lower --image-size")
         data = training_images(str(folder), image_size=image_size, channels=channels, on_corrupt=on_corrupt)
-        plan = reb.plan(data)  # an impossible target fails here, before OUT exists
+        plan = reb.plan(data)  # an impossible sampling strategy fails here, before OUT exists
         reb.check_data(data)
         check_memory(image_bytes(2 * sum(plan.values()), channels, image_size, image_size),
-                     f"{sum(plan.values())} fill images", "lower the target")
+                     f"{sum(plan.values())} fill images", "lower the sampling strategy")
         return reb, checked_out, data, plan
 
     reb, out, data, plan = distributed.main_first(checked)
     if not plan:
-        needed = sum(generation_counts(data.counts(), target, data.class_names))
-        why = (f"method {method!r} adds no images (the target {target!r} asks for {needed} more)" if needed else
-               f"{folder} already meets target {target!r}")
+        needed = sum(generation_counts(data.counts(), sampling_strategy, data.class_names))
+        why = (f"method {method!r} adds no images (sampling_strategy {sampling_strategy!r} asks for {needed} more)"
+               if needed else f"{folder} already meets sampling_strategy {sampling_strategy!r}")
         console.print(f"nothing to add: {why} (per class: {data.counts()})")
         return ImageSet(data.images[:0], data.labels[:0], data.class_names, f"{method} fill (nothing to add)")
     with distributed.held_output(out):
         distributed.on_main(lambda: write_json(out / "command.json", {
-            "folder": str(folder), "method": method, "params": params, "target": target, "image_size": image_size,
-            "channels": channels, "on_corrupt": on_corrupt, "seed": seed, "device": str(dev),
+            "folder": str(folder), "method": method, "params": params, "sampling_strategy": sampling_strategy, "image_size": image_size,
+            "channels": channels, "on_corrupt": on_corrupt, "seed": seed, "device": str(device),
             "world_size": distributed.current().world_size}))
         return fill(reb, data, out, workdir=out / ".work", progress=progress)

@@ -65,14 +65,14 @@ def fill(
     """
     out_dir = Path(out_dir)
     plan = reb.plan(train)
-    add = [plan.get(c, 0) for c in range(train.num_classes)]
+    images_to_add = [plan.get(c, 0) for c in range(train.num_classes)]
     header = {
         "format": FILL_FORMAT,
         "method": reb.name,
         "params": identity_params(reb),
         "seed": reb.random_state,
         "class_names": list(train.class_names),
-        "add_per_class": add,
+        "images_to_add": images_to_add,
         "image_shape": list(train.images.shape[1:]),
     }
     folders = [inside(out_dir, f, "class").name for f in class_folders(train.class_names)]  # no link out of out_dir
@@ -93,7 +93,7 @@ def fill(
         share = {c: distributed.shard(missing) for c, missing in todo.items()}
         distributed.agree(lambda: _write_images(reb, share, folders, out_dir, progress))
     distributed.on_main(lambda: _finish(out_dir, train.num_classes))
-    return load_fill(out_dir, train.class_names, add)
+    return load_fill(out_dir, train.class_names, images_to_add)
 
 
 def _finish(out_dir: Path, num_classes: int) -> None:
@@ -204,11 +204,11 @@ def _append_line(fd: int, line: str) -> None:
         raise
 
 
-def load_fill(out_dir: Path | str, class_names: Sequence[str], add: Sequence[int] | None = None) -> ImageSet:
-    """Read a fill folder back (images in class, index order); `add` = the images expected per class."""
+def load_fill(out_dir: Path | str, class_names: Sequence[str], images_to_add: Sequence[int] | None = None) -> ImageSet:
+    """Read a fill folder back (images in class, index order); `images_to_add` = the images expected per class."""
     out_dir = Path(out_dir)
     done = _finished_images(out_dir)
-    keys = sorted(done) if add is None else [(c, i) for c, n in enumerate(add) for i in range(n)]
+    keys = sorted(done) if images_to_add is None else [(c, i) for c, n in enumerate(images_to_add) for i in range(n)]
     missing = [k for k in keys if k not in done]
     if missing:
         raise DiffbalanceError(f"fill folder {out_dir} lacks {len(missing)} images", "run the fill again to resume it")

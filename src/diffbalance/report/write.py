@@ -229,12 +229,13 @@ def _points(c: dict) -> str:
 
 def _provenance(results: dict, config: dict) -> str:
     ds = results["dataset"]
+    to_add = ds.get("images_to_add", ds.get("fill_counts"))  # fill_counts: results.json written before the rename
     v = results["versions"]
     command = " ".join(shlex.quote(a) for a in ["diffbalance", *sys.argv[1:]]) if sys.argv else "library call"
     lines = [
         f"- **Dataset**: {ds['name']} ({'×'.join(map(str, ds['image_shape']))}), profile `{ds['profile']}`, "
         f"training counts per class {ds['train_counts']} ({sum(ds['train_counts'])} images), "
-        f"fill images per class {ds['fill_counts']} ({sum(ds['fill_counts'])} images), test {ds['test_count']} images.",
+        f"fill images per class {to_add} ({sum(to_add)} images), test {ds['test_count']} images.",
         f"- **Device**: {results['device']}" + (f" × {results['processes']} processes ({results.get('parallel')})"
                                                  if results.get("processes", 1) > 1 else "") +
         f"; classifier seeds {list(config['seeds'])}; "

@@ -38,10 +38,10 @@ class Embedder:
     """One feature extractor and what it has embedded: every distinct image goes through the network once."""
 
     def __init__(self, extractor: FeatureExtractor, cache: FeatureCache | None = None,
-                 stats_device: torch.device | str | None = None):
+                 stats_device: torch.device | None = None):
         self.extractor, self.cache = extractor, cache
-        default = getattr(extractor, "device", None)  # statistics where the features were made (CUDA: float64 there)
-        self.stats_device = torch.device(stats_device or default or "cpu")
+        # the statistics where the features were made (CUDA: float64 there), given or the extractor's device
+        self.stats_device = stats_device or torch.device(getattr(extractor, "device", None) or "cpu")
         self._rows: dict[bytes, torch.Tensor] = {}  # image digest → its feature row (D,), float32, CPU
         self._stats: dict[str, tuple[GaussianStats, bool]] = {}  # set sha256 → (μ, Σ, n), from the disk cache?
 

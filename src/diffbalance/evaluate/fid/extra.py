@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from diffbalance.evaluate.fid.frechet import frechet_distance, gaussian_stats
+from diffbalance.infra.device import DeviceLike, resolve_device
 from diffbalance.infra.seeding import generator
 
 CHUNK_BYTES = 256 << 20  # one block of a distance or kernel matrix (P/R, KID) stays under this
@@ -51,11 +52,11 @@ def _share_inside(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Ten
 
 
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, max_count: int = 10_000,
-                     seed: int = 0, batch_rows: int | None = None, device: torch.device | str | None = None) -> dict:
+                     seed: int = 0, batch_rows: int | None = None, device: DeviceLike = "cpu") -> dict:
     """Improved precision and recall of `fake` against `real` features (N, D); subsets of `max_count`, seeded.
     Distances in float64 on `device` (the CPU by default), `batch_rows` query rows at a time (None: as many as
     keep one block of distances under CHUNK_BYTES)."""
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = resolve_device(device)  # "auto" too
     real = seeded_subset(real, max_count, seed).to(device, torch.float64)
     fake = seeded_subset(fake, max_count, seed + 1).to(device, torch.float64)
     if len(real) <= k or len(fake) <= k:
@@ -84,7 +85,7 @@ def _mmd2_unbiased(k_xx: torch.Tensor, k_xy: torch.Tensor, k_yy: torch.Tensor) -
 
 
 def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0,
-        device: torch.device | str | None = None) -> dict:
+        device: DeviceLike = "cpu") -> dict:
     """KID mean and std over `subsets` seeded subsets (size capped at the smaller set).
 
     The subsets are torch-fidelity's (`kid_features_to_metric`: np.random.RandomState(seed).choice, real then
@@ -94,7 +95,7 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size:
     if size < 2:
         return {"kid_mean": None, "kid_std": None, "subsets": subsets, "subset_size": size,
                 "note": "needs at least 2 samples per side"}
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = resolve_device(device)  # "auto" too
     x, y = real.to(device, torch.float64), fake.to(device, torch.float64)  # (N_r, D), (N_f, D)
     rng = np.random.RandomState(seed)
     picks = [(rng.choice(len(x), size, replace=False), rng.choice(len(y), size, replace=False))
@@ -112,7 +113,7 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size:
 
 
 def per_class_fid(real: torch.Tensor, real_labels: torch.Tensor, fake: torch.Tensor, fake_labels: torch.Tensor,
-                  class_names: tuple[str, ...], device: torch.device | str | None = None) -> dict[str, dict]:
+                  class_names: tuple[str, ...], device: DeviceLike = "cpu") -> dict[str, dict]:
     """FID(generated of class c, real of class c) for every class with generated images.
 
     With fewer images than feature dimensions Σ is singular and FID is biased upwards: compare only

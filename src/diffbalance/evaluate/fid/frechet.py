@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from diffbalance.infra.device import DeviceLike, resolve_device
+
 STATS_CHUNK_ROWS = 8192  # rows per covariance update on the device (bounds memory: 8192 × D float64)
 
 
@@ -30,17 +32,13 @@ class GaussianStats:
     n: int
 
 
-def _math_device(device: torch.device | str | None) -> torch.device:
-    return torch.device(device) if device is not None else torch.device("cpu")
-
-
-def gaussian_stats(features: torch.Tensor | np.ndarray, device: torch.device | str | None = None) -> GaussianStats:
+def gaussian_stats(features: torch.Tensor | np.ndarray, device: DeviceLike = "cpu") -> GaussianStats:
     """Mean and unbiased covariance (ddof = 1, as np.cov / pytorch-fid) in float64; on a CUDA `device` as
     chunked float64 matmuls, on the CPU with np.cov itself."""
     f = torch.as_tensor(features).detach()
     if f.ndim != 2 or len(f) < 2:
         raise ValueError(f"need at least 2 feature vectors (N, D), got shape {tuple(f.shape)}")
-    device = _math_device(device)
+    device = resolve_device(device)  # "auto" too
     if device.type == "cpu":
         x = f.cpu().double().numpy()  # (N, D)
         return GaussianStats(x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False)), len(x))
@@ -83,11 +81,11 @@ def trace_sqrt_product(sigma_1: torch.Tensor, sigma_2: torch.Tensor) -> float:
     return float(lam.clamp(min=0).sqrt().sum())
 
 
-def frechet_distance(a: GaussianStats, b: GaussianStats, device: torch.device | str | None = None) -> float:
+def frechet_distance(a: GaussianStats, b: GaussianStats, device: DeviceLike = "cpu") -> float:
     """Eq. 11 on two fitted Gaussians (float64, on `device`: the CPU by default)."""
     if a.mu.shape != b.mu.shape:
         raise ValueError(f"feature sizes differ: {a.mu.shape} vs {b.mu.shape}")
-    device = _math_device(device)
+    device = resolve_device(device)  # "auto" too
     t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64), device=device)  # noqa: E731
     mu_1, mu_2, sigma_1, sigma_2 = t(a.mu), t(b.mu), t(a.sigma), t(b.sigma)
     diff = mu_1 - mu_2

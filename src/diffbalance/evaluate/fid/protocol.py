@@ -21,7 +21,7 @@ import torch
 
 from diffbalance.infra.configs import Config, current_path
 from diffbalance.data.imageset import ImageSet
-from diffbalance.infra.device import DeviceLike, describe, resolve_device
+from diffbalance.infra.device import DeviceLike, describe, entry_device
 from diffbalance.infra.distributed import current
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.fid.cache import FeatureCache
@@ -77,14 +77,14 @@ class FidConfig(Config):
 
 def build_extractor(cfg: FidConfig, device: DeviceLike = "auto", domain_model=None) -> FeatureExtractor:
     """The feature network `cfg.features` names, on `device` (domain features run where the classifier is)."""
-    return extractor_kind(cfg.features).build(cfg, resolve_device(device), domain_model)
+    return extractor_kind(cfg.features).build(cfg, entry_device(device), domain_model)
 
 
 def fid_embedder(cfg: FidConfig = FidConfig(), device: DeviceLike = "auto", domain_model=None,
                  extractor: FeatureExtractor | None = None) -> Embedder:
     """The feature network `cfg` names on `device`, with the disk cache `cfg.cache` asks for: make one per run and
     pass it to every `fid` / `quality_report` call, so each image goes through the network once."""
-    device = resolve_device(device)
+    device = entry_device(device)
     extractor = extractor or build_extractor(cfg, device, domain_model)
     return Embedder(extractor, FeatureCache() if cfg.cache else None, stats_device=device)
 

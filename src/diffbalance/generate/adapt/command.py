@@ -12,7 +12,7 @@ from typing import Any
 from diffbalance.infra import distributed
 from diffbalance.infra.atomic import check_writable, output_lock, remove_stale_temps, write_json
 from diffbalance.data.imageset import ImageSet
-from diffbalance.infra.device import DeviceLike, resolve_device
+from diffbalance.infra.device import DeviceLike, entry_device
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.adapt.config import AdaptConfig
 from diffbalance.generate.adapt.setup import check_model
@@ -34,12 +34,12 @@ def adapt_dataset(
     the caller wants recorded in OUT/command.json besides the model, the config and the device (the data spec)."""
     if distributed.current().world_size > 1:
         raise DiffbalanceError("adapt runs in one process", "run it without torchrun / accelerate launch")
-    dev = resolve_device(device)
+    device = entry_device(device)
     out = check_writable(Path(out))
     check_model(model)  # unknown model, offline, no safetensors, not SD 1.x/2.x
     check_resume(out, model, config, train, resume)
     with output_lock(out):
         remove_stale_temps(out)
         write_json(out / "command.json", {**dict(command or {}), "model": model, "config": config.to_dict(),
-                                          "device": str(dev), "resume": resume, "train_counts": train.counts()})
-        return adapt_pipeline(train, model, config, out, dev, progress=progress, resume=resume)
+                                          "device": str(device), "resume": resume, "train_counts": train.counts()})
+        return adapt_pipeline(train, model, config, out, device, progress=progress, resume=resume)

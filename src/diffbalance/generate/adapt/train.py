@@ -29,7 +29,7 @@ from diffbalance.infra.atomic import ensure_writable_dir, write_json
 from diffbalance.infra.checkpoint import load_training_state, save_training_state
 from diffbalance.data.image_folder import class_folders
 from diffbalance.data.imageset import ImageSet
-from diffbalance.infra.device import DeviceLike, fast_gpu_path, resolve_device
+from diffbalance.infra.device import DeviceLike, fast_gpu_path, entry_device
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.adapt.config import AdaptConfig
 from diffbalance.generate.adapt.data import batch_indices, class_words, fingerprint, training_pixels
@@ -55,7 +55,7 @@ def adapt_pipeline(
     """Adapt `model` (a diffusers SD 1.x/2.x folder or Hub id) to the classes of `train`; returns `out_dir`, the
     adapter folder (files.py). Resumes from the newest checkpoint in `out_dir`, or returns at once when the folder
     already holds this adapter finished. The model is loaded before anything is written."""
-    device, out_dir = resolve_device(device), Path(out_dir)
+    device, out_dir = entry_device(device), Path(out_dir)
     record = check_resume(out_dir, model, config, train, resume)
     if is_finished(out_dir):
         return out_dir

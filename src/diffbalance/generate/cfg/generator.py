@@ -24,7 +24,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from diffbalance.infra.atomic import atomic_path, write_json
 from diffbalance.data.imageset import ImageSet
-from diffbalance.infra.device import DeviceLike, resolve_device
+from diffbalance.infra.device import DeviceLike, entry_device
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.cfg import legacy
 from diffbalance.generate.cfg.config import CFGTrainConfig
@@ -121,7 +121,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def load_generator(path: str | Path, device: DeviceLike = "auto") -> CFGGenerator:
     """The generator at `path` (any layout) on `device`; safetensors only."""
-    device = resolve_device(device)
+    device = entry_device(device)
     folder = resolve_checkpoint(path)
     if is_finished(folder):
         read_index(diffusers.DDPMPipeline, folder, WHAT)  # the pipeline folder holds safetensors weights

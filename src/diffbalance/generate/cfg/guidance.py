@@ -22,13 +22,13 @@ class GuidedEpsilon:
 
     unet: UNet2DModel  # ε_θ(x_t, t, c), eval mode
     null_class: int  # index of ∅
-    w: float  # Ho & Salimans' guidance weight, ≥ 0
+    guidance_w: float  # Ho & Salimans' w (eq. 8), ≥ 0; the rebalancers' guidance_w, its convention resolved
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
         # x_t: (B, C, H, W) noisy images; t: scalar timestep shared by the batch; class_labels: (B,) int64
-        if self.w == 0:  # eq. 8 reduces to ε(x, c)
+        if self.guidance_w == 0:  # eq. 8 reduces to ε(x, c)
             return self.unet(x_t, t, class_labels=class_labels).sample
         null = torch.full_like(class_labels, self.null_class)
         eps = self.unet(torch.cat([x_t, x_t]), t, class_labels=torch.cat([class_labels, null])).sample  # (2B, C, H, W)
         eps_cond, eps_uncond = eps.chunk(2)
-        return guide(eps_cond, eps_uncond, self.w)
+        return guide(eps_cond, eps_uncond, self.guidance_w)

@@ -187,11 +187,11 @@ def build_sampler(
     noise_schedule: Mapping[str, Any],
     sampler: Sampler,
     num_inference_steps: int | None,
-    w: float,
+    guidance_w: float,
     image_size: tuple[int, int] | None = None,
     bf16: bool = False,
 ) -> CFGSampler:
-    """A CFGSampler for `unet` (eval mode, on its device) with Ho's guidance weight `w`; `bf16` on CUDA only."""
+    """A CFGSampler for `unet` (eval mode, on its device) with Ho's `guidance_w` (eq. 8); `bf16` on CUDA only."""
     steps = sampling_steps(sampler, num_inference_steps, int(noise_schedule["num_train_timesteps"]))
-    return CFGSampler(GuidedEpsilon(unet, null_class(unet), float(w)), dict(noise_schedule), sampler, steps,
+    return CFGSampler(GuidedEpsilon(unet, null_class(unet), float(guidance_w)), dict(noise_schedule), sampler, steps,
                       None if image_size is None else tuple(image_size), bool(bf16))

@@ -47,7 +47,7 @@ from diffbalance.infra import distributed
 from diffbalance.infra.atomic import atomic_path, ensure_writable_dir, write_json
 from diffbalance.infra.checkpoint import STATE_META, load_training_state, save_training_state
 from diffbalance.data.imageset import ImageSet
-from diffbalance.infra.device import DeviceLike, fast_gpu_path, resolve_device
+from diffbalance.infra.device import DeviceLike, fast_gpu_path, entry_device
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.cfg import legacy
 from diffbalance.generate.cfg.config import CFGTrainConfig
@@ -80,7 +80,7 @@ def train_generator(
     weights beyond round-off, so it is a run option, outside the config, the folder's key and the resume check.
     `on_record` is called with each record of the training curve once it is read back (at each checkpoint), e.g.
     infra.tensorboard's `Scalars.recorder`."""
-    device = resolve_device(device)
+    device = entry_device(device)
     d = distributed.current()
     part = distributed.local_slice(config.batch_size, d)  # this rank's images of every global batch
     out_dir = Path(out_dir)

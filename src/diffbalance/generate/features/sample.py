@@ -40,16 +40,16 @@ class GuidedFeatureEpsilon:
     """Callable ε̃(x_t, t, class_labels) → (B, D); both halves of eq. 8 in one forward of 2B rows, w = 0 skips ∅."""
 
     model: FeatureEpsNet  # eval mode
-    w: float  # Ho & Salimans' guidance weight, ≥ 0
+    guidance_w: float  # Ho & Salimans' w (eq. 8), ≥ 0; the rebalancers' guidance_w, its convention resolved
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
         # x_t: (B, D); t: a 0-dim timestep shared by the batch; class_labels: (B,) int64
-        if self.w == 0:
+        if self.guidance_w == 0:
             return self.model(x_t, t, class_labels)
         null = torch.full_like(class_labels, self.model.null_class)
         eps = self.model(torch.cat([x_t, x_t]), t, torch.cat([class_labels, null]))  # (2B, D)
         eps_cond, eps_uncond = eps.chunk(2)
-        return guide(eps_cond, eps_uncond, self.w)
+        return guide(eps_cond, eps_uncond, self.guidance_w)
 
 
 @torch.no_grad()
