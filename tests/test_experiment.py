@@ -155,6 +155,12 @@ def test_gpu_presets_train_with_the_fast_recipe():
     for name in ("paper-cifar10", "paper-cifar10-quick"):
         recipe = load_config(name).train.to_dict()
         assert {k: recipe[k] for k in FAST_RECIPE} == FAST_RECIPE, name
+    smoke = load_config("paper-cifar10-smoke")  # the same recipe, fewer epochs (and its warmup shortened)
+    recipe = smoke.train.to_dict()
+    assert {k: recipe[k] for k in FAST_RECIPE if k not in ("epochs", "warmup_epochs")} == \
+        {k: v for k, v in FAST_RECIPE.items() if k not in ("epochs", "warmup_epochs")}
+    assert smoke.ceiling and smoke.fid.features == "inception" and {"oversample", "mixup", "cutmix", "cfg"} <= \
+        {m.rebalancer for m in smoke.methods}
 
 
 def test_duplicate_method_names_rejected():

@@ -34,7 +34,8 @@ from diffbalance.imbalance.validation import ValidationConfig
 from diffbalance.rebalance.base import SET_ONCE
 from diffbalance.rebalance.registry import build_rebalancer
 
-PRESETS = ("demo", "fashion-lt-study", "cifar10-lt-study", "paper-cifar10", "paper-cifar10-quick")
+PRESETS = ("demo", "fashion-lt-study", "cifar10-lt-study", "paper-cifar10", "paper-cifar10-quick",
+           "paper-cifar10-smoke")
 # set once for the whole experiment (top-level keys), never per method
 CEILING = "balanced-ceiling"  # the row trained on the original balanced set (`ceiling: true`)
 
