@@ -9,7 +9,7 @@ from pathlib import Path
 from diffbalance.infra import distributed
 from diffbalance.data.imageset import ImageSet
 from diffbalance.evaluate.fid.protocol import quality_report
-from diffbalance.experiment.config import ExperimentConfig, MethodConfig
+from diffbalance.experiment.config import MethodConfig
 from diffbalance.experiment.filter import filtered_fill
 from diffbalance.generate.cfg.generator import GENERATOR_FILE
 from diffbalance.experiment.sweep import Sweeper, run_sweeps
@@ -19,9 +19,10 @@ from diffbalance.experiment.stage import Stage, method_rebalancer
 from diffbalance.experiment.quality import balanced_original, reference_classifier, run_embedder
 
 
-def sweep_table(st: Stage, config: ExperimentConfig) -> dict:
-    """Every sweep of `config.sweep` (experiment.sweep), their fills under OUT/sweep/."""
-    reference = reference_classifier(st, config) if config.consistency else None
+def sweep_table(st: Stage) -> dict:
+    """Every sweep of the config's `sweep` (experiment.sweep), their fills under OUT/sweep/."""
+    config = st.config
+    reference = reference_classifier(st) if config.consistency else None
 
     def fill_for(method: MethodConfig, knobs: dict, folder: str, cap: int | None) -> ImageSet:
         reb = method_rebalancer(config, method, st.device).set_params(**knobs, guidance_convention="ho")

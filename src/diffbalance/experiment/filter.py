@@ -40,7 +40,7 @@ from diffbalance.infra.configs import Config
 from diffbalance.data.image_folder import class_folders, write_class_listing, write_png
 from diffbalance.data.imageset import ImageSet
 from diffbalance.rebalance.base import Rebalancer
-from diffbalance.rebalance.store import FILL_FORMAT, fill, identity_params, load_fill, read_manifest
+from diffbalance.rebalance.store import fill, fill_header, load_fill, read_manifest
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,8 @@ def filtered_fill(reb: Rebalancer, cfg: FilterConfig, train: ImageSet, out_dir: 
     `workdir` holds what the method trains (its generator), `judge_dir` the judges (shared by filtered methods)."""
     out_dir = Path(out_dir)
     plan = reb.plan(train)
-    images_to_add = [plan.get(c, 0) for c in range(train.num_classes)]
-    header = {"format": FILL_FORMAT, "method": reb.name, "params": identity_params(reb), "seed": reb.random_state,
-              "class_names": list(train.class_names), "images_to_add": images_to_add, "image_shape": list(train.images.shape[1:]),
-              "filter": cfg.to_dict()}
+    header = fill_header(reb, train, plan, filter=cfg.to_dict())
+    images_to_add = header["images_to_add"]
     if (out_dir / "complete.json").is_file() and _same_header(out_dir, header):
         return load_fill(out_dir, train.class_names, images_to_add)
     counts = train.counts()

@@ -42,12 +42,13 @@ def parallel_mode(config: ExperimentConfig, image_side: int) -> str:
     return "runs" if image_side <= RUNS_UP_TO_PIXELS else "ddp"
 
 
-def train_runs(st: Stage, config: ExperimentConfig, methods: list[MethodConfig], fills: dict[str, ImageSet],
-                results: dict, scalars: Scalars | None = None) -> None:
+def train_runs(st: Stage, methods: list[MethodConfig], fills: dict[str, ImageSet], results: dict,
+               scalars: Scalars | None = None) -> None:
     """Every missing (method, classifier, seed) run, in grid order. Alone or with parallel: ddp each run is
     trained by every rank (DDP under torchrun) and results.json is rewritten after each; with parallel: runs
     rank r trains every world_size-th missing run by itself, keeps each finished one in runs/<run>.json, and
     rank 0 gathers them into results.json. `scalars`: the TensorBoard log the curves also go to (None: off)."""
+    config = st.config
     rows = [*methods, *([ceiling_method(config)] if config.ceiling else [])]
     grid = [(m, clf, seed) for m in rows for clf in config.classifiers for seed in config.seeds]
     todo = [(m, clf, seed) for m, clf, seed in grid if find_run(results, m.name, clf, seed) is None]

@@ -9,16 +9,16 @@ from diffbalance.classify.train import TrainedClassifier, train_classifier
 from diffbalance.data.imageset import ImageSet
 from diffbalance.evaluate.consistency import class_consistency
 from diffbalance.evaluate.fid.embedder import Embedder
-from diffbalance.evaluate.fid.protocol import fid_embedder, quality_report
-from diffbalance.experiment.config import ExperimentConfig
+from diffbalance.evaluate.fid.protocol import extractor_kind, fid_embedder, quality_report
 from diffbalance.imbalance.subset import make_imbalanced
 from diffbalance.infra.progress import console
 from diffbalance.experiment.stage import Stage
 
 
-def reference_classifier(st: Stage, config: ExperimentConfig) -> TrainedClassifier:
+def reference_classifier(st: Stage) -> TrainedClassifier:
     """A classifier trained on *balanced real* data, used to check that generated images show their class
     (and, for domain-FID, as the feature network). Trained once per run folder (checkpointed)."""
+    config = st.config
     if st.reference is not None:
         return st.reference
     ref = st.train_full
@@ -34,8 +34,9 @@ def reference_classifier(st: Stage, config: ExperimentConfig) -> TrainedClassifi
     return st.reference
 
 
-def consistency_table(st: Stage, config: ExperimentConfig, generated: dict[str, ImageSet]) -> dict:
-    ref = reference_classifier(st, config)
+def consistency_table(st: Stage, generated: dict[str, ImageSet]) -> dict:
+    config = st.config
+    ref = reference_classifier(st)
     real = class_consistency(ref.predict, st.test)  # the reference's own accuracy per class: the ceiling
     table = {"reference": {"images": len(st.train_full) if config.reference_images_per_class is None
                            else config.reference_images_per_class * st.train_full.num_classes, "test": real}}
@@ -58,7 +59,7 @@ def run_embedder(st: Stage) -> Embedder:
     images it has embedded, shared by the sweep and Table 2."""
     if st.embedder is None:
         cfg = st.config.fid
-        domain = reference_classifier(st, st.config) if cfg.features == "domain" else None
+        domain = reference_classifier(st) if extractor_kind(cfg.features).needs_classifier else None
         st.embedder = fid_embedder(cfg, st.device, domain_model=domain)
     return st.embedder
 

@@ -62,7 +62,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
         st = prepare_stage(config, out_dir, progress)
     with distributed.held_output(st.out_dir), scalar_log(config.log_dir) as scalars:
         distributed.on_main(lambda: write_json(st.out_dir / "config.resolved.json", config.to_dict()))
-        return _run_stages(st, config, clock, scalars)
+        return _run_stages(st, clock, scalars)
 
 
 def run_study(experiments: list[tuple[str, ExperimentConfig]], out_dir: Path, progress: bool = True) -> list[dict]:
@@ -107,13 +107,14 @@ class StageClock:
         return {k: round(before.get(k, 0.0) + self.seconds.get(k, 0.0), 2) for k in keys}
 
 
-def _run_stages(st: Stage, config: ExperimentConfig, clock: StageClock, scalars: Scalars | None = None) -> dict:
+def _run_stages(st: Stage, clock: StageClock, scalars: Scalars | None = None) -> dict:
+    config = st.config
     results = distributed.on_main(lambda: _load_previous(st))
     before = results.pop("stage_seconds", {})
     methods = list(config.methods)
     if config.sweep:  # the chosen knobs replace the tuned methods' own before they run
         with clock("sweep"):
-            results["sweep"] = sweep_table(st, config)
+            results["sweep"] = sweep_table(st)
         unfiltered = {m.name for m in methods if m.filter is None}
         for sweep in results["sweep"]["sweeps"]:
             if sweep["method"] in unfiltered and sweep["chosen_point"] is not None:
@@ -129,7 +130,7 @@ def _run_stages(st: Stage, config: ExperimentConfig, clock: StageClock, scalars:
         if scalars is not None:
             scalars.write(f"generator/{name}", curve, step_key="step")
     with clock("classifiers"):
-        train_runs(st, config, methods, fills, results, scalars)
+        train_runs(st, methods, fills, results, scalars)
     generated = {m.name: fills[m.name] for m in config.methods if len(fills[m.name])}
     filtered = {m.name: kept_and_rejected(st.out_dir / "fills" / m.name, st.imbalanced.class_names)
                 for m in config.methods if m.filter is not None and m.name in generated}
@@ -138,7 +139,7 @@ def _run_stages(st: Stage, config: ExperimentConfig, clock: StageClock, scalars:
                              for name in filtered}
     if generated and config.consistency:
         with clock("consistency"):
-            results["consistency"] = consistency_table(st, config, generated)
+            results["consistency"] = consistency_table(st, generated)
     if generated and config.fid is not None:
         with clock("quality"):
             results["quality"] = quality_table(st, generated)
@@ -150,11 +151,12 @@ def _run_stages(st: Stage, config: ExperimentConfig, clock: StageClock, scalars:
                                   for clf in config.classifiers}
     with clock("report"):
         results["stage_seconds"] = clock.total(before)
-        distributed.on_main(lambda: _write_outputs(st, config, results, generated, filtered))
+        distributed.on_main(lambda: _write_outputs(st, results, generated, filtered))
     return results
 
 
-def _write_outputs(st: Stage, config: ExperimentConfig, results: dict, generated: dict, filtered: dict) -> None:
+def _write_outputs(st: Stage, results: dict, generated: dict, filtered: dict) -> None:
+    config = st.config
     write_json(st.out_dir / "results.json", results)
     write_report(st.out_dir, results, st.imbalanced, generated, config.to_dict(), train_defaults=TrainConfig().to_dict(),
                  filtered=filtered)

@@ -65,16 +65,8 @@ def fill(
     """
     out_dir = Path(out_dir)
     plan = reb.plan(train)
-    images_to_add = [plan.get(c, 0) for c in range(train.num_classes)]
-    header = {
-        "format": FILL_FORMAT,
-        "method": reb.name,
-        "params": identity_params(reb),
-        "seed": reb.random_state,
-        "class_names": list(train.class_names),
-        "images_to_add": images_to_add,
-        "image_shape": list(train.images.shape[1:]),
-    }
+    header = fill_header(reb, train, plan)
+    images_to_add = header["images_to_add"]
     folders = [inside(out_dir, f, "class").name for f in class_folders(train.class_names)]  # no link out of out_dir
 
     def start() -> dict[int, list[int]]:  # rank 0: check or write the header, list what is missing
@@ -94,6 +86,14 @@ def fill(
         distributed.agree(lambda: _write_images(reb, share, folders, out_dir, progress))
     distributed.on_main(lambda: _finish(out_dir, train.num_classes))
     return load_fill(out_dir, train.class_names, images_to_add)
+
+
+def fill_header(reb: Rebalancer, train: ImageSet, plan: dict[int, int], **extra: Any) -> dict[str, Any]:
+    """fill.json of a fill of `train` by `reb` (its plan given): what pins a resume (IDENTITY_KEYS) and the images
+    each class gets; `extra` adds sections (a filtered fill's filter)."""
+    return {"format": FILL_FORMAT, "method": reb.name, "params": identity_params(reb), "seed": reb.random_state,
+            "class_names": list(train.class_names), "images_to_add": [plan.get(c, 0) for c in range(train.num_classes)],
+            "image_shape": list(train.images.shape[1:]), **extra}
 
 
 def _finish(out_dir: Path, num_classes: int) -> None:
