@@ -121,3 +121,21 @@ def test_bad_sweep_values_are_one_line_errors(tmp_path):
         with pytest.raises(DiffbalanceError, match=match) as err:
             ExperimentConfig.from_dict({**base, "sweep": sweep})
         assert "\n" not in str(err.value)
+
+
+def test_equal_scores_tie_whatever_their_last_bits(monkeypatch, tmp_path):
+    """(0.69 + 0.65) / 2 and (0.68 + 0.66) / 2 are both 67 % of the images, but differ in the last bit as floats."""
+    from types import SimpleNamespace
+
+    from diffbalance.experiment.config import MethodConfig
+    from diffbalance.experiment.sweep import Sweeper, SweepConfig
+
+    means = {"w1-ddim-real0.5": (0.69 + 0.65) / 2, "w1-ddim-real0.25": (0.68 + 0.66) / 2}
+    assert means["w1-ddim-real0.5"] != means["w1-ddim-real0.25"]
+    sweeper = Sweeper(SimpleNamespace(validation=object(), out_dir=tmp_path, config=SimpleNamespace(
+        classifiers=("small_cnn",))), fill_for=None)
+    monkeypatch.setattr(sweeper, "measure", lambda method, knobs, label, recipe, cfg: {
+        **knobs, "validation_accuracy": means[label]})
+    cfg = SweepConfig(method="cfg", guidance_w=(1,), samplers=("ddim",), strength=(0.25,))
+    result = sweeper.run(cfg, MethodConfig(name="cfg", rebalancer="cfg", params={"init": "real"}))
+    assert result["chosen_point"] == "w1-ddim-real0.5"  # the tie keeps the best so far

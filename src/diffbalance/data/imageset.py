@@ -93,13 +93,17 @@ class ImageSet:
         )
 
     @classmethod
-    def from_arrays(cls, X, y, class_names=None, source: str = "arrays") -> tuple[ImageSet, str]:
+    def from_arrays(cls, X, y, class_names=None, source: str = "arrays",
+                    contiguous: bool = True) -> tuple[ImageSet, str]:
         """Build from numpy/torch arrays (or nested lists) N×H×W×C, N×C×H×W or N×H×W (grayscale).
 
         Returns the set and the layout ("NHWC", "NCHW" or "NHW") so results can be given back the same way.
         y is read as imbalanced-learn reads it (`class_labels`). Pixel values by dtype (`uint8_pixels`): uint8 as
         they are; other integers must lie in 0–255; bool is 0/255; floats must be finite and in [0, 1], scaled by
         255 and rounded. Anything else is a one-line error.
+
+        `contiguous=False` leaves the images a (N, C, H, W) view of X's uint8 pixels (strided for N×H×W×C input,
+        no copy), for callers that only index them; `to_layout(layout)` then gives those pixels back as they are.
         """
         y_np = class_labels(y)
         pixels = uint8_pixels(_as_numpy(X))
@@ -127,9 +131,11 @@ class ImageSet:
                 f"{len(names)} class names for {len(values)} distinct labels", "pass one name per class"
             )
         meta = {"label_values": values.tolist()}
-        return cls(x.contiguous(), torch.as_tensor(labels), names, source, meta), layout
+        return cls(x.contiguous() if contiguous else x, torch.as_tensor(labels), names, source, meta), layout
 
     def to_layout(self, layout: str) -> torch.Tensor:
+        """The images as (N, H, W, C), (N, C, H, W) or (N, H, W) for layout "NHWC", "NCHW" or "NHW": views, except
+        that N×H×W×C is made contiguous (a no-op for the view `from_arrays(contiguous=False)` made of such input)."""
         if layout == "NHW":
             return self.images[:, 0]
         if layout == "NHWC":

@@ -94,6 +94,14 @@ class SweepConfig(Config):
         return out
 
 
+SCORE_DIGITS = 9  # means of accuracies that are equal counts of images differ in the last bits (0.67 vs 0.6699…)
+
+
+def score(point: dict) -> float:
+    """What a point is chosen on: its mean validation accuracy, rounded so that equal scores tie exactly."""
+    return round(point["validation_accuracy"], SCORE_DIGITS)
+
+
 def point_label(knobs: dict[str, Any]) -> str:
     """A point's name, e.g. w2-dpmpp-sde, w2-dpmpp-sde-real0.5, w0.5-ddim-share0.25 (folder-safe)."""
     label = f"w{knobs['guidance_w']:g}-{knobs['sampler']}"
@@ -141,7 +149,7 @@ class Sweeper:
                     points[label] = self.measure(method, knobs, label, recipe, cfg)
                     tried.append(label)
             pool = ([best] if best is not None else []) + tried  # ties: the best so far, then list order
-            best = max(pool, key=lambda lab: points[lab]["validation_accuracy"])
+            best = max(pool, key=lambda lab: score(points[lab]))
             current = {k: points[best][k] for k in KNOBS}
             stages.append({"stage": name, "points": tried, "best": best})
         swept = {k for _, cands in cfg.stages() for c in cands for k in c}

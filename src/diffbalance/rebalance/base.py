@@ -46,6 +46,7 @@ class Rebalancer(BaseEstimator, ABC):
 
     name: ClassVar[str]
     generative: ClassVar[bool] = False  # True for methods that synthesise images with a learned model
+    copies_only: ClassVar[bool] = False  # True for methods whose every image is a copy of a real one (`copy_sources`)
     _estimator_type: ClassVar[str] = "sampler"  # imbalanced-learn's mark of a sampler (its Pipeline, its checks)
 
     sampling_strategy: str | float | dict = "auto"  # images per class after filling (imbalance.targets)
@@ -110,6 +111,11 @@ class Rebalancer(BaseEstimator, ABC):
         """The images of `seeds` as a fill makes them: `generate` (generative methods mix in copies here)."""
         return self.generate(class_index, seeds)
 
+    def copy_sources(self, class_index: int, seeds: Sequence[int]) -> torch.Tensor:
+        """Only for `copies_only` methods: (len(seeds),) training-set indices of the real images that the images of
+        `seeds` are exact copies of (what `generate` returns, as indices), so `fit_resample` gathers them from X."""
+        raise NotImplementedError(f"{self.name} makes new images, not only copies of real ones")
+
     # --- imbalanced-learn's contract ---------------------------------------------------------------
     def plan(self, data: ImageSet) -> dict[int, int]:
         """`sampling_strategy_`: images to add per class index (only classes that get some). Pure: no fitting. The
@@ -132,6 +138,11 @@ class Rebalancer(BaseEstimator, ABC):
         self.prepare(data, self.device_, Path(workdir) if workdir is not None else cache_dir("work", self.name))
         return self
 
+    def image_seeds(self, class_index: int, indices: Sequence[int]) -> list[int]:
+        """The seed of image i of class c, for each i in `indices`: derive_seed(random_state, c, i), whatever the
+        batch it is made in."""
+        return [derive_seed(self.random_state, class_index, i) for i in indices]
+
     def iter_batches(self, todo: Mapping[int, Sequence[int]]) -> Iterator[Batch]:
         """Make image i of class c for every (c, [i, ...]) in `todo`, `batch_size` images per call, one class per
         batch; image i of class c always comes from seed derive_seed(random_state, c, i). Needs `fit` first."""
@@ -139,7 +150,7 @@ class Rebalancer(BaseEstimator, ABC):
             indices = list(indices)
             for k in range(0, len(indices), self.batch_size):
                 chunk = indices[k : k + self.batch_size]
-                seeds = [derive_seed(self.random_state, c, i) for i in chunk]
+                seeds = self.image_seeds(c, chunk)
                 images, records = self.make_images(c, seeds)
                 if images.dtype != torch.uint8 or len(images) != len(chunk) or len(records) != len(chunk):
                     raise RuntimeError(f"{self.name}.generate returned {images.dtype} {tuple(images.shape)} "
@@ -152,22 +163,31 @@ class Rebalancer(BaseEstimator, ABC):
         followed by the new images in the inputs' layout, dtype and label values (numpy in → numpy out, torch in →
         torch out, a list → a list, as imbalanced-learn returns them). Float inputs are taken as [0, 1]; new images
         are returned in that range. y is checked as imbalanced-learn checks it (`ImageSet.from_arrays`): class labels
-        of at least 2 classes; a column vector (N, 1) comes back as (N,)."""
-        data, layout = ImageSet.from_arrays(X, y)
+        of at least 2 classes; a column vector (N, 1) comes back as (N,).
+
+        A `copies_only` method (oversample) makes no image tensors: its copies are gathered from X's own pixels, in
+        X's layout, in one step, straight into the output (the same images as its `generate`)."""
+        data, layout = ImageSet.from_arrays(X, y, contiguous=not self.copies_only)  # copies only index the pixels
         if len(data) == 0:
             raise DiffbalanceError("X holds no images", "pass at least one image of each of 2 or more classes")
         if data.num_classes < 2:
             raise DiffbalanceError(f"y holds one class ({data.class_names[0]!r}): a sampler needs at least 2 classes "
                                    "to balance", "pass the images of every class")
         self.fit(data, workdir)
-        batches = list(self.iter_batches({c: range(n) for c, n in self.sampling_strategy_.items()}))
-        if not batches:
+        todo = {c: range(n) for c, n in self.sampling_strategy_.items()}
+        if not todo:
             return X, _flat(y)
-        images = torch.cat([b[2] for b in batches])
-        labels = torch.tensor([c for c, idx, _, _ in batches for _ in idx])
-        new = ImageSet(images, labels, data.class_names).to_layout(layout)  # uint8 in the input's layout
+        if self.copies_only:
+            rows = torch.cat([self.copy_sources(c, self.image_seeds(c, indices)) for c, indices in todo.items()])
+            new = data.to_layout(layout)  # X's uint8 pixels in X's layout (a view: no copy)
+            labels = torch.repeat_interleave(torch.tensor(list(todo)), torch.tensor([len(i) for i in todo.values()]))
+        else:
+            batches = list(self.iter_batches(todo))
+            images = torch.cat([b[2] for b in batches])
+            labels = torch.tensor([c for c, idx, _, _ in batches for _ in idx])
+            new, rows = ImageSet(images, labels, data.class_names).to_layout(layout), None  # uint8, X's layout
         values = np.asarray(data.meta["label_values"])[labels.numpy()]
-        return _append(X, _flat(y), new, values)
+        return _append(X, _flat(y), new, rows, values)
 
     # --- records ------------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -221,17 +241,26 @@ class GenerativeRebalancer(Rebalancer, ABC):
         return iter(zip(images, records))
 
 
-def _append(X, y, new: torch.Tensor, values: np.ndarray):
-    """(X, y) followed by the new uint8 images `new` (in X's layout) and their label values, in the inputs' own kind
-    (torch, numpy, a list), dtype and device; float X is taken as [0, 1]."""
+def _append(X, y, new: torch.Tensor, rows: torch.Tensor | None, values: np.ndarray):
+    """(X, y) followed by the new images — the uint8 images `new` (in X's layout), or its `rows` when given — and
+    their label values, in the inputs' own kind (torch, numpy, a list), dtype and device; float X is taken as
+    [0, 1]. A numpy result is allocated once and the new images written into it (no concatenated temporaries)."""
     if isinstance(X, torch.Tensor):
+        new = new if rows is None else new[rows]
         new = new.float().div(255).to(X.dtype) if X.dtype.is_floating_point else new.to(X.dtype)
         y_in = torch.as_tensor(y)
         return torch.cat([X, new.to(X.device)]), torch.cat([y_in, torch.as_tensor(values).to(y_in)])
     x_in, y_in = np.asarray(X), np.asarray(y)
-    new_np = new.numpy()
-    new_np = (new_np / 255).astype(x_in.dtype) if np.issubdtype(x_in.dtype, np.floating) else new_np.astype(x_in.dtype)
-    X_res, y_res = np.concatenate([x_in, new_np]), np.concatenate([y_in, values.astype(y_in.dtype)])
+    X_res = np.empty((len(x_in) + len(values), *x_in.shape[1:]), x_in.dtype)  # (N + M, ...), X's layout and dtype
+    X_res[: len(x_in)] = x_in
+    tail = X_res[len(x_in) :]
+    if rows is not None and tail.dtype == np.uint8:
+        torch.index_select(new, 0, rows, out=torch.from_numpy(tail))  # the gather writes straight into the result
+    elif np.issubdtype(x_in.dtype, np.floating):
+        tail[...] = (new if rows is None else new[rows]).numpy() / 255
+    else:
+        tail[...] = (new if rows is None else new[rows]).numpy()
+    y_res = np.concatenate([y_in, values.astype(y_in.dtype)])
     return (X_res.tolist() if isinstance(X, list) else X_res), (y_res.tolist() if isinstance(y, list) else y_res)
 
 

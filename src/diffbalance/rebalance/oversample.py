@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from diffbalance.rebalance.base import Rebalancer, register
-from diffbalance.rebalance.sources import copies
+from diffbalance.rebalance.sources import copies, copy_sources
 
 
 @register
@@ -29,6 +29,10 @@ class RandomOversample(Rebalancer):
     """Fill a class with exact copies of its own images, each drawn uniformly with its own seed (rebalance.sources)."""
 
     name = "oversample"
+    copies_only = True
 
     def generate(self, class_index: int, seeds: Sequence[int]):
         return copies(self.train_.images, self.train_.labels, class_index, seeds)
+
+    def copy_sources(self, class_index: int, seeds: Sequence[int]):
+        return copy_sources(self.train_.labels, class_index, seeds)

@@ -46,6 +46,13 @@ ResizeMode = Literal["bilinear-torch", "bilinear-tf1x"]  # 32→299: pytorch-fid
 RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
 INCEPTION_SIZE = 299
 MAX_LOADED_NETWORKS = 4  # (weights file, device) pairs kept loaded in one process
+# Images per forward pass when no batch size is given ("auto"): DEFAULT_BATCH, except Inception on the CPU. There
+# the work per image is the same at any batch, but memory and kernel time grow with it: Inception's largest
+# activation is 5.5 MB per image (64×147×147 fp32), so at 256 images every large layer output is a fresh 1.4 GB
+# allocation that glibc maps and unmaps (page faults: ~45 % of the CPU time in the kernel, 5.6 GB peak). At 8
+# images it is 44 MB (results/cpu/peer-benchmarks-draft.txt: 8 was as fast as any batch, at a sixth of the memory).
+DEFAULT_BATCH = 256
+INCEPTION_CPU_BATCH = 8
 
 
 @runtime_checkable
@@ -65,6 +72,14 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def extraction_batch(batch_size: int | None, device: torch.device | str, cpu_batch: int = DEFAULT_BATCH) -> int:
+    """Images per forward pass: `batch_size`, or when it is None ("auto") `cpu_batch` on the CPU and DEFAULT_BATCH
+    elsewhere. Features do not depend on it (each image's features are computed independently of the others)."""
+    if batch_size is not None:
+        return int(batch_size)
+    return cpu_batch if torch.device(device).type == "cpu" else DEFAULT_BATCH
 
 
 def _batched(images: torch.Tensor, batch_size: int, fn) -> torch.Tensor:
@@ -213,7 +228,7 @@ class InceptionPool3:
     feature_dtype = "float32"
 
     def __init__(self, net: nn.Module, checksum: str, weights_path: str, device: torch.device,
-                 batch_size: int = 256, resize: str = "bilinear-torch"):
+                 batch_size: int | None = None, resize: str = "bilinear-torch"):
         if resize not in RESIZE_MODES:
             raise DiffbalanceError(f"unknown resize mode {resize!r}", f"use one of {', '.join(RESIZE_MODES)}")
         device = torch.device(device)
@@ -221,17 +236,18 @@ class InceptionPool3:
         self.net = net.to(device, memory_format=torch.channels_last if self.fast else torch.preserve_format)
         self.net = self.net.eval().float()
         self.checksum, self.weights_path, self.device = checksum, weights_path, device
-        self.batch_size, self.resize = batch_size, resize
+        self.batch_size = extraction_batch(batch_size, device, INCEPTION_CPU_BATCH)  # None: 8 on the CPU, else 256
+        self.resize = resize
         self.name = "inception-v3-2015-12-05-pool3"
         self.conv_math = "tf32" if self.fast else "fp32"  # recorded with every score
 
     @torch.inference_mode()
     def _batch(self, x: torch.Tensor) -> torch.Tensor:
         x = to_rgb(x.to(self.device, non_blocking=True)).float()  # (B, 3, H, W) in [0, 255]
-        x = resize_299(x, self.resize)  # (B, 3, 299, 299)
+        x = resize_299(x, self.resize)  # (B, 3, 299, 299), the batch's only full-size buffer
         if self.fast:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x / 127.5 - 1.0)  # (B, 2048)
+        return self.net(x.div_(127.5).sub_(1.0))  # (B, 2048); scaled in place: the same numbers as x / 127.5 - 1
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         with conv_settings(self.device):
@@ -267,10 +283,11 @@ def _load_network(path: Path, device: torch.device, explicit: bool) -> tuple[nn.
     return net, checksum
 
 
-def load_inception(weights: str | Path | None = None, device: torch.device | str = "cpu", batch_size: int = 256,
-                   resize: str = "bilinear-torch", allow_download: bool = True) -> InceptionPool3:
+def load_inception(weights: str | Path | None = None, device: torch.device | str = "cpu",
+                   batch_size: int | None = None, resize: str = "bilinear-torch",
+                   allow_download: bool = True) -> InceptionPool3:
     """Find and load the Inception weights (see `resolve_inception_weights`), else download them; a network
-    already loaded in this process for the same file and device is reused."""
+    already loaded in this process for the same file and device is reused. `batch_size` None: `extraction_batch`."""
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" share one loaded network
         device = torch.device("cuda", torch.cuda.current_device())
@@ -298,7 +315,8 @@ class RandomConvFeatures:
     feature_dtype = "float32"
     resize = "none"
 
-    def __init__(self, dim: int = 32, seed: int = 0, device: torch.device | str = "cpu", batch_size: int = 256):
+    def __init__(self, dim: int = 32, seed: int = 0, device: torch.device | str = "cpu",
+                 batch_size: int | None = None):
         g = generator(seed)
         with forked_rng(seed):  # the layers' default init draws from the global RNG; the caller's stream is kept
             self.net = nn.Sequential(
@@ -309,7 +327,7 @@ class RandomConvFeatures:
         with torch.no_grad():
             for p in self.net.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * (1.0 / max(1, p[0].numel()) ** 0.5))
-        self.device, self.batch_size, self.dim = torch.device(device), batch_size, dim
+        self.device, self.batch_size, self.dim = torch.device(device), extraction_batch(batch_size, device), dim
         self.net.to(self.device).eval()
         self.checksum = _params_sha256(self.net)
         self.name = f"random-conv-{dim}d-seed{seed}"
@@ -336,11 +354,12 @@ class DomainFeatures:
     feature_dtype = "float32"
     resize = "classifier-native"
 
-    def __init__(self, model, batch_size: int = 256, checksum: str | None = None):
+    def __init__(self, model, batch_size: int | None = None, checksum: str | None = None):
         if not callable(getattr(model, "features", None)):
             raise DiffbalanceError("domain features need a classifier with a .features(images) method",
                                    "pass a trained classifier (diffbalance.classify)")
-        self.model, self.batch_size = model, batch_size
+        self.model = model
+        self.batch_size = extraction_batch(batch_size, "cpu")  # None: DEFAULT_BATCH
         self.checksum = checksum or getattr(model, "checksum", None) or _model_sha256(model)
         self.name = f"domain-FID (not Inception FID): {type(model).__name__}"
         self.dim = -1  # known after the first call

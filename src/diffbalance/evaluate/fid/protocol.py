@@ -31,7 +31,7 @@ from diffbalance.evaluate.fid.extractors import EXTRACTORS, ExtractorKind
 from diffbalance.evaluate.fid.features import FeatureExtractor, ResizeMode  # features registers the built-in kinds
 from diffbalance.evaluate.fid.frechet import frechet_distance, gaussian_stats
 
-POSITIVE = ("batch_size", "max_images_pr", "pr_k", "kid_subsets", "kid_subset_size")
+POSITIVE = ("max_images_pr", "pr_k", "kid_subsets", "kid_subset_size")  # batch_size: positive or None
 
 
 def available_extractors() -> list[str]:
@@ -60,7 +60,7 @@ class FidConfig(Config):
     features: str = "inception"  # a registered kind: "inception" (the paper's), "domain", "random" (tests), …
     weights_path: str | None = None  # Inception weights (TorchScript or .pth); None → env, ../shared, download
     resize: ResizeMode = "bilinear-torch"  # 32→299: "bilinear-torch" (F.interpolate, pytorch-fid) or "bilinear-tf1x"
-    batch_size: int = 256  # images per forward pass
+    batch_size: int | None = None  # images per forward pass; None = auto: 256, Inception on the CPU 8 (lean, as fast)
     max_images_pr: int = 10_000  # precision/recall: seeded subset of at most this many images per side
     pr_k: int = 3  # precision/recall: k-th nearest neighbour radius
     kid_subsets: int = 100  # KID: number of seeded subsets
@@ -71,6 +71,8 @@ class FidConfig(Config):
 
     def validate(self) -> None:
         extractor_kind(self.features, current_path("features"))
+        self.require(self.batch_size is None or self.batch_size >= 1, "batch_size",
+                     "a positive integer, or null for auto (256; Inception on the CPU: 8)")
         for name in POSITIVE:
             self.require(getattr(self, name) >= 1, name, "a positive integer")
 
@@ -99,6 +101,7 @@ def _provenance(emb: Embedder) -> dict:
         "resize": extractor.resize,
         "weights_sha256": extractor.checksum,
         "feature_dtype": getattr(extractor, "feature_dtype", "float32"),
+        **({"batch_size": extractor.batch_size} if hasattr(extractor, "batch_size") else {}),  # auto resolved
         **({"conv_math": extractor.conv_math} if hasattr(extractor, "conv_math") else {}),
         "statistics_dtype": "float64",
         "device": describe(device),
