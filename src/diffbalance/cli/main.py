@@ -39,14 +39,20 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
 
 
-def fail(message: str, code: int = 2, quiet: bool = False) -> None:
-    """The one line (unless `quiet`: rank 0 says it for the job), and the exit. Under torchrun the line also goes
+_FAILING = False
+
+
+def fail(message: str, code: int = 2, quiet: bool = False, wait: bool = True) -> None:
+    """The one line (unless `quiet`: rank 0 says it for the job; a quiet rank `wait`s so that rank 0 is first to
+    leave), and the exit. Under torchrun the line also goes
     to the launcher's error file, so torchrun's failure summary names the problem, not a missing traceback."""
+    global _FAILING
+    _FAILING = True  # this rank's own line is settled: a launcher's SIGTERM now only ends it
     line = f"error: {' '.join(message.split())}"
     if not quiet:
         typer.echo(line, err=True)
     _tell_launcher(line)
-    if quiet:  # torchrun stops the others once one rank exits: leave rank 0 the moment it needs to say it
+    if quiet and wait:  # torchrun stops the others once one rank exits: leave rank 0 the moment it needs to say it
         time.sleep(QUIET_RANK_WAIT_S)
     raise SystemExit(code)
 
@@ -96,14 +102,12 @@ def _run_app(args: list[str], debug: bool) -> None:
     except distributed.PeerFailed as err:  # another rank's line: rank 0 says it once for the job
         if debug:
             traceback.print_exc()
-        if distributed.current().is_main:
-            fail(str(err))
-        raise SystemExit(2) from None
+        fail(str(err), quiet=not distributed.current().is_main, wait=False)
     except DiffbalanceError as err:
         if debug:
             traceback.print_exc()
         if getattr(err, "said_by_rank0", False):  # rank 0 prints this rank's line for the job
-            raise SystemExit(2) from None
+            fail(_on_rank(str(err)), quiet=True, wait=False)
         fail(_on_rank(str(err)), quiet=_said_by_rank0_before_joining(err))
     except SystemExit:
         raise
@@ -135,6 +139,8 @@ def _on_rank(message: str) -> str:
 
 
 def _stopped_by_launcher(signum, frame) -> None:
+    if _FAILING:  # this rank is already failing with its own (or rank 0's) line: no second one
+        os._exit(143)
     typer.echo("error: " + _on_rank("stopped by the launcher (another process of this job failed, or the job was "
                                     "cancelled) — fix: see the first error line of the job; run the same command "
                                     "again to resume"), err=True)
