@@ -49,3 +49,37 @@ def test_help_still_works(capfd):
     except SystemExit as done:  # click may end --help with exit 0
         assert done.code in (0, None)
     assert "--out" in capfd.readouterr().out
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capfd):
+    """Ctrl-C anywhere in a command: the 'interrupted' line and the shell's status 130, never a silent 0 (newer Typer
+    turns the KeyboardInterrupt into a returned exit code)."""
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("diffbalance.experiment.config.preset_text", interrupted)
+    with pytest.raises(SystemExit) as done:
+        main(["presets", "demo"])
+    err = capfd.readouterr().err.strip()
+    assert done.value.code == 130 and err.startswith("interrupted: outputs written so far are complete")
+
+
+def test_a_real_sigint_stops_a_run_with_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_experiment import tiny_config
+
+    config = tiny_config(tmp_path, train={"epochs": 500, "batch_size": 8, "lr": 0.05})  # long enough to interrupt
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "diffbalance", "run", str(config), "--device", "cpu", "--quiet",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)  # until the first classifier is training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: ")

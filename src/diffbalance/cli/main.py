@@ -32,6 +32,7 @@ from diffbalance.infra.paths import cache_dir
 from diffbalance.infra.threads import configure_threads
 
 DEBUG_FLAG = "--debug"
+INTERRUPTED = 130  # the shell's exit status for Ctrl-C
 QUIET_RANK_WAIT_S = 2.0  # a rank that leaves the line to rank 0 waits this long before it exits
 try:  # Typer ≥ 0.20 carries its own copy of click; older ones use click itself
     from typer._click import exceptions as click_errors
@@ -88,7 +89,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _run_app(args: list[str], debug: bool) -> None:
     try:
-        app(args=args, prog_name="diffbalance", standalone_mode=False)
+        code = app(args=args, prog_name="diffbalance", standalone_mode=False)
+        if code == INTERRUPTED:  # newer Typer turns Ctrl-C into an exit code it returns, not an exception
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            raise SystemExit(code)
     except click_errors.NoArgsIsHelpError:  # the help is already printed
         raise SystemExit(2) from None
     except click_errors.UsageError as err:
@@ -98,7 +103,7 @@ def _run_app(args: list[str], debug: bool) -> None:
         raise SystemExit(done.exit_code) from None
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted: outputs written so far are complete; run the same command again to resume", err=True)
-        raise SystemExit(130) from None
+        raise SystemExit(INTERRUPTED) from None
     except distributed.PeerFailed as err:  # another rank's line: rank 0 says it once for the job
         if debug:
             traceback.print_exc()
