@@ -8,11 +8,12 @@ from typing import Annotated, Optional
 import typer
 
 from diffbalance.cli.app import app, say
+from diffbalance.presets import PRESETS
 
 
 @app.command("run")
 def run(
-    config: Annotated[Optional[str], typer.Argument(help="YAML config or preset name (demo, fashion-lt-study, paper-cifar10); default: demo")] = None,
+    config: Annotated[Optional[str], typer.Argument(help=f"YAML config or preset name ({', '.join(PRESETS)}); default: demo")] = None,
     out: Annotated[Path, typer.Option(help="run folder (resumes what is already there)")] = Path("runs/demo"),
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (overrides the config)")] = None,
     data_root: Annotated[Optional[str], typer.Option(help="dataset folder (overrides data.root)")] = None,
@@ -52,7 +53,7 @@ def run(
 @app.command("presets")
 def presets(name: Annotated[Optional[str], typer.Argument(help="preset to print")] = None) -> None:
     """List the shipped presets, or print one (a starting point for your own config)."""
-    from diffbalance.experiment.config import PRESETS, preset_text
+    from diffbalance.experiment.config import preset_text
 
     if name is None:
         say("\n".join(PRESETS))

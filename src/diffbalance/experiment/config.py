@@ -31,11 +31,10 @@ from diffbalance.experiment.sweep import SweepConfig
 from diffbalance.imbalance.subset import ImbalanceConfig
 from diffbalance.imbalance.targets import STRATEGIES
 from diffbalance.imbalance.validation import ValidationConfig
+from diffbalance.presets import PRESETS
 from diffbalance.rebalance.base import SET_ONCE
 from diffbalance.rebalance.registry import build_rebalancer
 
-PRESETS = ("demo", "fashion-lt-study", "cifar10-lt-study", "paper-cifar10", "paper-cifar10-quick",
-           "paper-cifar10-smoke")
 # set once for the whole experiment (top-level keys), never per method
 CEILING = "balanced-ceiling"  # the row trained on the original balanced set (`ceiling: true`)
 
