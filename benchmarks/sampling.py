@@ -3,6 +3,7 @@
     python benchmarks/sampling.py [--generator DIR] [--images-per-class 8] [--guidance-w 7.5] [--device auto]
     python benchmarks/sampling.py --speed [--device cuda] [--model-size small] [--batch 512] [--steps 20]
                                   [--sampler dpmpp] [--generator DIR]
+    python benchmarks/sampling.py --peer [--device cpu] [--batch 64] [--images 128] [--steps 20] [--generator DIR]
 
 Without --generator a tiny generator is trained on imbalanced Fashion-MNIST (linear profile, 60..600 per class)
 into --workdir first. The reference classifier (small_cnn) is trained on the balanced real training set.
@@ -17,23 +18,32 @@ different seeds for scale. Without --generator the UNet of --model-size has rand
 speed does not depend on the weights, but the bf16 difference then measures round-off on an untrained network —
 pass a trained generator to judge quality. On the CPU the defaults are the tiny model and a few images (~1–2 min
 on 2 cores); on CUDA `small`, batches of 512. A sampling batch never waits for the GPU before its final copy.
+
+--peer: diffbalance's guided DPM-Solver++(2M) sampler (`build_sampler`) against the loop a diffusers user writes
+(`plain_diffusers`: DPMSolverMultistepScheduler with x̂_0 thresholded at ±1, per-image generators through
+`randn_tensor`, the conditional and null halves in one forward, eq. 8), on the same UNet, labels and seeds, each
+in its own fresh process (peak RSS read inside it; both import this file, so the same modules): images/s, peak
+memory and the largest pixel difference between the two (0: the same images). Defaults: batches of 64 (CPU; 512
+on CUDA), two batches timed after a 2-step warm-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
 from pathlib import Path
+from typing import get_args
 
 import torch
 
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import describe, resolve_device
 from diffbalance.evaluate.consistency import class_consistency
-from diffbalance.generate.cfg.config import CFGTrainConfig
+from diffbalance.generate.cfg.config import CFGTrainConfig, Sampler
 from diffbalance.generate.cfg.generator import load_generator
-from diffbalance.generate.cfg.sampling import SAMPLERS, build_sampler
+from diffbalance.generate.cfg.sampling import build_sampler
 from diffbalance.generate.cfg.train import train_generator
 from diffbalance.generate.cfg.unet import build_unet
 from diffbalance.infra.seeding import derive_seed, forked_rng
@@ -44,6 +54,7 @@ SETTINGS = (("ddpm", None), ("ddim", 50), ("dpmpp", 20), ("dpmpp-sde", 20))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--speed", action="store_true", help="time the sampler (no data, no classifier)")
+    ap.add_argument("--peer", action="store_true", help="the guided sampler vs a plain diffusers loop, same UNet")
     ap.add_argument("--generator", type=Path, help="a trained generator folder (default: train a tiny one)")
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench-sampling"))
     ap.add_argument("--images-per-class", type=int, default=8)
@@ -52,15 +63,18 @@ def main() -> None:
     ap.add_argument("--classifier-epochs", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", type=Path, help="also write the table as JSON here")
-    speed_options = ap.add_argument_group("--speed")
+    speed_options = ap.add_argument_group("--speed and --peer")
     speed_options.add_argument("--model-size", choices=("tiny", "small", "paper"), help="default: small (CUDA), tiny")
-    speed_options.add_argument("--batch", type=int, help="images per sampling batch (default: 512 on CUDA, 2)")
+    speed_options.add_argument("--batch", type=int, help="images per sampling batch (default: 512 on CUDA, 2; "
+                               "--peer: 64 on the CPU)")
     speed_options.add_argument("--steps", type=int, default=20, help="denoising steps of --sampler")
-    speed_options.add_argument("--sampler", choices=[s for s in SAMPLERS if s != "ddpm"], default="dpmpp")
+    speed_options.add_argument("--sampler", choices=[s for s in get_args(Sampler) if s != "ddpm"], default="dpmpp")
     speed_options.add_argument("--images", type=int, help="images timed per setting (default: 4 batches)")
     speed_options.add_argument("--reference-images", type=int, help="images of the DDPM-1000 reference "
                                "(default: one batch)")
     args = ap.parse_args()
+    if args.peer:
+        return peer(args)
     if args.speed:
         return speed(args)
     device = resolve_device(args.device)
@@ -145,6 +159,88 @@ def speed(args: argparse.Namespace) -> None:
         print(f"bf16: CUDA only (the CPU samples in fp32); two different seeds differ by {other_seeds:.1f} grey levels")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
+
+
+def plain_diffusers(unet, noise_schedule: dict, class_labels: list[int], seeds: list[int], steps: int,
+                    w: float) -> torch.Tensor:
+    """The guided DPM-Solver++(2M) loop as a diffusers user writes it: uint8 images (B, C, H, W) on the CPU."""
+    from diffusers import DPMSolverMultistepScheduler
+    from diffusers.utils.torch_utils import randn_tensor
+
+    device = unet.device
+    scheduler = DPMSolverMultistepScheduler.from_config({**noise_schedule, "algorithm_type": "dpmsolver++",
+                                                         "solver_order": 2, "thresholding": True,
+                                                         "sample_max_value": 1.0})
+    scheduler.set_timesteps(steps)
+    gens = [torch.Generator(device).manual_seed(s) for s in seeds]  # image k from seeds[k] alone
+    size = unet.config.sample_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    x = randn_tensor((len(seeds), unet.config.in_channels, *size), generator=gens, device=device)
+    x = x * scheduler.init_noise_sigma
+    labels = torch.tensor(class_labels, device=device)
+    both = torch.cat([labels, torch.full_like(labels, unet.config.num_class_embeds - 1)])  # then the null class ∅
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x_in = scheduler.scale_model_input(x, t)
+            eps_c, eps_u = unet(torch.cat([x_in, x_in]), t, class_labels=both).sample.chunk(2)
+            x = scheduler.step((1 + w) * eps_c - w * eps_u, t, x).prev_sample  # eq. 8, Ho's w
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident set (GiB): VmHWM (Linux; getrusage's ru_maxrss would carry over the parent's
+    peak into a spawned job), else 0."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def peer_job(kind: str, args: argparse.Namespace) -> dict:
+    """One sampler in this (fresh) process: warm-up, then `args.images` images timed in batches of `args.batch`."""
+    device = resolve_device(args.device)
+    unet, schedule, num_classes, what = _speed_model(args, device)
+    labels = [k % num_classes for k in range(args.images)]
+    seeds = [derive_seed(0, k) for k in range(args.images)]
+    if kind == "diffbalance":
+        run, warm_up = (build_sampler(unet, schedule, "dpmpp", steps, args.guidance_w) for steps in (args.steps, 2))
+    else:
+        def run(lab, sd):
+            return plain_diffusers(unet, schedule, lab, sd, args.steps, args.guidance_w)
+
+        def warm_up(lab, sd):
+            return plain_diffusers(unet, schedule, lab, sd, 2, args.guidance_w)
+    warm_up(labels[: args.batch], seeds[: args.batch])  # kernels loaded, memory pooled
+    tic = time.perf_counter()
+    images = torch.cat([run(labels[k : k + args.batch], seeds[k : k + args.batch])
+                        for k in range(0, args.images, args.batch)])
+    seconds = time.perf_counter() - tic
+    return {"images": images, "seconds": seconds, "images_per_s": args.images / seconds,
+            "peak_rss_gb": peak_rss_gb(), "what": what, "device": describe(device)}
+
+
+def peer(args: argparse.Namespace) -> None:
+    cuda = resolve_device(args.device).type == "cuda"
+    args.batch = args.batch or (512 if cuda else 64)
+    args.images = args.images or 2 * args.batch
+    results = {}
+    for kind in ("diffbalance", "diffusers"):  # each in a new interpreter: its own peak memory, no shared state
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            results[kind] = pool.apply(peer_job, (kind, args))
+    ours, theirs = results["diffbalance"], results["diffusers"]
+    diff = int((ours["images"].int() - theirs["images"].int()).abs().max())
+    print(f"\n{ours['what']}, w = {args.guidance_w} (ho), DPM-Solver++(2M) {args.steps} steps, batch {args.batch}, "
+          f"{args.images} images, device {ours['device']}; each sampler in a fresh process after a 2-step warm-up")
+    print(f"{'sampler':<34} {'seconds':>8} {'images/s':>9} {'peak GB':>8}")
+    for name, r in (("diffbalance build_sampler", ours), ("plain diffusers loop", theirs)):
+        print(f"{name:<34} {r['seconds']:>8.2f} {r['images_per_s']:>9.3g} {r['peak_rss_gb']:>8.2f}")
+    print(f"diffbalance / diffusers: {ours['images_per_s'] / theirs['images_per_s']:.2f}x the images/s, "
+          f"{ours['peak_rss_gb'] / max(theirs['peak_rss_gb'], 1e-9):.2f}x the peak memory; max |pixel difference| "
+          f"{diff} grey levels{' (the same images)' if diff == 0 else ''}")
+    if args.json:
+        args.json.write_text(json.dumps({kind: {k: v for k, v in r.items() if k != "images"}
+                                         for kind, r in results.items()} | {"max_abs_pixel_diff": diff}, indent=2))
 
 
 def _speed_model(args: argparse.Namespace, device: torch.device):

@@ -17,7 +17,8 @@ from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import fill
 
-# The README's loop, verbatim (the README check is added when the README section lands); run on tiny data below.
+# The README's loop, verbatim (test_the_readme_loop_runs_as_written checks that the README holds exactly this),
+# run on tiny data below.
 README_LOOP = """\
 import torch
 from torch import nn
