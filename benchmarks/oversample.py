@@ -19,25 +19,14 @@ import argparse
 import importlib.util
 import json
 import multiprocessing
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from peak_memory import rss_gb  # benchmarks/peak_memory.py (this script's folder is on sys.path)
+
 # Only the standard library at the top: each job is a fresh spawned process that imports this file, and must pay
 # for its own library's imports only (imbalanced-learn does not import torch).
-
-
-def rss_gb() -> float:
-    """This process's peak resident set so far (GiB): VmHWM from /proc/self/status on Linux. Not getrusage's
-    ru_maxrss, which a spawned job inherits from its parent (the kernel carries the pre-exec high-water mark over
-    exec: every job would start at this script's own peak)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20  # kB
-    except (OSError, StopIteration):  # not Linux: ru_maxrss (bytes on macOS, KiB elsewhere)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
 
 
 def job_diffbalance(x_path: str, y_path: str, seed: int, repeats: int) -> dict:

@@ -38,6 +38,8 @@ from typing import get_args
 
 import torch
 
+from peak_memory import rss_gb  # benchmarks/peak_memory.py (this script's folder is on sys.path)
+
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import describe, resolve_device
 from diffbalance.evaluate.consistency import class_consistency
@@ -187,16 +189,6 @@ def plain_diffusers(unet, noise_schedule: dict, class_labels: list[int], seeds: 
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
 
-def peak_rss_gb() -> float:
-    """This process's peak resident set (GiB): VmHWM (Linux; getrusage's ru_maxrss would carry over the parent's
-    peak into a spawned job), else 0."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
-    except (OSError, StopIteration):
-        return 0.0
-
-
 def peer_job(kind: str, args: argparse.Namespace) -> dict:
     """One sampler in this (fresh) process: warm-up, then `args.images` images timed in batches of `args.batch`."""
     device = resolve_device(args.device)
@@ -217,7 +209,7 @@ def peer_job(kind: str, args: argparse.Namespace) -> dict:
                         for k in range(0, args.images, args.batch)])
     seconds = time.perf_counter() - tic
     return {"images": images, "seconds": seconds, "images_per_s": args.images / seconds,
-            "peak_rss_gb": peak_rss_gb(), "what": what, "device": describe(device)}
+            "peak_rss_gb": rss_gb(), "what": what, "device": describe(device)}
 
 
 def peer(args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@ oversampling's images are still exactly the per-image rule's, FID does not depen
 Inception weights mapped into pytorch-fid's format compute diffbalance's features (slow tier: real weights)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ WEIGHTS = ROOT.parent / "shared" / "data" / "fid-inception" / KNOWN_TORCHSCRIPT
 
 
 def _bench_fid():
+    if str(ROOT / "benchmarks") not in sys.path:  # as when the script runs: its folder first on sys.path
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("bench_fid", ROOT / "benchmarks" / "fid.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # standard library only at import
