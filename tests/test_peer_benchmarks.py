@@ -153,3 +153,23 @@ def test_inception_fid_does_not_depend_on_the_batch():
     scores = [fid(a, b, FidConfig(weights_path=str(WEIGHTS), batch_size=bs, cache=False), "cpu") for bs in (None, 5)]
     assert scores[0]["batch_size"] == 8 and scores[1]["batch_size"] == 5  # auto on the CPU: 8
     assert scores[0]["fid"] == scores[1]["fid"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 590, 5000, 1_000_003, 2**24 - 1, 2**26])
+def test_first_draws_are_torchs_first_randint(n):
+    """The vectorised first draw is what torch.randint(n) draws first from generator(seed), for every pool size it
+    is used at (and beyond: up to 2²⁶); 63-bit seeds, whose high bits torch ignores, included."""
+    from diffbalance.rebalance.sources import first_draws
+
+    g = np.random.default_rng(n)
+    seeds = [int(s) for s in g.integers(0, 2**63 - 1, 300, dtype=np.int64)] + [0, 1, 5489, 2**32, 2**63 - 1]
+    theirs = [int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(s))) for s in seeds]
+    assert (first_draws(seeds) % n).tolist() == theirs
+
+
+def test_derive_seeds_are_derive_seed():
+    from diffbalance.infra.seeding import derive_seeds
+
+    assert derive_seeds((7, 3), [0, 1, 59, 10**6]) == [derive_seed(7, 3, i) for i in (0, 1, 59, 10**6)]
+    assert derive_seeds((), [4, 5]) == [derive_seed(4), derive_seed(5)]
+    assert derive_seeds(("a", 2), []) == []

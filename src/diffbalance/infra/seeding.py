@@ -19,6 +19,20 @@ def derive_seed(*parts: int | str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def derive_seeds(prefix: Sequence[int | str], indices: Sequence[int]) -> list[int]:
+    """[derive_seed(*prefix, i) for i in indices], hashing the shared prefix once (a third of the time for the tens
+    of thousands of seeds of a large fill)."""
+    if not prefix:
+        return [derive_seed(i) for i in indices]
+    head = hashlib.sha256(("/".join(str(p) for p in prefix) + "/").encode())
+    seeds = []
+    for i in indices:
+        h = head.copy()
+        h.update(str(i).encode())
+        seeds.append(int.from_bytes(h.digest()[:8], "little") & ((1 << 63) - 1))
+    return seeds
+
+
 def generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     return torch.Generator(device=device).manual_seed(int(seed))
 

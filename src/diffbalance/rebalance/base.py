@@ -32,7 +32,7 @@ from diffbalance.generate.guidance import GUIDANCE_EXPECTED, ho_weight
 from diffbalance.imbalance.targets import generation_counts
 from diffbalance.infra.paths import cache_dir
 from diffbalance.rebalance.sources import copies
-from diffbalance.infra.seeding import derive_seed, generator
+from diffbalance.infra.seeding import derive_seed, derive_seeds, generator
 
 # image i of class c, its seed and the method's record
 Batch = tuple[int, list[int], torch.Tensor, list[dict[str, Any]]]
@@ -141,7 +141,7 @@ class Rebalancer(BaseEstimator, ABC):
     def image_seeds(self, class_index: int, indices: Sequence[int]) -> list[int]:
         """The seed of image i of class c, for each i in `indices`: derive_seed(random_state, c, i), whatever the
         batch it is made in."""
-        return [derive_seed(self.random_state, class_index, i) for i in indices]
+        return derive_seeds((self.random_state, class_index), indices)
 
     def iter_batches(self, todo: Mapping[int, Sequence[int]]) -> Iterator[Batch]:
         """Make image i of class c for every (c, [i, ...]) in `todo`, `batch_size` images per call, one class per

@@ -16,8 +16,10 @@ Pools (indices into the training set the rebalancer was fitted on — the imbala
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from diffbalance.infra.errors import DiffbalanceError
@@ -47,12 +49,46 @@ def pick(pool: torch.Tensor, seed: int) -> int:
 
 
 def picks(pool: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
-    """(len(seeds),) int64: `pick(pool, s)` for every seed s. One generator is re-seeded per image instead of a new
-    one made (manual_seed resets its whole state, so each draw is still the first of generator(s)): a third of the
-    time, which matters at tens of thousands of copies."""
-    g, n = torch.Generator(), len(pool)
-    drawn = [int(torch.randint(n, (1,), generator=g.manual_seed(int(s)))) for s in seeds]
-    return pool[drawn]
+    """(len(seeds),) int64: `pick(pool, s)` for every seed s, for all seeds at once (`first_draws`): the same
+    indices as one generator per image, a fraction of the time at tens of thousands of copies."""
+    if len(pool) >= VECTOR_POOL_LIMIT or not _first_draws_match_torch():
+        g = torch.Generator()  # one generator re-seeded per image: each draw is still the first of generator(s)
+        return pool[[int(torch.randint(len(pool), (1,), generator=g.manual_seed(int(s)))) for s in seeds]]
+    return pool[torch.from_numpy(first_draws(seeds) % len(pool))] if len(seeds) else pool[:0]
+
+
+VECTOR_POOL_LIMIT = 2**24  # torch reduces the first 32-bit output modulo n below 2²⁸ (checked up to 2²⁶ in tests)
+
+
+@functools.cache
+def _first_draws_match_torch() -> bool:
+    """Whether this torch's CPU generator is the MT19937 `first_draws` reproduces (checked once per process)."""
+    seeds = [0, 1, 5489, 2**32 + 7, 2**63 - 1, 1457069304591136084]
+    n = 1_000_003
+    return [int(d) % n for d in first_draws(seeds)] == [
+        int(torch.randint(n, (1,), generator=generator(s))) for s in seeds]
+
+
+def first_draws(seeds: Sequence[int]) -> np.ndarray:
+    """(len(seeds),) int64: the first 32-bit output of torch's CPU generator seeded with each seed — what
+    `torch.randint(n, (1,), generator=generator(s))` reduces modulo n (n < 2³²). torch's CPU generator is an MT19937
+    seeded with the seed's low 32 bits (at::mt19937's init_with_uint32); its first output is word 0 after the first
+    twist, state[397] ^ twist(state[0], state[1]), tempered. Vectorised over the seeds (tests check it against
+    torch)."""
+    mask = np.uint64(0xFFFFFFFF)
+    x = np.asarray([int(s) & 0xFFFFFFFF for s in seeds], dtype=np.uint64)
+    s0 = x
+    for j in range(1, 398):  # the initialisation recurrence, up to word 397
+        x = (np.uint64(1812433253) * (x ^ (x >> np.uint64(30))) + np.uint64(j)) & mask
+        if j == 1:
+            s1 = x
+    y = (s0 & np.uint64(0x80000000)) | (s1 & np.uint64(0x7FFFFFFF))
+    y = x ^ (y >> np.uint64(1)) ^ np.where((s1 & np.uint64(1)) == 1, np.uint64(0x9908B0DF), np.uint64(0))
+    y ^= y >> np.uint64(11)
+    y ^= (y << np.uint64(7)) & np.uint64(0x9D2C5680)
+    y ^= (y << np.uint64(15)) & np.uint64(0xEFC60000)
+    y ^= y >> np.uint64(18)
+    return (y & mask).astype(np.int64)
 
 
 def copy_sources(labels: torch.Tensor, class_index: int, seeds: Sequence[int]) -> torch.Tensor:
