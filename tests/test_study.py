@@ -55,6 +55,8 @@ def test_study_writes_every_profile_and_one_summary(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| method | lin | exp |" in summary and "### Against `oversample` — small_cnn" in summary
     assert "## Few-shot classes" in summary and "## Wall time" in summary
+    rows = [line.split(" |")[0] for line in summary.splitlines() if line.startswith("| none |")]
+    assert len(rows) == 2  # one row per method in each table (accuracy, against oversample), not one per seed
 
 
 def test_feature_fills_with_image_fills_and_synthetic_aware_training(tmp_path):

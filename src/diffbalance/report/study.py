@@ -40,10 +40,8 @@ def write_study_summary(out_dir: Path, profiles: list[tuple[str, dict, dict]]) -
 
 
 def _methods(profiles: list[tuple[str, dict, dict]]) -> list[str]:
-    out: list[str] = []
-    for _, results, _ in profiles:
-        out += [r["method"] for r in results["runs"] if r["method"] not in out]
-    return out
+    """Every method of the profiles once, in run order (a method has one run per classifier and seed)."""
+    return list(dict.fromkeys(r["method"] for _, results, _ in profiles for r in results["runs"]))
 
 
 def _accuracy_table(profiles: list[tuple[str, dict, dict]], clf: str) -> str:
