@@ -15,7 +15,11 @@ def derive_seed(*parts: int | str) -> int:
     Image i of class c gets `derive_seed(seed, c, i)` whatever the batch it is generated in,
     so the same image comes out at any batch size and after a resume (EDM's per-image seeds).
     """
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return _seed_of(hashlib.sha256("/".join(str(p) for p in parts).encode()).digest())
+
+
+def _seed_of(digest: bytes) -> int:
+    """The 63-bit seed a sha256 digest stands for."""
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
@@ -29,7 +33,7 @@ def derive_seeds(prefix: Sequence[int | str], indices: Sequence[int]) -> list[in
     for i in indices:
         h = head.copy()
         h.update(str(i).encode())
-        seeds.append(int.from_bytes(h.digest()[:8], "little") & ((1 << 63) - 1))
+        seeds.append(_seed_of(h.digest()))
     return seeds
 
 

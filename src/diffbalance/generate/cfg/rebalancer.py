@@ -36,7 +36,7 @@ from diffbalance.generate.cfg.sampling import build_sampler, sampling_steps, sta
 from diffbalance.generate.cfg.train import train_generator
 from diffbalance.generate.guidance import Convention, guidance_record, ho_weight
 from diffbalance.rebalance.base import GenerativeRebalancer, register
-from diffbalance.rebalance.sources import class_pool, donor_pool, pick
+from diffbalance.rebalance.sources import class_pool, donor_pool, picks
 from diffbalance.infra.seeding import derive_seed
 
 
@@ -116,14 +116,14 @@ class CFGRebalancer(GenerativeRebalancer):
         if self.init == "noise":
             return self.sampler_(labels, seeds), [{"seed": s, **self.record_} for s in seeds]
         pool = (class_pool if self.init == "real" else donor_pool)(self.train_.labels, class_index)
-        picks = [pick(pool, s) for s in seeds]  # the image oversampling would copy (real) / a larger class's
+        sources = picks(pool, seeds).tolist()  # the images oversampling would copy (real) / a larger class's
         # the forward-process noise and the sampler's draws come from a stream apart from the pick's
-        images = self.sampler_(labels, [derive_seed(s, "init_noise") for s in seeds], self.train_.images[picks],
+        images = self.sampler_(labels, [derive_seed(s, "init_noise") for s in seeds], self.train_.images[sources],
                                self.strength)
         steps_run = self.sampler_.steps - start_step(self.sampler_.steps, self.strength)
         return images, [{"seed": s, **self.record_, "init": self.init, "strength": self.strength,
                          "steps_run": steps_run, "source_indices": [p], **self._source_class(p)}
-                        for s, p in zip(seeds, picks)]
+                        for s, p in zip(seeds, sources)]
 
     def _source_class(self, index: int) -> dict[str, Any]:
         if self.init != "translate":
