@@ -50,7 +50,8 @@ MAX_LOADED_NETWORKS = 4  # (weights file, device) pairs kept loaded in one proce
 # the work per image is the same at any batch, but memory and kernel time grow with it: Inception's largest
 # activation is 5.5 MB per image (64×147×147 fp32), so at 256 images every large layer output is a fresh 1.4 GB
 # allocation that glibc maps and unmaps (page faults: ~45 % of the CPU time in the kernel, 5.6 GB peak). At 8
-# images it is 44 MB (results/cpu/peer-benchmarks-draft.txt: 8 was as fast as any batch, at a sixth of the memory).
+# images it is 44 MB (results/cpu/peer-benchmarks.txt: at 8, 1.24 GB peak and 1.58x pytorch-fid's images/s; at 256
+# the issue 21 table measured 5.65 GB and 0.63x).
 DEFAULT_BATCH = 256
 INCEPTION_CPU_BATCH = 8
 
