@@ -175,8 +175,8 @@ RENAMED = {"target": "sampling_strategy"}  # old key → today's name: configs w
 
 
 def renamed(d: Mapping, names: Mapping[str, str], path: str) -> dict:
-    """`d` with old key names replaced by today's, each with a one-line note (an old and a new key together: the
-    new one is kept, so no value is taken silently twice)."""
+    """`d` with old key names replaced by today's, each with a one-line note (an old and a new key together are an
+    error, so neither value is dropped silently)."""
     out = dict(d)
     for old, new in names.items():
         if old in out:
