@@ -20,7 +20,7 @@ import sys
 import time
 
 WORKLOAD = """
-import json, sys, time
+import json
 from diffbalance.infra.threads import configure_threads, passive_waiting
 if {policy!r} == "diffbalance":
     passive_waiting()  # what the CLI does when it starts
@@ -29,18 +29,8 @@ if {policy!r} == "diffbalance":
     threads = configure_threads()  # after passive_waiting() below ran before torch was imported
 else:
     threads = torch.get_num_threads()
-from diffbalance.classify.config import TrainConfig
-from diffbalance.classify.train import train_classifier
-from diffbalance.data.imageset import ImageSet
-g = torch.Generator().manual_seed(0)
-n = {images}
-data = ImageSet(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
-                torch.arange(n) % 10, tuple(str(c) for c in range(10)), "bench")
-cfg = TrainConfig(model="small_cnn", epochs=1, batch_size={batch}, warmup_epochs=0)
-train_classifier(data, cfg.replace(epochs=1), device="cpu", seed=0, progress=False)  # warm-up
-t = time.perf_counter()
-train_classifier(data, cfg, device="cpu", seed=1, progress=False)
-print(json.dumps({{"img_s": n / (time.perf_counter() - t), "threads": threads}}))
+from diffbalance.infra.speed import classifier_img_s  # the probe `diffbalance run` times the machine with
+print(json.dumps({{"img_s": classifier_img_s({images}, {batch}), "threads": threads}}))
 """
 BUSY = "while True: pass"
 

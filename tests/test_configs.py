@@ -47,8 +47,9 @@ def test_wrong_shapes_are_errors_not_guesses(bad, words):
 def test_resolved_config_round_trips_and_resolves_recipes():
     demo = load_config("demo")
     by_name = {m.name: m for m in demo.methods}
-    assert by_name["balanced-softmax"].train.loss == "balanced_softmax" and by_name["none"].train.loss == "ce"
-    assert by_name["none"].train.epochs == demo.train.epochs == 10
+    assert by_name["balanced-softmax"].train.loss == "balanced_softmax" and by_name["oversample"].train.loss == "ce"
+    assert by_name["oversample"].train.epochs == by_name["balanced-softmax"].train.epochs == demo.train.epochs == 6
+    # the reference classifier's own override (10 epochs) on top of the shared recipe, the rest inherited
     assert demo.reference_train.epochs == 10 and demo.reference_train.lr == demo.train.lr
     assert ExperimentConfig.from_dict(demo.to_dict()) == demo
 

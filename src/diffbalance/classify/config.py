@@ -63,7 +63,8 @@ class TrainConfig(Config):
     channels_last: bool = True  # training batches in channels_last layout (CUDA, and the CPU: oneDNN's pooling and
     # batch norm are ~1.5× faster on it for the small CNN); on CUDA the weights too
     compile: bool = False  # torch.compile the model (CUDA only)
-    eval_batch_size: int = 1024  # images per forward pass when predicting or extracting features
+    eval_batch_size: int = 1024  # images per forward pass when predicting or extracting features (on the CPU at
+    # most 128: classify.train.CPU_EVAL_BATCH)
     # a resumable checkpoint every N epochs of either stage and after its last (given a folder); 0: never;
     # "auto": about four per stage, every ⌈epochs / 4⌉ epochs (CHECKPOINTS_PER_STAGE)
     checkpoint_every_epochs: int | Literal["auto"] = "auto"

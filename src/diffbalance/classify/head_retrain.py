@@ -38,6 +38,7 @@ from diffbalance.classify.augment import augment_batch, normalize
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.losses import cross_entropy
 from diffbalance.classify.schedule import lr_scheduler, scaled_lr
+from diffbalance.classify.step import batch_layout
 from diffbalance.infra.distributed import Dist
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.seeding import derive_seed, forked_rng, generator
@@ -188,8 +189,6 @@ def frozen_features(run: TrainingRun, images: torch.Tensor, seed: int) -> torch.
     cfg, model = run.config, run.model
     run.rng.manual_seed(seed)
     x = augment_batch(images, padding=cfg.random_crop_padding, horizontal_flip=cfg.horizontal_flip, generator=run.rng)
-    x = normalize(x, *run.norm)  # (B, C, H, W) float32
-    if run.fast and cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = batch_layout(normalize(x, *run.norm), cfg)  # (B, C, H, W) float32
     with torch.no_grad(), torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.fast and cfg.bf16):
         return model.forward_features(x).float()  # (B, D); no graph: only the head learns

@@ -79,6 +79,15 @@ def loss_weights(run: Run, idx: torch.Tensor, x: torch.Tensor, step: int) -> tor
     return weights
 
 
+def batch_layout(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """A normalised batch (B, C, H, W) in the layout the model runs fastest on, for training and prediction alike:
+    with `channels_last`, a copy with channels_last strides, also for one channel (where .contiguous() keeps NCHW
+    strides) — oneDNN then picks its faster NHWC kernels on the CPU."""
+    if not config.channels_last:
+        return x
+    return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+
+
 def train_step(run: Run, idx: torch.Tensor, step: int) -> torch.Tensor:
     """One optimiser step on the global batch `idx` (B,) at 0-based step `step`; returns this rank's loss (0-dim,
     detached, on the device)."""
@@ -95,9 +104,7 @@ def train_step(run: Run, idx: torch.Tensor, step: int) -> torch.Tensor:
     if weights is not None:  # the global Σw / P (losses.py): the ranks' averaged gradient is the world-1 gradient
         weight_total = weights.sum() / run.world.world_size
         weights = weights[run.local]
-    if cfg.channels_last:  # a copy with channels_last strides, also for one channel (where .contiguous() keeps NCHW
-        # strides): oneDNN then picks its faster NHWC kernels on the CPU, and one-channel runs stay as before
-        x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+    x = batch_layout(x, cfg)
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.fast and cfg.bf16):
         logits = run.step_model(x)
     loss = run.loss_fn(logits.float(), y, weights, weight_total)

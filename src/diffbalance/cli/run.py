@@ -36,6 +36,7 @@ def run(
         if log_dir is not None:
             cfg = cfg.replace(log_dir=str(log_dir))
         experiments.append((name, cfg))
+    _say_expected_time([cfg for _, cfg in experiments])
     for (name, cfg), results in zip(experiments, run_study(experiments, out, progress=not quiet)):
         methods = cfg.row_names()
         say(f"\n{cfg.name}\nTest accuracy (%), mean ± std over seeds:\n")
@@ -48,6 +49,18 @@ def run(
         say(f"\nreport: {Path(out) / name / 'report.md' if name else Path(out) / 'report.md'}")
     if len(experiments) > 1:
         say(f"\nstudy summary: {Path(out) / 'summary.md'}")
+
+
+def _say_expected_time(configs: list) -> None:
+    """On a CPU run of a config that states its measured wall time, the time to expect here (a ~1 s probe)."""
+    from diffbalance.infra import distributed
+    from diffbalance.infra.device import resolve_device
+    from diffbalance.infra.speed import classifier_img_s, expected_time_line
+
+    timed = [c.expected_time for c in configs if c.expected_time is not None]
+    if not timed or distributed.launched() or any(resolve_device(c.device).type != "cpu" for c in configs):
+        return  # measured alone on one CPU process: it says nothing about a GPU or a torchrun job
+    say(expected_time_line(timed, classifier_img_s()))
 
 
 @app.command("presets")

@@ -25,7 +25,7 @@ from diffbalance.classify.train import train_classifier
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import describe
 from diffbalance.evaluate.metrics import classification_metrics
-from diffbalance.experiment.config import CEILING, ExperimentConfig, MethodConfig
+from diffbalance.experiment.config import CEILING, RESULT_FREE, ExperimentConfig, MethodConfig
 from diffbalance.experiment.stage import Stage
 from diffbalance.infra.progress import console
 from diffbalance.infra.tensorboard import Scalars
@@ -95,8 +95,8 @@ def _part_path(st: Stage, run: dict) -> Path:
 
 
 def _config_key(config: ExperimentConfig) -> str:
-    """What identifies the runs' config; the log dir changes no result, so it is left out (keys as before it)."""
-    identity = {k: v for k, v in config.to_dict().items() if k != "log_dir"}
+    """What identifies the runs' config; keys that change no result are left out (keys as before them)."""
+    identity = {k: v for k, v in config.to_dict().items() if k not in RESULT_FREE}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -38,7 +38,7 @@ from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.paths import inside
 from diffbalance.infra.progress import console
 from diffbalance.infra.tensorboard import Scalars, scalar_log, summary_writer_class
-from diffbalance.experiment.config import ExperimentConfig
+from diffbalance.experiment.config import RESULT_FREE, ExperimentConfig
 from diffbalance.experiment.fills import generator_histories, shared_fills, sweep_table
 from diffbalance.experiment.filter import acceptance, kept_and_rejected
 from diffbalance.experiment.grid import parallel_mode, previous_parts, train_runs
@@ -199,8 +199,8 @@ def _load_previous(st: Stage) -> dict:
 def _same_config(saved: dict | None, config: ExperimentConfig) -> bool:
     """A saved config (possibly written by an older version, in a shorter form) that resolves to `config`."""
     try:
-        # the log dir changes no result: a run resumed with another one (or none) keeps its runs
-        return ExperimentConfig.from_dict(saved or {}).replace(log_dir=None) == config.replace(log_dir=None)
+        plain = dict.fromkeys(RESULT_FREE)
+        return ExperimentConfig.from_dict(saved or {}).replace(**plain) == config.replace(**plain)
     except DiffbalanceError:
         return False
 
