@@ -29,7 +29,7 @@ if {policy!r} == "diffbalance":
     threads = configure_threads()  # after passive_waiting() below ran before torch was imported
 else:
     threads = torch.get_num_threads()
-from diffbalance.infra.speed import classifier_img_s  # the probe `diffbalance run` times the machine with
+from diffbalance.experiment.speed import classifier_img_s  # the probe `diffbalance run` times the machine with
 print(json.dumps({{"img_s": classifier_img_s({images}, {batch}), "threads": threads}}))
 """
 BUSY = "while True: pass"

@@ -8,9 +8,9 @@ import yaml
 
 from diffbalance.cli.main import main
 from diffbalance.experiment.config import ExperimentConfig, preset_text
-from diffbalance.infra import speed
+from diffbalance.experiment import speed
 from diffbalance.infra.errors import DiffbalanceError
-from diffbalance.infra.speed import ExpectedTime, classifier_img_s, expected_seconds, expected_time_line
+from diffbalance.experiment.speed import ExpectedTime, classifier_img_s, expected_seconds, expected_time_line
 from test_experiment import tiny_config
 
 

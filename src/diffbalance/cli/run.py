@@ -55,7 +55,7 @@ def _say_expected_time(configs: list) -> None:
     """On a CPU run of a config that states its measured wall time, the time to expect here (a ~1 s probe)."""
     from diffbalance.infra import distributed
     from diffbalance.infra.device import resolve_device
-    from diffbalance.infra.speed import classifier_img_s, expected_time_line
+    from diffbalance.experiment.speed import classifier_img_s, expected_time_line
 
     timed = [c.expected_time for c in configs if c.expected_time is not None]
     if not timed or distributed.launched() or any(resolve_device(c.device).type != "cpu" for c in configs):

@@ -25,7 +25,7 @@ from diffbalance.data.sources import DataConfig
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.paths import plain_name
 from diffbalance.infra.progress import note
-from diffbalance.infra.speed import ExpectedTime
+from diffbalance.experiment.speed import ExpectedTime
 from diffbalance.evaluate.fid.protocol import FidConfig
 from diffbalance.experiment.filter import FilterConfig
 from diffbalance.experiment.sweep import SweepConfig
@@ -87,7 +87,7 @@ class ExperimentConfig(Config):
     log_dir: str | None = None  # TensorBoard event files of the training curves go here (needs the tensorboard
     # extra); None = off; changes no result; `diffbalance run --log-dir` overrides it
     expected_time: ExpectedTime | None = None  # the wall time this config took on a CPU and that machine's speed:
-    # `diffbalance run` prints the time it expects on this machine (infra.speed); changes no result
+    # `diffbalance run` prints the time it expects on this machine (experiment.speed); changes no result
 
     def row_names(self) -> list[str]:
         """The rows of every table: the methods, then the ceiling row when there is one."""
