@@ -1,8 +1,8 @@
 """How fast this machine trains the threads benchmark's workload, and what that makes of a measured run time.
 
-A config may carry the wall time it took (`expected_time: {seconds, cpu_img_s}`: the seconds and the img/s that
-`benchmarks/cpu_threads.py` measured alone on that machine). CPU runs are compute-bound, so on another machine the
-time scales with the inverse of its speed: `expected_seconds` = seconds · cpu_img_s / this machine's img/s. The
+A config may carry the wall time it took (`expected_time: {seconds, cpu_img_s}`: the seconds, and that machine's
+img/s on the workload below, which `benchmarks/cpu_threads.py` also times). CPU runs are compute-bound, so on another
+machine the time scales with the inverse of its speed: `expected_seconds` = seconds · cpu_img_s / this machine's img/s. The
 speed here is measured in about a second by `classifier_img_s` on a small set, with the threads this process uses
 (a busy machine measures slower, and so will the run be).
 
@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
+from diffbalance.classify.config import TrainConfig
+from diffbalance.classify.train import train_classifier
+from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.configs import Config
 
 PROBE_IMAGES = 1024  # ~0.5 s per epoch at 2,000 img/s; benchmarks/cpu_threads.py times 2048
@@ -25,7 +28,8 @@ PROBE_IMAGES = 1024  # ~0.5 s per epoch at 2,000 img/s; benchmarks/cpu_threads.p
 @dataclass(frozen=True)
 class ExpectedTime(Config):
     seconds: float  # the wall time the config took, alone, on the CPU of the machine below
-    cpu_img_s: float  # that machine's speed: `python benchmarks/cpu_threads.py` img/s alone (diffbalance policy)
+    cpu_img_s: float  # that machine's speed in img/s on the threads benchmark's workload (`classifier_img_s`, or
+    # the small CNN's training speed inside the measured run)
 
     def validate(self) -> None:
         self.require(self.seconds > 0, "seconds", "the measured wall time in seconds, > 0")
@@ -47,10 +51,6 @@ def expected_time_line(times: list[ExpectedTime], here_img_s: float) -> str:
 
 def classifier_img_s(images: int = PROBE_IMAGES, batch: int = 128) -> float:
     """Training images per second of small_cnn on the CPU, with this process's threads (one timed epoch)."""
-    from diffbalance.classify.config import TrainConfig
-    from diffbalance.classify.train import train_classifier
-    from diffbalance.data.imageset import ImageSet
-
     g = torch.Generator().manual_seed(0)
     data = ImageSet(torch.randint(0, 256, (images, 1, 28, 28), dtype=torch.uint8, generator=g),
                     torch.arange(images) % 10, tuple(str(c) for c in range(10)), "speed probe")
