@@ -69,7 +69,9 @@ def test_save_to_disk_with_class_labels_and_odd_images(on_disk):
     assert train.class_names == ("a", "b", "c") and train.meta["class_names_from"] == "ClassLabel"
     assert train.counts() == [9, 3, 2] and test.counts() == [2, 2, 2]  # the unreadable row is skipped
     assert train.images.dtype == torch.uint8 and tuple(train.images.shape[1:]) == (3, 8, 8)
-    assert train.meta["unreadable_count"] == 1 and "not" not in train.meta["unreadable_report"][:0]
+    assert train.meta["unreadable_count"] == 1 and train.meta["unreadable_first"] == [f"{on_disk}:train[14]"]
+    report = train.meta["unreadable_report"]  # names the count, the split and the row, with the decoder's reason
+    assert report.startswith("1 unreadable image(s) of 15 in ") and report.endswith(":train[14] (not an image)")
     # 16-bit grey scaled to 8 bit, alpha dropped, grey repeated to RGB: every class-0 image is level 40
     assert torch.all(train.images[train.labels == 0] == 40)
     with pytest.raises(DiffbalanceError, match="unreadable image"):

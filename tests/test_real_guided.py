@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,13 +131,56 @@ def test_translation_starts_from_a_larger_class_and_records_it(generator_dir, tm
     assert set(data.labels[donor_pool(data.labels, 0)].tolist()) == {1, 2}
 
 
+# Image k's noise comes from seeds[k] alone, but the CPU kernels do not: a Linear layer with one row runs as a
+# matrix-vector product and a convolution picks its blocking by batch size, so ε_θ of one image differs by ~1e-6
+# between batch sizes, and now and then a pixel lands on the other side of a rounding step (seen: 1 pixel in 960,
+# 1 level, in a fresh environment). Running the network image by image would make it exact at 2-20x the CPU time,
+# so the identity is stated with that tolerance: at most 1 level on at most 0.5 % of pixels, all else identical.
+MAX_LEVELS, MAX_SHARE = 1, 0.005
+
+
+def batch_size_drift(a: torch.Tensor, b: torch.Tensor) -> str | None:
+    """Why uint8 images `a` and `b` differ by more than float rounding between batch sizes; None if they do not."""
+    if a.shape != b.shape:
+        return f"shapes {tuple(a.shape)} and {tuple(b.shape)}"
+    diff = (a.int() - b.int()).abs()
+    if diff.max() > MAX_LEVELS:
+        return f"a pixel off by {int(diff.max())} levels"
+    if (diff > 0).float().mean() > MAX_SHARE:
+        return f"{int((diff > 0).sum())} of {diff.numel()} pixels differ"
+    return None
+
+
+def test_batch_size_drift_allows_rounding_only():
+    a = torch.randint(1, 254, (20, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    one_off = a.clone()
+    one_off.view(-1)[5] += 1  # 1 pixel in 1280, 1 level
+    assert batch_size_drift(a, a) is None and batch_size_drift(a, one_off) is None
+    two_levels = a.clone()
+    two_levels.view(-1)[5] += 2
+    many = a.clone()
+    many.view(-1)[:13] += 1  # 13 of 1280 pixels: over 0.5 %
+    assert "2 levels" in batch_size_drift(a, two_levels)
+    assert "13 of 1280" in batch_size_drift(a, many)
+    assert "shapes" in batch_size_drift(a, a[:-1])
+
+
+def png_pixels(folder) -> torch.Tensor:
+    """Every PNG under `folder`, in name order, as one flat uint8 tensor."""
+    from PIL import Image
+
+    return torch.cat([torch.from_numpy(np.array(Image.open(p))).flatten() for p in sorted(folder.rglob("*.png"))])
+
+
 @pytest.mark.parametrize("init", ["real", "translate"])
 def test_same_images_at_any_batch_size(generator_dir, tmp_path, init):
     data = imbalanced_set()
-    a, _ = filled(cfg(generator_dir, init=init, strength=0.5, batch_size=1, sampler="dpmpp-sde"), data, tmp_path / "a")
-    b, _ = filled(cfg(generator_dir, init=init, strength=0.5, batch_size=7, sampler="dpmpp-sde"), data, tmp_path / "b")
-    assert torch.equal(a.images, b.images)
-    assert png_bytes(tmp_path / "a") == png_bytes(tmp_path / "b")
+    a, ra = filled(cfg(generator_dir, init=init, strength=0.5, batch_size=1, sampler="dpmpp-sde"), data, tmp_path / "a")
+    b, rb = filled(cfg(generator_dir, init=init, strength=0.5, batch_size=7, sampler="dpmpp-sde"), data, tmp_path / "b")
+    assert ra == rb and torch.equal(a.labels, b.labels)  # the same seeds, sources and classes
+    assert batch_size_drift(a.images, b.images) is None
+    assert png_bytes(tmp_path / "a").keys() == png_bytes(tmp_path / "b").keys()
+    assert batch_size_drift(png_pixels(tmp_path / "a"), png_pixels(tmp_path / "b")) is None
 
 
 def test_start_step_follows_the_img2img_rule():

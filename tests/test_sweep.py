@@ -36,19 +36,26 @@ def test_sweep_end_to_end(tmp_path):
     results = json.loads((out / "results.json").read_text())
     (sweep,) = results["sweep"]["sweeps"]
     order = ["w0-ddim", "w2-ddim", "w0-dpmpp", "w2-dpmpp"]  # every w with every sampler, samplers outermost
-    assert list(sweep["points"]) == order and sweep["stages"][0]["points"] == order
-    best = max(order, key=lambda lab: sweep["points"][lab]["validation_accuracy"])  # ties: the first
-    assert sweep["chosen_point"] == best
-    assert sweep["chosen"] == {"guidance_w": sweep["points"][best]["guidance_w"],
-                               "sampler": sweep["points"][best]["sampler"], "guidance_convention": "ho"}
+    assert list(sweep["points"]) == ["copies", *order] and sweep["stages"][0]["points"] == order
+    best = max(order, key=lambda lab: sweep["points"][lab]["score"])  # the centre: ties the first
+    assert sweep["best_point"] == best
+    # the copies stay chosen unless a point beats them by more than one standard error
+    margins = sweep["stages"][0]["margins"]
+    winners = [lab for lab in order if margins[lab]["margin_se"] > 1]
+    chosen = max(winners, key=lambda lab: sweep["points"][lab]["score"]) if winners else "copies"
+    assert sweep["chosen_point"] == chosen
     point = sweep["points"]["w0-ddim"]
     assert point["quality"]["precision_recall"]["recall"] is not None and point["consistency"] is not None
-    assert len(point["validation_accuracies"]) == 2 and point["validation_accuracy_std"] is not None  # seeds 0, 1
+    assert [(r["fold"], r["seed"]) for r in point["scores"]] == [(0, 0), (0, 1)]  # one held-out split, seeds 0, 1
+    assert point["score_name"] == "balanced_accuracy" and point["score_std"] is not None
+    assert sweep["cv_results"]["label"] == ["copies", *order] and "split1_test_score" in sweep["cv_results"]
     fill = json.loads((out / "fills" / "cfg" / "fill.json").read_text())
-    assert fill["params"]["guidance_w"] == sweep["points"][best]["guidance_w"]
-    assert fill["params"]["sampler"] == sweep["points"][best]["sampler"]
     records = [json.loads(x) for x in (out / "fills" / "cfg" / "manifest.jsonl").read_text().splitlines()]
-    assert {r["guidance_w"] for r in records} == {sweep["points"][best]["guidance_w"]}
+    if chosen == "copies":
+        assert fill["params"]["synthetic_share"] == 0 and all("guidance_w" not in r for r in records)  # copies
+    else:
+        assert fill["params"]["guidance_w"] == sweep["points"][chosen]["guidance_w"]
+        assert {r["guidance_w"] for r in records} == {sweep["points"][chosen]["guidance_w"]}
     report = (out / "report.md").read_text()
     assert "## Sweeps" in report and (out / "figures" / "sweep_cfg.png").is_file()
 
@@ -68,46 +75,108 @@ def test_staged_sweep_of_strength_and_share_with_the_zero_points(tmp_path):
     assert [st["stage"] for st in sweep["stages"]] == ["guidance", "strength", "synthetic_share"]
     assert sweep["stages"][1]["points"][0] == "w1-ddim-real0"  # strength 0: oversampling, measured as a point
     assert len(sweep["points"]) <= 5  # one knob at a time: 1 + 2 + 2 at most
-    score = {lab: p["validation_accuracy"] for lab, p in sweep["points"].items()}
+    score = {lab: p["score"] for lab, p in sweep["points"].items()}
     bests = [st["best"] for st in sweep["stages"]]
-    assert all(score[b] >= score[a] for a, b in zip(bests, bests[1:]))  # never worse than the best so far
-    chosen = sweep["points"][sweep["chosen_point"]]
-    assert sweep["chosen_point"] == bests[-1]
+    assert all(score[b] >= score[a] for a, b in zip(bests, bests[1:]))  # the centre never gets worse
+    chosen = [st["chosen"] for st in sweep["stages"]]
+    for st in sweep["stages"]:  # the chosen point moves only to a point that beats it by more than one SE
+        if st["chosen"] != st["against"]:
+            assert st["margins"][st["chosen"]]["margin_se"] > 1
+    assert sweep["chosen_point"] == chosen[-1]
     fill = json.loads((out / "fills" / "cfg" / "fill.json").read_text())["params"]
-    assert (fill["strength"], fill["synthetic_share"]) == (chosen["strength"], chosen["synthetic_share"])
+    if chosen[-1] == "copies":
+        assert fill["synthetic_share"] == 0
+    else:
+        point = sweep["points"][chosen[-1]]
+        assert (fill["strength"], fill["synthetic_share"]) == (point["strength"], point["synthetic_share"])
     also = json.loads((out / "fills" / "cfg-copy" / "fill.json").read_text())["params"]
-    assert (also["strength"], also["synthetic_share"]) == (chosen["strength"], chosen["synthetic_share"])
+    assert also["synthetic_share"] == fill["synthetic_share"] and also.get("strength") == fill.get("strength")
     assert "### cfg (and cfg-copy)" in (out / "report.md").read_text()
 
 
-def test_the_search_keeps_the_best_so_far_on_ties(monkeypatch, tmp_path):
-    """Stage order, ties and the skipped strength stage, with scores set by hand."""
+def hand_sweeper(tmp_path, monkeypatch, splits: dict[str, list[float]]):
+    """A Sweeper whose points score `splits[label]` on (fold, seed) splits 0..n-1, and the labels it measured."""
     from types import SimpleNamespace
 
-    from diffbalance.experiment.config import MethodConfig
-    from diffbalance.experiment.sweep import Sweeper, SweepConfig
+    from diffbalance.experiment.sweep import Sweeper
 
-    scores = {"w0.5-ddim": 0.6, "w2-ddim": 0.7, "w2-ddim-real0.5": 0.7, "w2-ddim-translate0.5": 0.65,
-              "w2-ddim-share0": 0.72, "w2-ddim-share0.5": 0.72}
-    sweeper = Sweeper(SimpleNamespace(validation=object(), out_dir=tmp_path, config=SimpleNamespace(
-        classifiers=("small_cnn",))), fill_for=None)
+    sweeper = Sweeper(SimpleNamespace(folds=[object()], out_dir=tmp_path, config=SimpleNamespace(
+        classifiers=("small_cnn",), validation=None)), fill_for=None)
     measured = []
 
     def measure(method, knobs, label, recipe, cfg):
         measured.append(label)
-        return {**knobs, "validation_accuracy": scores[label]}
+        values = splits[label]
+        return {**knobs, "score": sum(values) / len(values),
+                "scores": [{"fold": k, "seed": 0, "score": v} for k, v in enumerate(values)]}
 
     monkeypatch.setattr(sweeper, "measure", measure)
+    return sweeper, measured
+
+
+def test_the_search_keeps_the_best_so_far_on_ties(monkeypatch, tmp_path):
+    """Stage order, ties and the skipped strength stage, with scores set by hand."""
+    from diffbalance.experiment.config import MethodConfig
+    from diffbalance.experiment.sweep import SweepConfig
+
+    flat = {"copies": 0.5, "w0.5-ddim": 0.6, "w2-ddim": 0.7, "w2-ddim-real0.5": 0.7, "w2-ddim-translate0.5": 0.65,
+            "w2-ddim-share0": 0.72, "w2-ddim-share0.5": 0.72}
+    sweeper, measured = hand_sweeper(tmp_path, monkeypatch, {k: [v + 0.01, v - 0.01, v] for k, v in flat.items()})
     cfg = SweepConfig(method="cfg", guidance_w=(0.5, 2), samplers=("ddim",), init=("noise", "real", "translate"),
                       strength=(0.25, 0.75), synthetic_share=(0, 0.5, 1))
     result = sweeper.run(cfg, MethodConfig(name="cfg", rebalancer="cfg"))
-    # real ties noise at 0.7: the best so far (noise) stays, so the strength stage is skipped
+    # real ties noise at 0.7: the centre so far (noise) stays, so the strength stage is skipped
     assert [s.get("best") for s in result["stages"]] == ["w2-ddim", "w2-ddim", None, "w2-ddim-share0"]
-    assert result["stages"][2] == {"stage": "strength", "skipped": "the best start so far is noise"}
+    assert result["stages"][2] == {"stage": "strength", "skipped": "the centre so far starts from noise"}
+    # every paired difference is the same here (std 0): w2 beats the copies outright, share0 beats w2 by 0.02
+    assert [s.get("chosen") for s in result["stages"]] == ["w2-ddim", "w2-ddim", None, "w2-ddim-share0"]
     assert result["chosen"] == {"guidance_w": 2, "sampler": "ddim", "init": "noise", "strength": 0.5,
                                 "synthetic_share": 0, "guidance_convention": "ho"}
-    assert measured == ["w0.5-ddim", "w2-ddim", "w2-ddim-real0.5", "w2-ddim-translate0.5", "w2-ddim-share0",
-                        "w2-ddim-share0.5"]  # share 1 is the best so far itself: not measured again
+    assert measured == ["copies", "w0.5-ddim", "w2-ddim", "w2-ddim-real0.5", "w2-ddim-translate0.5",
+                        "w2-ddim-share0", "w2-ddim-share0.5"]  # share 1 is the centre itself: not measured again
+
+
+def test_one_standard_error_rule_keeps_the_simpler_point(monkeypatch, tmp_path):
+    """A better mean is not enough: the chosen point moves only when the paired advantage exceeds one SE."""
+    from diffbalance.experiment.config import MethodConfig
+    from diffbalance.experiment.sweep import SweepConfig, paired_margin
+
+    splits = {"copies": [0.60, 0.62, 0.61, 0.63],
+              "w0.5-ddim": [0.58, 0.60, 0.59, 0.61],  # worse than the copies
+              "w2-ddim": [0.62, 0.63, 0.62, 0.64],  # +0.0125 ± SE 0.0025 over the copies: margin 5
+              "w2-ddim-share0.5": [0.64, 0.62, 0.64, 0.63]}  # mean above w2, but +0.005 ± SE 0.0087: margin 0.58
+    sweeper, _ = hand_sweeper(tmp_path, monkeypatch, splits)
+    cfg = SweepConfig(method="cfg", guidance_w=(0.5, 2), samplers=("ddim",), synthetic_share=(0.5,))
+    result = sweeper.run(cfg, MethodConfig(name="cfg", rebalancer="cfg"))
+    guidance, share = result["stages"]
+    assert guidance["chosen"] == "w2-ddim" and guidance["margins"]["w2-ddim"]["margin_se"] == pytest.approx(5.0)
+    assert share["best"] == "w2-ddim-share0.5"  # the centre moves to the better mean …
+    assert share["chosen"] == "w2-ddim"  # … but the choice stays: 0.58 SE is noise
+    assert share["margins"]["w2-ddim-share0.5"]["margin_se"] == pytest.approx(0.5774, abs=1e-4)
+    assert result["chosen_point"] == "w2-ddim" and result["chosen"]["synthetic_share"] == 1.0
+    # exactly one SE does not beat; a hair more does; equal scores give margin 0
+    one = paired_margin({"scores": [{"fold": k, "seed": 0, "score": v} for k, v in enumerate([1, 3])]},
+                        {"scores": [{"fold": k, "seed": 0, "score": 0} for k in range(2)]})
+    assert one["margin_se"] == pytest.approx(2.0) and one["beats"]
+    same = paired_margin({"scores": [{"fold": 0, "seed": 0, "score": 0.5}]}, {"scores": [{"fold": 0, "seed": 0,
+                                                                                          "score": 0.5}]})
+    assert same["margin_se"] == 0 and not same["beats"]
+    edge = paired_margin({"scores": [{"fold": k, "seed": 0, "score": v} for k, v in enumerate([0.0, 2.0])]},
+                         {"scores": [{"fold": k, "seed": 0, "score": 0.0} for k in range(2)]})
+    assert edge["margin_se"] == pytest.approx(1.0) and not edge["beats"]  # mean 1, SE 1: not more than one SE
+
+
+def test_copies_stay_chosen_when_nothing_beats_them(monkeypatch, tmp_path):
+    from diffbalance.experiment.config import MethodConfig
+    from diffbalance.experiment.sweep import SweepConfig, tuned_params
+
+    splits = {"copies": [0.60, 0.62, 0.61], "w1-ddim-real0.5": [0.61, 0.61, 0.62]}  # +0.0033 ± 0.0067
+    sweeper, _ = hand_sweeper(tmp_path, monkeypatch, splits)
+    cfg = SweepConfig(method="cfg", guidance_w=(1,), samplers=("ddim",), also=("cfg-ff",))
+    result = sweeper.run(cfg, MethodConfig(name="cfg", rebalancer="cfg", params={"init": "real"}))
+    assert result["chosen_point"] == "copies" and result["best_point"] == "w1-ddim-real0.5"
+    assert result["chosen"] == {"synthetic_share": 0.0}  # all copies: oversampling itself
+    assert tuned_params({"sweeps": [result]}) == {"cfg": {"synthetic_share": 0.0}, "cfg-ff": {"synthetic_share": 0.0}}
 
 
 def test_bad_sweep_values_are_one_line_errors(tmp_path):
@@ -125,17 +194,13 @@ def test_bad_sweep_values_are_one_line_errors(tmp_path):
 
 def test_equal_scores_tie_whatever_their_last_bits(monkeypatch, tmp_path):
     """(0.69 + 0.65) / 2 and (0.68 + 0.66) / 2 are both 67 % of the images, but differ in the last bit as floats."""
-    from types import SimpleNamespace
-
     from diffbalance.experiment.config import MethodConfig
-    from diffbalance.experiment.sweep import Sweeper, SweepConfig
+    from diffbalance.experiment.sweep import SweepConfig
 
-    means = {"w1-ddim-real0.5": (0.69 + 0.65) / 2, "w1-ddim-real0.25": (0.68 + 0.66) / 2}
-    assert means["w1-ddim-real0.5"] != means["w1-ddim-real0.25"]
-    sweeper = Sweeper(SimpleNamespace(validation=object(), out_dir=tmp_path, config=SimpleNamespace(
-        classifiers=("small_cnn",))), fill_for=None)
-    monkeypatch.setattr(sweeper, "measure", lambda method, knobs, label, recipe, cfg: {
-        **knobs, "validation_accuracy": means[label]})
+    assert (0.69 + 0.65) / 2 != (0.68 + 0.66) / 2
+    sweeper, _ = hand_sweeper(tmp_path, monkeypatch, {"copies": [0.5, 0.5], "w1-ddim-real0.5": [0.69, 0.65],
+                                                      "w1-ddim-real0.25": [0.68, 0.66]})
     cfg = SweepConfig(method="cfg", guidance_w=(1,), samplers=("ddim",), strength=(0.25,))
     result = sweeper.run(cfg, MethodConfig(name="cfg", rebalancer="cfg", params={"init": "real"}))
-    assert result["chosen_point"] == "w1-ddim-real0.5"  # the tie keeps the best so far
+    assert result["best_point"] == "w1-ddim-real0.5"  # the tie keeps the centre so far
+    assert result["chosen_point"] == "w1-ddim-real0.5"  # and the tie is no advantage over it

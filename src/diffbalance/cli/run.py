@@ -45,7 +45,7 @@ def run(
         say(metric_table(results["runs"], methods, list(cfg.classifiers), "macro_f1"))
         for verdict in (results.get("verdict") or {}).values():
             if verdict:
-                say("\n" + verdict_text(verdict).replace("**", ""))
+                say("\n" + verdict_text(verdict, results.get("ledger")).replace("**", ""))
         say(f"\nreport: {Path(out) / name / 'report.md' if name else Path(out) / 'report.md'}")
     if len(experiments) > 1:
         say(f"\nstudy summary: {Path(out) / 'summary.md'}")

@@ -38,7 +38,7 @@ from diffbalance.rebalance.registry import build_rebalancer
 
 # set once for the whole experiment (top-level keys), never per method
 CEILING = "balanced-ceiling"  # the row trained on the original balanced set (`ceiling: true`)
-RESULT_FREE = ("log_dir", "expected_time")  # keys that change no result: a run resumed with other values keeps its runs
+RESULT_FREE = ("log_dir", "expected_time", "replicate")  # keys that change no result: a run resumed with other values keeps its runs
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,22 @@ class MethodConfig(Config):
 
 
 @dataclass(frozen=True)
+class ReplicateConfig(Config):
+    draws: int = 2  # fresh imbalanced draws the verdicts are re-tested on (experiment.replicate)
+    seed: int = 1  # draw d's imbalance.seed is seed + d (the run's own draw keeps its seed)
+    rotate: bool = True  # rotate the class order on each draw, so other classes are the rare ones
+
+    def validate(self) -> None:
+        self.require(self.draws >= 1, "draws", "a positive number of fresh draws")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig(Config):
     name: str = "experiment"  # shown in the report title
     data: DataConfig = field(default_factory=DataConfig)  # which dataset and where it is
     imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)  # how the training set is cut
-    validation: ValidationConfig | None = None  # real images held out of the imbalanced set for every choice
+    validation: ValidationConfig | None = None  # how every choice is validated on training data: stratified K-fold
+    # cross-validation (folds: K) or real images held out of the imbalanced set (per_class / fraction)
     # how many images per class after filling, for every method (imbalanced-learn's sampling_strategy): auto |
     # not majority | not minority | minority | all | a ratio in (0, 1] | {class: n}
     sampling_strategy: str | float | dict[int | str, int] = "auto"
@@ -68,7 +79,12 @@ class ExperimentConfig(Config):
     # resnet18, resnet50
     train: TrainConfig = field(default_factory=TrainConfig)  # the classifier recipe shared by all runs
     seeds: tuple[int, ...] = (0,)  # classifier seeds; every method × classifier is trained once per seed
-    fill_seed: int = 0  # base seed of the fill images (one fill per method, shared by all classifier seeds)
+    fill_seed: int = 0  # base seed of the fill images (the first classifier seed's fill, and the sweep's)
+    fill_draws: Literal["per_seed", "shared"] = "per_seed"  # per_seed: every further classifier seed trains on its
+    # own fill draw (per-image seeds derived from it), so the verdict's interval covers the fill's variance too;
+    # shared: one fill for all seeds (cheaper; the interval then covers classifier seeds only)
+    generator_seeds: bool = False  # with per_seed draws: every further seed's draw also comes from a generator of
+    # its own (another training seed), so the interval covers the generator's training variance too (costly)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     consistency: bool = True  # label generated images with a reference classifier trained on balanced real data
     reference_train: TrainConfig = field(default_factory=TrainConfig)  # that reference classifier's recipe
@@ -86,6 +102,8 @@ class ExperimentConfig(Config):
     # models, where whole runs scale linearly), ddp above
     log_dir: str | None = None  # TensorBoard event files of the training curves go here (needs the tensorboard
     # extra); None = off; changes no result; `diffbalance run --log-dir` overrides it
+    replicate: ReplicateConfig | None = None  # after the run, re-test its verdicts on fresh draws of the data with
+    # the chosen recipes frozen (experiment.replicate): RUN/replication/draw<d>, RUN/replication.json
     expected_time: ExpectedTime | None = None  # the wall time this config took on a CPU and that machine's speed:
     # `diffbalance run` prints the time it expects on this machine (experiment.speed); changes no result
 
@@ -114,14 +132,20 @@ class ExperimentConfig(Config):
             object.__setattr__(self, "sweep", (self.sweep,))
         if self.sweep:
             self._check_sweeps()
+        if self.validation is not None and self.validation.cross_validated:
+            filtered = [m.name for m in self.methods if m.filter is not None]
+            if filtered:
+                raise DiffbalanceError(f"method(s) {', '.join(filtered)} use a filter, which cross-validation does not "
+                                       "score yet", "hold out a split instead (validation: {per_class: N})")
+            TrainConfig.from_dict({**self.train.to_dict(), **self.validation.train}, path="validation.train")
         self.require(self.reference_images_per_class is None or self.reference_images_per_class >= 1,
                      "reference_images_per_class", "a positive count or null")
 
     def _check_sweeps(self) -> None:
         cfg_methods = [m.name for m in self.methods if m.rebalancer == "cfg"]
         if self.validation is None:
-            raise DiffbalanceError("sweep chooses on validation accuracy, but there is no validation section",
-                                   "add validation: {per_class: N} (or fraction: f)")
+            raise DiffbalanceError("sweep chooses on validation folds, but there is no validation section",
+                                   "add validation: {folds: 5} (or per_class: N)")
         tuned: list[str] = []
         for i, sweep in enumerate(self.sweep):
             if sweep.method not in cfg_methods:

@@ -13,23 +13,40 @@ from diffbalance.experiment.config import MethodConfig
 from diffbalance.experiment.filter import filtered_fill
 from diffbalance.generate.cfg.generator import GENERATOR_FILE
 from diffbalance.experiment.sweep import Sweeper, run_sweeps
+from diffbalance.infra.paths import inside
 from diffbalance.infra.progress import console
+from diffbalance.infra.seeding import derive_seed
 from diffbalance.rebalance.store import copy_fill, fill
 from diffbalance.experiment.stage import Stage, method_rebalancer
+from diffbalance.imbalance.validation import Fold
 from diffbalance.experiment.quality import balanced_original, reference_classifier, run_embedder
 
 
-def sweep_table(st: Stage) -> dict:
+def sweep_table(st: Stage, sweeper: Sweeper) -> dict:
     """Every sweep of the config's `sweep` (experiment.sweep), their fills under OUT/sweep/."""
-    config = st.config
-    reference = reference_classifier(st) if config.consistency else None
+    return run_sweeps(sweeper, st.config.sweep, {m.name: m for m in st.config.methods})
 
-    def fill_for(method: MethodConfig, knobs: dict, folder: str, cap: int | None) -> ImageSet:
-        reb = method_rebalancer(config, method, st.device).set_params(**knobs, guidance_convention="ho")
+
+def make_sweeper(st: Stage) -> Sweeper:
+    """What scores sweep points and cross-validated rows: fills per fold, quick classifiers, the shared memo."""
+    config = st.config
+    reference = reference_classifier(st) if config.consistency and config.sweep else None
+
+    def fill_for(method: MethodConfig, knobs: dict, folder: str, cap: int | None, fold: Fold) -> ImageSet:
+        reb = method_rebalancer(config, method, st.device)
+        if knobs:
+            reb.set_params(**knobs, guidance_convention="ho")
+        workdir = _workdir(st, method)
+        if fold.count > 1:  # cross-validation: the fold's own fill, from its training part alone
+            folder = f"{folder}/{fold.name}"
+            if reb.generative and config.validation.generators == "shared":
+                reb.set_params(**shared_generator(st, method))
+            else:
+                workdir = workdir / fold.name  # a generator that never saw the held-out fold
         if cap is not None:  # the first `cap` images of each class: the same images the full fill starts with
-            counts = st.imbalanced.counts()
-            reb.set_params(sampling_strategy={c: counts[c] + min(cap, n) for c, n in reb.plan(st.imbalanced).items()})
-        return fill(reb, st.imbalanced, st.out_dir / "sweep" / folder, _workdir(st, method), st.progress)
+            counts = fold.train.counts()
+            reb.set_params(sampling_strategy={c: counts[c] + min(cap, n) for c, n in reb.plan(fold.train).items()})
+        return fill(reb, fold.train, st.out_dir / "sweep" / folder, workdir, st.progress)
 
     def quality(fills: ImageSet) -> dict | None:
         if config.fid is None:
@@ -39,8 +56,17 @@ def sweep_table(st: Stage) -> dict:
         return {"precision_recall": q["precision_recall"], "generated_fid": q["generated_fid"]["fid"],
                 "features": q["features"]}
 
-    methods = {m.name: m for m in config.methods}
-    return run_sweeps(Sweeper(st, fill_for, reference, quality), config.sweep, methods)
+    sweeper = Sweeper(st, fill_for, reference, quality if config.sweep else None)
+    sweeper.load()
+    return sweeper
+
+
+def shared_generator(st: Stage, m: MethodConfig) -> dict:
+    """The parameters that make a method's fold fills use the generator of its final fill (trained on every training
+    image, into the same folder the final fill uses): `validation.generators: shared`."""
+    reb = method_rebalancer(st.config, m, st.device)
+    checkpoint = reb.trained_checkpoint(st.imbalanced, _workdir(st, m), st.device)
+    return {} if checkpoint is None else {"checkpoint": str(checkpoint)}
 
 
 def shared_fills(st: Stage, methods: list[MethodConfig]) -> dict[str, ImageSet]:
@@ -58,16 +84,51 @@ def shared_fills(st: Stage, methods: list[MethodConfig]) -> dict[str, ImageSet]:
     return fills
 
 
-def method_fill(st: Stage, m: MethodConfig) -> ImageSet:
-    """The method's fill images (none for an identity method); resumes a partial fill folder."""
+def method_fill(st: Stage, m: MethodConfig, seed: int | None = None) -> ImageSet:
+    """The method's fill images (none for an identity method); resumes a partial fill folder. `seed`: a further
+    classifier seed's own draw (`fill_draws: per_seed`), in OUT/fill-draws/<method>/seed<k>; None: the run's fill."""
     reb = method_rebalancer(st.config, m, st.device)
+    folder = st.out_dir / "fills" / m.name
+    if seed is not None:
+        reb.set_params(random_state=fill_draw_seed(st.config.fill_seed, seed))
+        folder = inside(inside(st.out_dir / "fill-draws", m.name, "method"), f"seed{seed}", "seed")
+        trains = getattr(reb, "train", None)
+        if st.config.generator_seeds and hasattr(trains, "seed") and getattr(reb, "checkpoint", None) is None:
+            # its own generator too: another training seed (initial weights, batches, noise) → its own folder
+            reb.set_params(train=trains.replace(seed=fill_draw_seed(trains.seed, seed)))
     n = sum(reb.plan(st.imbalanced).values())
     if n:
-        console.print(f"[bold]fill[/] {m.name}: {n} images ({m.rebalancer}{', filtered' if m.filter else ''})")
+        console.print(f"[bold]fill[/] {m.name}: {n} images ({m.rebalancer}{', filtered' if m.filter else ''}"
+                      f"{'' if seed is None else f', the draw of classifier seed {seed}'})")
     if m.filter is not None:
-        return filtered_fill(reb, m.filter, st.imbalanced, st.out_dir / "fills" / m.name, _workdir(st, m),
-                             st.out_dir / "judges", st.device, st.progress)
-    return fill(reb, st.imbalanced, st.out_dir / "fills" / m.name, _workdir(st, m), st.progress)
+        return filtered_fill(reb, m.filter, st.imbalanced, folder, _workdir(st, m), st.out_dir / "judges", st.device,
+                             st.progress)
+    return fill(reb, st.imbalanced, folder, _workdir(st, m), st.progress)
+
+
+def fill_draw_seed(fill_seed: int, classifier_seed: int) -> int:
+    """The base seed of classifier seed k's own fill draw (its per-image seeds derive from it)."""
+    return derive_seed(fill_seed, "fill draw", classifier_seed)
+
+
+def fill_draws(st: Stage, methods: list[MethodConfig], fills: dict[str, ImageSet]) -> dict[tuple[str, int], ImageSet]:
+    """With `fill_draws: per_seed`, {(method, classifier seed): its fill} for every seed after the first (the first
+    trains on the run's fill, `fills`, so a sweep's chosen fill is still reused); {} with one shared draw. Methods
+    that add no image, and rows with the same fill (ablations), draw once."""
+    if st.config.fill_draws != "per_seed":
+        return {}
+    out: dict[tuple[str, int], ImageSet] = {}
+    made: dict[tuple[str, int], ImageSet] = {}
+    for m in methods:
+        if not len(fills[m.name]):
+            continue
+        key = json.dumps({"rebalancer": m.rebalancer, "params": m.params,
+                          "filter": m.filter.to_dict() if m.filter else None}, sort_keys=True, default=str)
+        for seed in st.config.seeds[1:]:
+            if (key, seed) not in made:
+                made[(key, seed)] = method_fill(st, m, seed)
+            out[(m.name, seed)] = made[(key, seed)]
+    return out
 
 
 def _workdir(st: Stage, m: MethodConfig) -> Path:

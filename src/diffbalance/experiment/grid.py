@@ -43,11 +43,12 @@ def parallel_mode(config: ExperimentConfig, image_side: int) -> str:
 
 
 def train_runs(st: Stage, methods: list[MethodConfig], fills: dict[str, ImageSet], results: dict,
-               scalars: Scalars | None = None) -> None:
+               scalars: Scalars | None = None, draws: dict[tuple[str, int], ImageSet] | None = None) -> None:
     """Every missing (method, classifier, seed) run, in grid order. Alone or with parallel: ddp each run is
     trained by every rank (DDP under torchrun) and results.json is rewritten after each; with parallel: runs
     rank r trains every world_size-th missing run by itself, keeps each finished one in runs/<run>.json, and
-    rank 0 gathers them into results.json. `scalars`: the TensorBoard log the curves also go to (None: off)."""
+    rank 0 gathers them into results.json. `scalars`: the TensorBoard log the curves also go to (None: off).
+    `draws`: {(method, seed): fill} where a seed trains on its own fill draw (experiment.fills.fill_draws)."""
     config = st.config
     rows = [*methods, *([ceiling_method(config)] if config.ceiling else [])]
     grid = [(m, clf, seed) for m in rows for clf in config.classifiers for seed in config.seeds]
@@ -59,7 +60,8 @@ def train_runs(st: Stage, methods: list[MethodConfig], fills: dict[str, ImageSet
     def run(m: MethodConfig, clf: str, seed: int, ddp: bool | None = None) -> dict:
         if m.name == CEILING:
             return train_and_evaluate(st, m, clf, seed, None, ddp=ddp, train=ceiling, scalars=scalars)
-        return train_and_evaluate(st, m, clf, seed, fills[m.name], ddp=ddp, scalars=scalars)
+        return train_and_evaluate(st, m, clf, seed, (draws or {}).get((m.name, seed), fills[m.name]), ddp=ddp,
+                                  scalars=scalars)
 
     if d.active and parallel_mode(config, max(st.imbalanced.images.shape[-2:])) == "runs":
         def mine() -> list[dict]:

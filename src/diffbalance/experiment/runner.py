@@ -39,9 +39,12 @@ from diffbalance.infra.paths import inside
 from diffbalance.infra.progress import console
 from diffbalance.infra.tensorboard import Scalars, scalar_log, summary_writer_class
 from diffbalance.experiment.config import RESULT_FREE, ExperimentConfig
-from diffbalance.experiment.fills import generator_histories, shared_fills, sweep_table
+from diffbalance.evaluate.ledger import record_scoring, set_digest
+from diffbalance.experiment.fills import fill_draws, generator_histories, make_sweeper, shared_fills, sweep_table
 from diffbalance.experiment.filter import acceptance, kept_and_rejected
-from diffbalance.experiment.grid import parallel_mode, previous_parts, train_runs
+from diffbalance.experiment.grid import _config_key, parallel_mode, previous_parts, train_runs
+from diffbalance.experiment.replicate import replicate
+from diffbalance.experiment.selection import best_rows, row_scores
 from diffbalance.experiment.quality import consistency_table, quality_table
 from diffbalance.experiment.stage import Stage, prepare_stage
 from diffbalance.experiment.sweep import reuse_chosen_fill, tuned_params
@@ -115,9 +118,10 @@ def _run_stages(st: Stage, clock: StageClock, scalars: Scalars | None = None) ->
     results = distributed.on_main(lambda: _load_previous(st))
     before = results.pop("stage_seconds", {})
     methods = list(config.methods)
+    sweeper = make_sweeper(st) if st.selects else None
     if config.sweep:  # the chosen knobs replace the tuned methods' own before they run
         with clock("sweep"):
-            results["sweep"] = sweep_table(st)
+            results["sweep"] = sweep_table(st, sweeper)
         unfiltered = {m.name for m in methods if m.filter is None}
         for sweep in results["sweep"]["sweeps"]:
             if sweep["method"] in unfiltered and sweep["chosen_point"] is not None:
@@ -126,6 +130,7 @@ def _run_stages(st: Stage, clock: StageClock, scalars: Scalars | None = None) ->
         methods = [m.replace(params={**m.params, **tuned[m.name]}) if m.name in tuned else m for m in methods]
     with clock("fills"):
         fills = shared_fills(st, methods)
+        draws = fill_draws(st, methods, fills)
     curves = distributed.on_main(lambda: generator_histories(st.out_dir))
     if curves:
         results["generators"] = curves
@@ -133,7 +138,7 @@ def _run_stages(st: Stage, clock: StageClock, scalars: Scalars | None = None) ->
         if scalars is not None:
             scalars.write(f"generator/{name}", curve, step_key="step")
     with clock("classifiers"):
-        train_runs(st, methods, fills, results, scalars)
+        train_runs(st, methods, fills, results, scalars, draws)
     generated = {m.name: fills[m.name] for m in config.methods if len(fills[m.name])}
     filtered = {m.name: kept_and_rejected(st.out_dir / "fills" / m.name, st.imbalanced.class_names)
                 for m in config.methods if m.filter is not None and m.name in generated}
@@ -146,16 +151,50 @@ def _run_stages(st: Stage, clock: StageClock, scalars: Scalars | None = None) ->
     if generated and config.fid is not None:
         with clock("quality"):
             results["quality"] = quality_table(st, generated)
-    if st.validation is not None:
-        results["verdict"] = {clf: paired_verdict(results["runs"], clf) for clf in config.classifiers}
+    if st.selects:
+        with clock("selection"):
+            results["selection"] = {clf: row_scores(st, sweeper, methods, results.get("sweep"), results["runs"], clf)
+                                    for clf in config.classifiers}
+        results["verdict"] = {clf: _verdict(config, results["runs"], results["selection"][clf], clf)
+                              for clf in config.classifiers}
+        results["ledger"] = distributed.on_main(lambda: _ledger(st))
     if config.compare_with:
         rows = config.row_names()
         results["comparisons"] = {clf: comparisons(results["runs"], clf, list(config.compare_with), rows)
                                   for clf in config.classifiers}
+    if config.replicate is not None and any((results.get("verdict") or {}).values()):
+        with clock("replication"):  # the chosen recipes frozen, re-run on fresh draws (experiment.replicate)
+            results["replication"] = replicate(st.out_dir, config.replicate, st.progress, config, results)
     with clock("report"):
         results["stage_seconds"] = clock.total(before)
         distributed.on_main(lambda: _write_outputs(st, results, generated, filtered))
     return results
+
+
+def _verdict(config: ExperimentConfig, runs: list[dict], scores: dict[str, dict], classifier: str) -> dict | None:
+    """The best generative against the best non-generative row (experiment.selection), paired by seed on test."""
+    gen, base = best_rows(scores)
+    how = config.validation.describe()
+    if base is None:
+        return None
+    if gen is None:
+        fell_back = [m for m, r in scores.items() if r["generative"] and r["fell_back"]]
+        if not fell_back:
+            return None
+        return {"classifier": classifier, "generative": None, "non_generative": base, "fell_back": fell_back,
+                "verdict": None, "chosen_on": how}
+    drawn = config.fill_draws == "per_seed" and len(config.seeds) > 1
+    covers = ("classifier seeds", *(["fill draws"] if drawn else []),
+              *(["generators"] if drawn and config.generator_seeds else []))
+    verdict = paired_verdict(runs, classifier, generative=gen, non_generative=base, chosen_on=how,
+                             variance_covers=covers)
+    return {**verdict, "scores": {gen: scores[gen], base: scores[base]}}
+
+
+def _ledger(st: Stage) -> dict:
+    """This run's config recorded against its test set in the cache's ledger; how many configs it has seen."""
+    digest = set_digest(st.test.images, st.test.labels)
+    return {"test_set": digest, "configs_scored": record_scoring(digest, _config_key(st.config), st.config.name)}
 
 
 def _write_outputs(st: Stage, results: dict, generated: dict, filtered: dict) -> None:
@@ -200,7 +239,8 @@ def _same_config(saved: dict | None, config: ExperimentConfig) -> bool:
     """A saved config (possibly written by an older version, in a shorter form) that resolves to `config`."""
     try:
         plain = dict.fromkeys(RESULT_FREE)
-        return ExperimentConfig.from_dict(saved or {}).replace(**plain) == config.replace(**plain)
+        saved = {"fill_draws": "shared", **(saved or {})}  # runs saved before per-seed draws shared one fill
+        return ExperimentConfig.from_dict(saved).replace(**plain) == config.replace(**plain)
     except DiffbalanceError:
         return False
 

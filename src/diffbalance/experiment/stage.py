@@ -20,7 +20,7 @@ from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.paths import inside
 from diffbalance.imbalance.subset import apply_profile
 from diffbalance.imbalance.targets import generation_counts
-from diffbalance.imbalance.validation import split_validation
+from diffbalance.imbalance.validation import Fold, selection_folds, split_validation
 from diffbalance.rebalance.base import Rebalancer
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import load_fill
@@ -37,11 +37,17 @@ class Stage:
     train_full: ImageSet  # the original (balanced) training set
     test: ImageSet
     imbalanced: ImageSet  # the imbalanced training images every method starts from (validation part removed)
-    validation: ImageSet | None  # real images held out for every choice; None without a validation section
+    validation: ImageSet | None  # real images held out for every choice; None without a held-out split
     images_to_add: list[int]  # per class, what sampling_strategy asks for (the methods that add images add these)
     progress: bool
     reference: TrainedClassifier | None = None  # trained on first use, shared by consistency and domain FID
     embedder: Embedder | None = None  # the FID feature network and its memo, made on first use (quality.run_embedder)
+    folds: list[Fold] | None = None  # what choices are scored on (imbalance.validation.selection_folds); [] = none
+
+    @property
+    def selects(self) -> bool:
+        """Whether choices can be made (a validation section: a held-out split or cross-validation folds)."""
+        return bool(self.folds)
 
 
 def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True) -> Stage:
@@ -62,7 +68,9 @@ def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True
         check_memory(image_bytes(len(train) + len(test) + len(imbalanced) + 2 * sum(images_to_add), c, h, w),
                      f"this run ({sum(images_to_add)} fill images per method of {c}×{h}×{w})",
                      "lower the target, or use smaller images")
-        return Stage(config, checked_out, device, train, test, imbalanced, validation, images_to_add, progress)
+        folds = selection_folds(imbalanced, validation, config.validation)  # K-fold: every class in every fold
+        return Stage(config, checked_out, device, train, test, imbalanced, validation, images_to_add, progress,
+                     folds=folds)
 
     return distributed.main_first(checked)
 
@@ -79,7 +87,7 @@ def check_run_folder(out_dir: Path, config: ExperimentConfig) -> Path:
         for clf in config.classifiers:
             for seed in config.seeds:
                 inside(out_dir / "checkpoints", f"{m.name}--{clf}--seed{seed}", "run")
-    for sub in ("fills", "checkpoints", "sweep", "generators", "judges", "runs", "figures"):
+    for sub in ("fills", "fill-draws", "checkpoints", "sweep", "generators", "judges", "runs", "figures", "replication"):
         inside(out_dir, sub, "run folder")
     return out_dir
 

@@ -1,26 +1,38 @@
-"""The sweep: choose a cfg method's sampling knobs on validation accuracy, one knob at a time.
+"""The sweep: choose a cfg method's sampling knobs on training data, one knob at a time, keeping the simpler point
+unless a richer one wins by more than its noise.
 
 Strong guidance makes class-typical images that lack diversity; weak guidance diverse ones that may leave their
 class; a real-guided start keeps a real image's content; a share of copies keeps the fill partly real. Which mix
-trains the best classifier is an empirical question, answered on the validation split, never on the test set.
+trains the best classifier is an empirical question, answered on the validation folds (imbalance.validation:
+stratified K-fold cross-validation, or a held-out split as one fold), never on the test set.
 
-A staged search (coordinate ascent over a bounded number of points), in this order:
+Every point is scored on every fold × quick-classifier seed: the fold's training part is filled (with a generator
+trained on that part alone, unless `validation.generators: shared`), a quick classifier is trained on it with each
+seed, and scored on the fold's held-out images by `validation.score`. All points of a run share folds and seeds, so
+two points' scores pair up: d_ks = score_a(k, s) − score_b(k, s).
+
+The search, in this order, starts from the zero point — the fill of plain copies (oversampling itself, which a
+real-guided start at strength 0 and a synthetic share of 0 also are):
+    0. zero       the copies: the point kept until another beats it
     1. guidance   every w of `guidance_w` with every sampler of `samplers` (a grid, as the paper's w sweep)
-    2. init       every start of `init` (noise | real | translate) at the best point so far
-    3. strength   every `strength` at the best point so far (skipped when the best start is noise)
-    4. share      every `synthetic_share` at the best point so far (0 = all copies: oversampling itself)
-An empty list keeps the method's own value and runs no stage. Each stage keeps the best point so far unless a
-candidate is strictly better (ties: the best so far, then the earlier value in the list), so a later stage never
-makes the validation score worse, and the zero points (strength 0, share 0 = oversampling) let the method fall
-back to copies when generation does not help. At most |w|·|samplers| + |init| + |strength| + |share| points.
+    2. init       every start of `init` (noise | real | translate) at the centre so far
+    3. strength   every `strength` at the centre so far (skipped when the centre starts from noise)
+    4. share      every `synthetic_share` at the centre so far
+The centre is where the next stage explores: the best mean score so far (ties: the centre, then list order). The
+chosen point moves only by the one-standard-error rule: a stage's point replaces the chosen one when its paired
+advantage over it exceeds one standard error of the paired differences (mean(d) > SE(d) = std(d)/√n, n = folds ×
+seeds), the best-scoring such point if several; otherwise the simpler point — the zero point, or the one chosen at
+an earlier stage — is kept. Each choice records its margin in standard errors (mean(d)/SE(d)), so a reader sees
+how far from the line it fell: a margin near 1 could flip with another processor's rounding, a margin of 3 cannot.
+At most 1 + |w|·|samplers| + |init| + |strength| + |share| points.
 
 Every point is recorded:
-    validation accuracy    mean and std over `seeds` of a quickly trained classifier on imbalanced real + the
-                           point's fill: the mean is the one number the choice is made on; the std is the noise
-                           of the quick classifier, shown beside it
+    score             its mean over folds × seeds (what choices are made on), std, SE and each (fold, seed) value;
+                      validation accuracy (plain) beside it
     fidelity / diversity   precision and recall (k = 3) and FID of the fills against the real training images of the
-                           same classes, in the features the `fid:` section names (Inception or domain)
-    class consistency      share of fills the report's reference classifier puts in their class (report only)
+                      same classes, in the features the `fid:` section names (Inception or domain); first fold only
+    class consistency share of fills the report's reference classifier puts in their class (report only)
+and each sweep a scikit-learn `cv_results_`-style table (params, mean/std/rank of the score, one column per split).
 Several sweeps (one per tuned method) share a memo: a point with the same fill, quick recipe, seeds and cap is
 measured once. The chosen knobs replace the method's own (and those of the methods in `also`) before it runs.
 """
@@ -29,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,8 +63,14 @@ from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import copy_fill
 
 KNOBS = ("sampler", "guidance_w", "init", "strength", "synthetic_share")  # the parameters a sweep sets
-CHOSEN_ON = ("mean validation accuracy of quickly trained classifiers over the sweep's seeds (ties: the best point "
-             "so far, then the earlier value)")
+ZERO = "copies"  # the zero point's label: the fill of plain copies (oversampling), where every sweep starts
+ONE_SE = 1.0  # a point replaces the chosen one when its paired advantage exceeds this many standard errors
+
+
+def chosen_on(score: str) -> str:
+    return (f"mean {score.replace('_', ' ')} over validation folds × quick-classifier seeds; a point replaces the "
+            f"simpler one (the copies, or the point chosen before) only when its paired advantage exceeds one "
+            f"standard error")
 
 
 @dataclass(frozen=True)
@@ -67,7 +86,7 @@ class SweepConfig(Config):
     # image i is the same in the sweep and in the final fill, so the final fill only adds the rest
     classifier: ModelName | None = None  # the quick classifier; None = the experiment's first
     train: dict = field(default_factory=dict)  # its recipe: overrides on top of the method's recipe
-    seeds: tuple[int, ...] = (0, 1)  # its training seeds: a point's score is the mean over them
+    seeds: tuple[int, ...] = (0, 1)  # its training seeds, on every fold: a point's score is the mean over both
 
     def validate(self) -> None:
         self.require(all(w >= 0 for w in self.guidance_w), "guidance_w", "a list of Ho weights w ≥ 0")
@@ -94,12 +113,38 @@ class SweepConfig(Config):
         return out
 
 
-SCORE_DIGITS = 9  # means of accuracies that are equal counts of images differ in the last bits (0.67 vs 0.6699…)
+SCORE_DIGITS = 9  # means of scores that are equal counts of images differ in the last bits (0.67 vs 0.6699…)
 
 
 def score(point: dict) -> float:
-    """What a point is chosen on: its mean validation accuracy, rounded so that equal scores tie exactly."""
-    return round(point["validation_accuracy"], SCORE_DIGITS)
+    """What a point is ranked on: its mean score, rounded so that equal scores tie exactly (older records: their
+    mean validation accuracy)."""
+    return round(point.get("score", point.get("validation_accuracy")), SCORE_DIGITS)
+
+
+def paired_margin(point: dict, simpler: dict) -> dict:
+    """`point`'s advantage over `simpler`, paired by (fold, seed): the mean difference, its standard error, and the
+    margin mean/SE in standard errors (±inf when every difference is the same non-zero value; 0 when all are 0).
+    `beats`: the one-standard-error rule, margin > ONE_SE."""
+    a, b = _by_split(point), _by_split(simpler)
+    splits = sorted(set(a) & set(b))
+    diffs = [round(a[k] - b[k], SCORE_DIGITS) for k in splits]
+    if not diffs:
+        return {"mean": None, "se": None, "margin_se": None, "n": 0, "beats": False}
+    mean = statistics.fmean(diffs)
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+    if se > 0:
+        margin = mean / se
+    else:
+        margin = 0.0 if mean == 0 else math.copysign(math.inf, mean)
+    return {"mean": mean, "se": se, "margin_se": margin, "n": len(diffs), "beats": bool(margin > ONE_SE)}
+
+
+def _by_split(point: dict) -> dict[tuple[int, int], float]:
+    """(fold, seed) → score of a point; a point recorded before folds: its seeds on fold 0, by validation accuracy."""
+    if "scores" in point:
+        return {(r["fold"], r["seed"]): r["score"] for r in point["scores"]}
+    return {(0, s): acc for s, acc in zip(point.get("seeds", []), point.get("validation_accuracies", []))}
 
 
 def point_label(knobs: dict[str, Any]) -> str:
@@ -118,7 +163,7 @@ class Sweeper:
     are kept (OUT/sweep/sweep.json; a rerun measures only what is missing)."""
 
     st: Any  # the run's Stage
-    fill_for: Callable  # (method config, knob values, folder name, cap per class) → the point's fill ImageSet
+    fill_for: Callable  # (method config, knob values, folder name, cap per class, Fold) → the point's fill ImageSet
     reference: Any = None  # the report's reference classifier (consistency) or None
     quality: Callable | None = None  # fills → P/R/FID dict, or None
     memo: dict[str, dict] = field(default_factory=dict)  # point key → its measurements
@@ -127,62 +172,89 @@ class Sweeper:
     def path(self) -> Path:
         return self.st.out_dir / "sweep" / "sweep.json"
 
+    @property
+    def score_name(self) -> str:
+        validation = getattr(self.st.config, "validation", None)
+        return getattr(validation, "score", "balanced_accuracy")
+
     def run(self, cfg: SweepConfig, method) -> dict:
         """One method's staged search (module docstring): its points, each stage's candidates, the chosen knobs."""
-        if self.st.validation is None:
-            raise DiffbalanceError("the sweep chooses on validation accuracy, but the config has no validation split",
-                                   "add validation: {per_class: N} (or fraction: f)")
+        if not self.st.folds:
+            raise DiffbalanceError("the sweep chooses on validation folds, but the config has no validation section",
+                                   "add validation: {folds: 5} (or per_class: N)")
         recipe = cfg.recipe(method.train, self.st.config.classifiers[0])
         own = build_rebalancer("cfg", {k: v for k, v in method.params.items()
                                        if k in (*KNOBS, "guidance_convention")}).get_params()
-        current = {**{k: own[k] for k in KNOBS}, "guidance_w": ho_weight(own["guidance_w"], own["guidance_convention"])}
-        best, stages, points = None, [], {}
+        center = {**{k: own[k] for k in KNOBS}, "guidance_w": ho_weight(own["guidance_w"], own["guidance_convention"])}
+        points = {ZERO: self.measure(zero_method(method), {}, ZERO, recipe, cfg)}
+        best, chosen, stages = None, ZERO, []
         for name, candidates in cfg.stages():
-            if name == "strength" and current["init"] == "noise":
-                stages.append({"stage": name, "skipped": "the best start so far is noise"})
+            if name == "strength" and center["init"] == "noise":
+                stages.append({"stage": name, "skipped": "the centre so far starts from noise"})
                 continue
             tried = []
             for values in candidates:
-                knobs = {**current, **values}
+                knobs = {**center, **values}
                 label = point_label(knobs)
-                if label != best and label not in tried:  # the best so far is in the pool already
+                if label != best and label not in tried:  # the centre so far is in the pool already
                     points[label] = self.measure(method, knobs, label, recipe, cfg)
                     tried.append(label)
-            pool = ([best] if best is not None else []) + tried  # ties: the best so far, then list order
+            pool = ([best] if best is not None else []) + tried  # ties: the centre so far, then list order
             best = max(pool, key=lambda lab: score(points[lab]))
-            current = {k: points[best][k] for k in KNOBS}
-            stages.append({"stage": name, "points": tried, "best": best})
+            center = {k: points[best][k] for k in KNOBS}
+            margins = {lab: paired_margin(points[lab], points[chosen]) for lab in tried}
+            winners = [lab for lab in tried if margins[lab]["beats"]]
+            before = chosen
+            if winners:
+                chosen = max(winners, key=lambda lab: score(points[lab]))
+            stages.append({"stage": name, "points": tried, "best": best, "chosen": chosen, "against": before,
+                           "margins": margins})
         swept = {k for _, cands in cfg.stages() for c in cands for k in c}
-        chosen = {k: current[k] for k in KNOBS if k in swept or (k == "strength" and "init" in swept)}
-        if "guidance_w" in chosen:
-            chosen["guidance_convention"] = "ho"  # the sweep's w are Ho's
+        if chosen == ZERO:
+            knobs = {"synthetic_share": 0.0}  # every fill image a copy: oversampling itself
+        else:
+            knobs = {k: points[chosen][k] for k in KNOBS if k in swept or (k == "strength" and "init" in swept)}
+            if "guidance_w" in knobs:
+                knobs["guidance_convention"] = "ho"  # the sweep's w are Ho's
+        zero_margin = paired_margin(points[chosen], points[ZERO]) if chosen != ZERO else None
+        best_margin = paired_margin(points[best], points[ZERO]) if best is not None else None
         return {"method": method.name, "also": list(cfg.also), "points": points, "stages": stages,
-                "chosen": chosen, "chosen_point": best, "chosen_on": CHOSEN_ON}
+                "chosen": knobs, "chosen_point": chosen, "best_point": best, "zero_point": ZERO,
+                "margin_over_zero": zero_margin, "best_over_zero": best_margin,
+                "chosen_on": chosen_on(self.score_name), "cv_results": cv_results(points)}
 
     def measure(self, method, knobs: dict[str, Any], label: str, recipe: TrainConfig, cfg: SweepConfig) -> dict:
-        """A point's fill and scores; from the memo when any sweep of this run measured the same point."""
-        key = _point_key(method, knobs, recipe, cfg)
+        """A point's fills and scores on every fold; from the memo when any sweep of this run measured the same."""
+        st = self.st
+        key = _point_key(method, knobs, recipe, cfg, _folds_key(st))
         if key in self.memo:
             return self.memo[key]
-        st = self.st
         console.print(f"[bold]sweep[/] {method.name}: {label}")
-        fills = self.fill_for(method, knobs, f"{method.name}-{label}", cfg.max_images_per_class)
-        accuracy, macro_f1, histories = [], [], []
-        for seed in cfg.seeds:
-            clf = train_classifier(st.imbalanced.concat(fills), recipe, device=st.device, seed=seed,
-                                   progress=st.progress, validation=st.validation)
-            val = classification_metrics(st.validation.labels, clf.predict(st.validation.images),
-                                         st.validation.class_names)
-            accuracy.append(val["accuracy"])
-            macro_f1.append(val["macro_f1"])
-            histories.append(clf.history)  # the quick classifier's curve, one per seed
+        scores, accuracy, macro_f1, histories, first_fill = [], [], [], [], None
+        for fold in st.folds:
+            fills = self.fill_for(method, knobs, f"{method.name}-{label}", cfg.max_images_per_class, fold)
+            first_fill = fills if first_fill is None else first_fill
+            for seed in cfg.seeds:
+                clf = train_classifier(fold.train.concat(fills), recipe, device=st.device, seed=seed,
+                                       progress=st.progress, validation=fold.held)
+                val = classification_metrics(fold.held.labels, clf.predict(fold.held.images), fold.held.class_names)
+                scores.append({"fold": fold.index, "seed": seed, "score": val[self.score_name]})
+                accuracy.append(val["accuracy"])
+                macro_f1.append(val["macro_f1"])
+                histories.append(clf.history)  # the quick classifier's curve, one per fold × seed
+        values = [r["score"] for r in scores]
         self.memo[key] = {
-            **knobs, "key": key, "folder": f"{method.name}-{label}", "seeds": list(cfg.seeds),
+            **knobs, "key": key, "folder": f"{method.name}-{label}", "seeds": list(cfg.seeds), "folds": len(st.folds),
+            "score_name": self.score_name, "score": statistics.fmean(values),
+            "score_std": statistics.stdev(values) if len(values) > 1 else None,
+            "score_se": statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None,
+            "scores": scores,
             "validation_accuracy": statistics.fmean(accuracy),
             "validation_accuracy_std": statistics.stdev(accuracy) if len(accuracy) > 1 else None,
             "validation_accuracies": accuracy, "validation_macro_f1": statistics.fmean(macro_f1),
-            "consistency": class_consistency(self.reference.predict, fills)["agreement_pct"] if self.reference else None,
-            "quality": self.quality(fills) if self.quality else None,
+            "consistency": (class_consistency(self.reference.predict, first_fill)["agreement_pct"]
+                            if self.reference and len(first_fill) else None),
+            "quality": self.quality(first_fill) if self.quality and len(first_fill) else None,
             "histories": histories,
         }
         self.save()
@@ -201,10 +273,37 @@ class Sweeper:
         distributed.on_main(lambda: write_json(self.path, body))
 
 
-def _point_key(method, knobs: dict[str, Any], recipe: TrainConfig, cfg: SweepConfig) -> str:
-    """What decides a point's scores: the fill (rebalancer and its parameters), the quick recipe, seeds and cap."""
+def zero_method(method):
+    """The zero point of a generative method's sweep: the same row filled with plain copies (`oversample`, the
+    images a synthetic share of 0 or a real start at strength 0 make), with the method's own recipe."""
+    return method.replace(rebalancer="oversample", params={}, filter=None)
+
+
+def cv_results(points: dict[str, dict]) -> dict[str, list]:
+    """scikit-learn's `cv_results_` layout for a sweep's points: params, mean/std/rank of the score, and one
+    `split<k>_test_score` column per (fold, seed) split, in the points' order (rank 1 = best; ties share a rank)."""
+    labels = list(points)
+    splits = sorted({k for lab in labels for k in _by_split(points[lab])})
+    out: dict[str, list] = {"label": labels,
+                            "params": [{k: points[lab][k] for k in KNOBS if k in points[lab]} for lab in labels],
+                            "mean_test_score": [score(points[lab]) for lab in labels],
+                            "std_test_score": [points[lab].get("score_std") for lab in labels]}
+    out["rank_test_score"] = [1 + sum(v > m for v in out["mean_test_score"]) for m in out["mean_test_score"]]
+    for j, (fold, seed) in enumerate(splits):
+        out[f"split{j}_test_score"] = [_by_split(points[lab]).get((fold, seed)) for lab in labels]
+    out["splits"] = [{"fold": f, "seed": s} for f, s in splits]
+    return out
+
+
+def _folds_key(st) -> list:
+    """What identifies the folds a point is scored on: how many, and the held-out images' count per class."""
+    return [[fold.index, fold.count, fold.held.counts()] for fold in st.folds]
+
+
+def _point_key(method, knobs: dict[str, Any], recipe: TrainConfig, cfg: SweepConfig, folds: list) -> str:
+    """What decides a point's scores: the fill (rebalancer and its parameters), the quick recipe, seeds, cap, folds."""
     ident = {"rebalancer": method.rebalancer, "params": {**method.params, **knobs}, "recipe": recipe.to_dict(),
-             "seeds": list(cfg.seeds), "cap": cfg.max_images_per_class}
+             "seeds": list(cfg.seeds), "cap": cfg.max_images_per_class, "folds": folds}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -213,25 +312,31 @@ def run_sweeps(sweeper: Sweeper, sweeps: tuple[SweepConfig, ...], methods: dict)
     sweeper.load()
     done = [sweeper.run(cfg, methods[cfg.method]) for cfg in sweeps]
     sweeper.save(done)
-    return {"sweeps": done, "chosen_on": CHOSEN_ON}
+    return {"sweeps": done, "chosen_on": chosen_on(sweeper.score_name)}
 
 
 def tuned_params(sweep_results: dict) -> dict[str, dict[str, Any]]:
     """Method name → the parameters its sweep sets: the swept method takes every knob of the chosen point (so its
-    fill is that point's images), the `also` methods the knobs the sweep chose."""
+    fill is that point's images; the zero point: a synthetic share of 0, all copies), the `also` methods the knobs
+    the sweep chose."""
     out = {}
     for s in sweep_results["sweeps"]:
         for name in s["also"]:
             out[name] = s["chosen"]
-        if s["chosen_point"] is not None:
+        if s["chosen_point"] is not None and s["chosen_point"] != s.get("zero_point"):
             point = s["points"][s["chosen_point"]]
             out[s["method"]] = {**{k: point[k] for k in KNOBS}, "guidance_convention": "ho"}
+        elif s["chosen_point"] is not None:
+            out[s["method"]] = dict(s["chosen"])
     return out
 
 
 def reuse_chosen_fill(out_dir: Path, sweep: dict) -> None:
     """Copy a sweep's chosen point's finished fill to OUT/fills/<method> (sampling it again would give the same
-    images; the final fill then only adds the images beyond the sweep's cap), replacing a fill of another choice."""
+    images; the final fill then only adds the images beyond the sweep's cap), replacing a fill of another choice.
+    Only a held-out split's fill is the final fill's start (a fold's fill is made from part of the training set),
+    and only a generated point's (the zero point's copies are made by another rebalancer)."""
     point = sweep["points"][sweep["chosen_point"]]
-    copy_fill(Path(out_dir) / "sweep" / point["folder"], Path(out_dir) / "fills" / sweep["method"])
-
+    source = Path(out_dir) / "sweep" / point["folder"]
+    if point.get("folds", 1) == 1 and sweep["chosen_point"] != sweep.get("zero_point") and source.is_dir():
+        copy_fill(source, Path(out_dir) / "fills" / sweep["method"])

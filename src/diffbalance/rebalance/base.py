@@ -102,6 +102,11 @@ class Rebalancer(BaseEstimator, ABC):
         self.train_ = train
         self.device_ = device
 
+    def trained_checkpoint(self, train: ImageSet, workdir: Path, device: torch.device | str = "auto") -> Path | None:
+        """The model folder a fill of `train` would use, trained into `workdir` if needed (methods that train a
+        generator); None for methods without one. Cross-validation shares it across folds this way."""
+        return None
+
     @abstractmethod
     def generate(self, class_index: int, seeds: Sequence[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         """Return uint8 images (len(seeds), C, H, W) of class `class_index` on the CPU — image k made from

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from diffbalance.infra.atomic import write_text
 from diffbalance.report import tables
-from diffbalance.report.verdict import verdict_text
+from diffbalance.report.replication import replication_section
+from diffbalance.report.verdict import interval_cell, verdict_text
 
 FEW_SHOT = 1 / 3  # a class is few-shot when it has at most this share of the largest class's training images
 
@@ -27,12 +28,17 @@ def write_study_summary(out_dir: Path, profiles: list[tuple[str, dict, dict]]) -
     classifiers = list(first_config["classifiers"])
     parts = [f"# diffbalance study — {first_config['name'].split(' — ')[0]}",
              "One experiment per profile (each has its own `report.md` and `results.json` in its folder); every "
-             "choice is made on the validation split, every difference is paired by classifier seed."]
+             "choice is made on the training data (validation folds or a held-out split), every difference is paired "
+             "by classifier seed."]
     for clf in classifiers:
         parts += [f"## Test accuracy (%) — {clf}", _accuracy_table(profiles, clf)]
         parts += [f"## Verdicts — {clf}"] + [f"- **{name}**: " + _verdict(results, clf) for name, results, _ in profiles]
         parts += _comparisons(profiles, clf)
         parts += _few_shot(profiles, clf)
+    for name, results, _ in profiles:
+        rep = replication_section(results.get("replication"))
+        if rep:
+            parts += [f"## Does the verdict replicate? — {name}"] + rep[1:]
     parts += _choices(profiles) + [_wall_time(profiles)]
     path = Path(out_dir) / "summary.md"
     write_text(path, "\n\n".join(p for p in parts if p) + "\n")
@@ -57,7 +63,7 @@ def _accuracy_table(profiles: list[tuple[str, dict, dict]], clf: str) -> str:
 
 def _verdict(results: dict, clf: str) -> str:
     v = (results.get("verdict") or {}).get(clf)
-    return verdict_text(v) if v else "no verdict (no validation split, or no method of one kind)"
+    return verdict_text(v, results.get("ledger")) if v else "no verdict (no validation split, or no method of one kind)"
 
 
 def _comparisons(profiles: list[tuple[str, dict, dict]], clf: str) -> list[str]:
@@ -74,7 +80,8 @@ def _comparisons(profiles: list[tuple[str, dict, dict]], clf: str) -> list[str]:
                 row.append(_difference(c))
             rows.append(row)
         parts += [f"### Against `{baseline}` — {clf}",
-                  "Test accuracy difference in points (mean ± std over seeds, paired), one-sided paired t-test p; "
+                  "Test accuracy difference in points (mean ± std over seeds, paired), its 95 % paired t interval "
+                  "and verdict (better / worse: above / below 0, else inconclusive), one-sided paired t-test p; "
                   "**bold**: every seed better and p < 0.05.",
                   tables.markdown_table(["method"] + [name for name, _, _ in profiles], rows)]
     return parts
@@ -86,6 +93,8 @@ def _difference(c: dict | None) -> str:
     text = f"{100 * c['mean_difference']:+.2f}"
     if c["std_difference"] is not None:
         text += f" ± {100 * c['std_difference']:.2f}"
+    if interval_cell(c):
+        text += " " + interval_cell(c)
     if c["p_value"] is not None:
         text += f" (p = {c['p_value']:.3g})"
     return f"**{text}**" if c["beats"] else text
@@ -115,16 +124,23 @@ def _choices(profiles: list[tuple[str, dict, dict]]) -> list[str]:
     for name, results, _ in profiles:
         for s in (results.get("sweep") or {}).get("sweeps", []):
             point = s["points"].get(s["chosen_point"], {})
-            std = point.get("validation_accuracy_std")
-            score = (f"{100 * point['validation_accuracy']:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
-                     if point else "–")
+            value = point.get("score", point.get("validation_accuracy"))
+            spread = point.get("score_se", point.get("validation_accuracy_std"))
+            score = "–" if value is None else f"{100 * value:.2f}" + (f" ± {100 * spread:.2f}" if spread else "")
+            over = s.get("margin_over_zero") or s.get("best_over_zero")
+            margin = "–" if not over or over.get("margin_se") is None else (
+                f"{'' if s.get('margin_over_zero') else 'best ' + str(s.get('best_point')) + ': '}"
+                f"{100 * over['mean']:+.2f} pts, {over['margin_se']:+.2f} SE")
             rows.append([name, s["method"] + (f" (+ {', '.join(s['also'])})" if s["also"] else ""),
-                         s["chosen_point"] or "–", score, str(len(s["points"]))])
+                         s["chosen_point"] or "–", score, margin, str(len(s["points"]))])
     if not rows:
         return []
-    return ["## What the sweeps chose (on validation)",
-            tables.markdown_table(["profile", "method", "chosen point", "validation acc % (quick)", "points tried"],
-                                  rows)]
+    return ["## What the sweeps chose (on the training data)",
+            "Score: the chosen point's mean over folds × quick seeds ± its SE (older runs: validation accuracy ± "
+            "std). Over the copies: the chosen point's paired advantage over the zero point, or the best point's when "
+            "the copies were kept.",
+            tables.markdown_table(["profile", "method", "chosen point", "score % (quick)", "over the copies",
+                                   "points tried"], rows)]
 
 
 def _wall_time(profiles: list[tuple[str, dict, dict]]) -> str:

@@ -16,7 +16,8 @@ from typing import Any
 from diffbalance.infra.atomic import write_text
 from diffbalance.data.imageset import ImageSet
 from diffbalance.report import figures, tables
-from diffbalance.report.verdict import paired_verdict, verdict_text
+from diffbalance.report.replication import replication_section
+from diffbalance.report.verdict import completed, interval_cell, paired_verdict, verdict_text
 
 
 def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: dict[str, ImageSet], config: dict,
@@ -43,6 +44,7 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
               f"; test set: {ds['test_count']} images. Rows = classifier, columns = method (the paper's Table 3).",
               tables.metric_table(runs, methods, classifiers, "accuracy")]
     parts += _verdict_section(results, methods, classifiers)
+    parts += replication_section(results.get("replication"))
     parts += _comparison_section(results.get("comparisons") or {})
     parts += ["## Balanced accuracy (%)", tables.metric_table(runs, methods, classifiers, "balanced_accuracy")]
     parts += ["## Macro-F1 (%)", tables.metric_table(runs, methods, classifiers, "macro_f1")]
@@ -89,39 +91,79 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
 
 
 def _sweep_section(sweep: dict, fig_dir: Path) -> list[str]:
-    """Each sweep: its stages, every point's knobs, fidelity, diversity, consistency and validation accuracy (mean ±
-    std over the quick classifier's seeds), the choice and a figure."""
+    """Each sweep: its stages, every point's knobs, fidelity, diversity, consistency and score (mean ± SE over folds
+    × seeds), its margin over the point chosen before it in standard errors, the choice and a figure."""
     parts = ["## Sweeps", f"Each sweep is a staged search, one knob at a time (guidance w × sampler, then start, "
-             f"strength, synthetic share), chosen on {sweep['chosen_on']}. Precision/recall and FID of the fills "
-             "against the real images of their classes; consistency by the reference classifier (report only). "
-             "strength 0 and share 0 are copies of real images: oversampling itself."]
+             f"strength, synthetic share), starting from the zero point (copies: oversampling itself) and chosen on "
+             f"{sweep['chosen_on']}. Margin: the point's paired advantage over the point chosen before its stage, in "
+             "standard errors (> 1 replaces it). Precision/recall and FID of the (first fold's) fills against the "
+             "real images of their classes; consistency by the reference classifier (report only)."]
     for s in sweep["sweeps"]:
         rows, labels = [], []
+        zero = s.get("zero_point")
+        if zero in s["points"]:
+            rows.append(["zero", zero, "–", "–", "copies", "–", "0", "", "", "", "",
+                         _score(s["points"][zero]), "", " **(chosen)**" if s["chosen_point"] == zero else ""])
         for stage in s["stages"]:
             if "skipped" in stage:
-                rows.append([stage["stage"], "–", "", "", "", "", "", "", "", "", "", f"skipped: {stage['skipped']}"])
+                rows.append([stage["stage"], "–", "", "", "", "", "", "", "", "", "", "", "",
+                             f"skipped: {stage['skipped']}"])
                 continue
             for label in stage["points"]:
                 p = s["points"][label]
                 q = p.get("quality") or {}
                 pr = q.get("precision_recall", {})
-                std = p.get("validation_accuracy_std")
-                acc = f"{100 * p['validation_accuracy']:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+                margin = (stage.get("margins") or {}).get(label, {}).get("margin_se")
                 rows.append([stage["stage"], label, f"{p['guidance_w']:g}", p["sampler"], p["init"],
                              "–" if p["init"] == "noise" else f"{p['strength']:g}", f"{p['synthetic_share']:g}",
                              _fmt(pr.get("precision")), _fmt(pr.get("recall")), _fmt(q.get("generated_fid")),
-                             _fmt(p.get("consistency"), 1), acc + (" **(chosen)**" if label == s["chosen_point"] else "")])
+                             _fmt(p.get("consistency"), 1), _score(p),
+                             "–" if margin is None else f"{margin:+.2f} vs {stage.get('against')}",
+                             " **(chosen)**" if label == s["chosen_point"] else ""])
                 labels.append(label)
         name = f"sweep_{s['method']}.png"
-        figures.sweep_figure([s["points"][lab] for lab in labels], labels, s["chosen_point"], fig_dir / name)
+        if labels:
+            figures.sweep_figure([s["points"][lab] for lab in labels], labels, s["chosen_point"], fig_dir / name)
         chosen = ", ".join(f"{k} = {v}" for k, v in s["chosen"].items() if k != "guidance_convention")
         seeds = next(iter(s["points"].values()))["seeds"] if s["points"] else []
+        over = s.get("margin_over_zero") or s.get("best_over_zero")
+        margin = ("" if not over or over.get("margin_se") is None else
+                  f" {'Chosen' if s.get('margin_over_zero') else 'Best'} point over the copies: "
+                  f"{100 * over['mean']:+.2f} points, {over['margin_se']:+.2f} standard errors ({over['n']} paired splits).")
         parts += [f"### {s['method']}" + (f" (and {', '.join(s['also'])})" if s["also"] else ""),
-                  f"Chosen: **{s['chosen_point']}** ({chosen}); quick-classifier seeds {seeds}.",
+                  f"Chosen: **{s['chosen_point']}** ({chosen}); quick-classifier seeds {seeds}.{margin}",
                   tables.markdown_table(["stage", "point", "w", "sampler", "init", "strength", "share", "precision",
-                                         "recall", "FID (fills)", "consistency %", "validation acc %"], rows),
-                  f"![sweep {s['method']}](figures/{name})"]
+                                         "recall", "FID (fills)", "consistency %", "score %", "margin (SE)", ""],
+                                        rows)]
+        if labels:
+            parts.append(f"![sweep {s['method']}](figures/{name})")
+        parts += _cv_results(s.get("cv_results"))
     return parts
+
+
+def _cv_results(cv: dict | None) -> list[str]:
+    """The sweep's scikit-learn-style `cv_results_`: every point's score on every (fold, seed) split, %."""
+    if not cv or not cv.get("splits"):
+        return []
+    splits = cv["splits"]
+    head = ["point", "rank", "mean", "std"] + [f"fold {s['fold']} seed {s['seed']}" for s in splits]
+    rows = []
+    for i, label in enumerate(cv["label"]):
+        std = cv["std_test_score"][i]
+        rows.append([label, str(cv["rank_test_score"][i]), f"{100 * cv['mean_test_score'][i]:.2f}",
+                     "–" if std is None else f"{100 * std:.2f}"]
+                    + ["–" if cv[f"split{j}_test_score"][i] is None else f"{100 * cv[f'split{j}_test_score'][i]:.2f}"
+                       for j in range(len(splits))])
+    return ["Per split (`cv_results` in results.json):", tables.markdown_table(head, rows)]
+
+
+def _score(p: dict) -> str:
+    """A point's mean score ± its standard error (older records: validation accuracy ± std), in %."""
+    if "score" in p:
+        se = p.get("score_se")
+        return f"{100 * p['score']:.2f}" + (f" ± {100 * se:.2f}" if se is not None else "")
+    std = p.get("validation_accuracy_std")
+    return f"{100 * p['validation_accuracy']:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
 def _curves_section(results: dict, methods: list[str], classifiers: list[str], fig_dir: Path) -> list[str]:
@@ -188,20 +230,34 @@ def _filter_section(tables_by_method: dict, filtered: Mapping[str, tuple[ImageSe
 
 
 def _verdict_section(results: dict, methods: list[str], classifiers: list[str]) -> list[str]:
-    """Validation accuracy (what choices are made on) and the paired verdict: did generated images help?"""
+    """What choices are made on (held-out split or folds), each row's score there, and the paired verdict."""
     ds, runs = results["dataset"], results["runs"]
-    if "validation_counts" not in ds:
-        return ["No validation split in this config (`validation:`), so no method is chosen and no verdict is given."]
-    val_runs = [{**r, "val_accuracy": r["validation"]["accuracy"]} for r in runs if r.get("validation")]
-    parts = ["## Validation accuracy (%)",
-             f"Real images held out of the imbalanced training set before anything was fitted: {ds['validation_counts']}"
-             " per class. Every choice below is made on these, never on the test set.",
-             tables.metric_table(val_runs, methods, classifiers, "val_accuracy"),
-             "## Did the generated images help?"]
+    selection = results.get("selection") or {}
+    if "validation_counts" not in ds and not selection:
+        return ["No validation section in this config (`validation:`), so no method is chosen and no verdict is given."]
     verdicts = results.get("verdict") or {}
+    how = next((v.get("chosen_on") for v in verdicts.values() if v and v.get("chosen_on")), None)
+    parts = ["## What choices were made on"]
+    if how:
+        parts.append(f"Every choice is made on {how}, never on the test set.")
+    if "validation_counts" in ds:
+        val_runs = [{**r, "val_accuracy": r["validation"]["accuracy"]} for r in runs if r.get("validation")]
+        parts += [f"Real images held out of the imbalanced training set before anything was fitted: "
+                  f"{ds['validation_counts']} per class.", "### Validation accuracy (%)",
+                  tables.metric_table(val_runs, methods, classifiers, "val_accuracy")]
+    for clf, rows in selection.items():
+        table = [[m, f"{100 * r['score']:.2f}" if r.get("score") is not None else "–",
+                  f"{100 * r['score_se']:.2f}" if r.get("score_se") is not None else "–", str(r.get("n", "")),
+                  "yes" if r["generative"] else "no", r["from"] + (" — **fell back to copies**" if r["fell_back"] else "")]
+                 for m, r in rows.items()]
+        name = next(iter(rows.values()), {}).get("score_name", "score").replace("_", " ")
+        parts += [f"### Each method's {name} on the folds (%) — {clf}",
+                  tables.markdown_table(["method", "mean", "SE", "splits", "generative", "scored by"], table)]
+    parts.append("## Did the generated images help?")
     for clf in classifiers:
         v = verdicts.get(clf) if clf in verdicts else paired_verdict(runs, clf)
-        parts.append(verdict_text(v) if v else f"{clf}: no generative or no non-generative method to compare.")
+        parts.append(verdict_text(v, results.get("ledger")) if v
+                     else f"{clf}: no generative or no non-generative method to compare.")
     return parts
 
 
@@ -210,13 +266,15 @@ def _comparison_section(comparisons: dict) -> list[str]:
     parts = []
     for clf, by_baseline in comparisons.items():
         for baseline, by_method in by_baseline.items():
-            rows = [[m, _points(c), _fmt(c["p_value"], 3), f"{sum(d > 0 for d in c['differences'])}/{len(c['seeds'])}",
-                     {True: "yes", False: "no", None: "–"}[c["beats"]]] for m, c in by_method.items()]
+            rows = [[m, _points(c), interval_cell(c) or "–", _fmt(c["p_value"], 3),
+                     f"{completed(c)['seeds_better']}/{len(c['seeds'])}"] for m, c in by_method.items()]
             parts += [f"## Against `{baseline}` — {clf}",
-                      f"Test accuracy of each method minus `{baseline}`'s, paired by seed (points, mean ± std); "
-                      f"one-sided paired t-test (H1: better than `{baseline}`); beats = every seed better and "
+                      f"Test accuracy of each method minus `{baseline}`'s, paired by seed (points, mean ± std); the "
+                      "95 % paired t interval and its verdict (better / worse: above / below 0, else inconclusive); "
+                      f"one-sided paired t-test p (H1: better than `{baseline}`); **bold**: every seed better and "
                       "p < 0.05.",
-                      tables.markdown_table(["method", "difference (points)", "p", "seeds better", "beats"], rows)]
+                      tables.markdown_table(["method", "difference (points)", "95 % interval (points)", "p",
+                                             "seeds better"], rows)]
     return parts
 
 
@@ -224,7 +282,8 @@ def _points(c: dict) -> str:
     if c["mean_difference"] is None:
         return "–"
     std = "" if c["std_difference"] is None else f" ± {100 * c['std_difference']:.2f}"
-    return f"{100 * c['mean_difference']:+.2f}{std}"
+    text = f"{100 * c['mean_difference']:+.2f}{std}"
+    return f"**{text}**" if c["beats"] else text
 
 
 def _provenance(results: dict, config: dict) -> str:

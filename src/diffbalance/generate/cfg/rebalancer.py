@@ -88,16 +88,21 @@ class CFGRebalancer(GenerativeRebalancer):
             timesteps = int(load_generator(self.checkpoint, "cpu").noise_schedule["num_train_timesteps"])
         sampling_steps(self.sampler, self.num_inference_steps, timesteps)
 
+    def trained_checkpoint(self, train: ImageSet, workdir: Path, device: torch.device | str = "auto") -> Path:
+        """The generator folder a fill of `train` uses: `checkpoint`, or the model trained on `train` into `workdir`
+        (trained now unless an earlier call left it finished there)."""
+        if self.checkpoint is not None:
+            return Path(self.checkpoint)
+        # one folder per training config (and data): other settings never clash with, or reuse, this model
+        key = derive_seed(json.dumps(self.train.to_dict(), sort_keys=True), train.counts(), train.images.shape[1:])
+        return train_generator(train, self.train, Path(workdir) / f"cfg-generator-{key:016x}", device,
+                               compile=self.compile)
+
     def prepare(self, train: ImageSet, device: torch.device, workdir: Path) -> None:
         self.train_, self.device_ = train, device
-        if self.checkpoint is None:
-            # one folder per training config (and data): other settings never clash with, or reuse, this model
-            key = derive_seed(json.dumps(self.train.to_dict(), sort_keys=True), train.counts(), train.images.shape[1:])
-            path = train_generator(train, self.train, Path(workdir) / f"cfg-generator-{key:016x}", device,
-                                   compile=self.compile)
-        else:
-            path = Path(self.checkpoint)
-        self.generator_: CFGGenerator = load_generator(path, device)
+        if self.synthetic_share == 0:  # every image a copy (oversampling itself): no generator to train or load
+            return
+        self.generator_: CFGGenerator = load_generator(self.trained_checkpoint(train, workdir, device), device)
         _check_matches(self.generator_, train)
         # the convention is resolved here, once: the sampler only ever sees Ho's w
         self.sampler_ = build_sampler(self.generator_.unet, self.generator_.noise_schedule, self.sampler,
