@@ -135,8 +135,9 @@ def test_empty_class_folder_is_an_error(tmp_path, capsys):
 
 def test_presets_parse_and_cover_the_paper():
     demo = load_config("demo")
-    assert demo.data.name == "fashion-mnist" and demo.imbalance.n_min == 60
-    # the demo compares none / oversample / balanced-softmax / a cfg method tuned on validation data, 3 seeds
+    assert demo.data.name == "fashion-mnist" and demo.imbalance.n_min == 40
+    # the demo compares oversample / balanced-softmax / a cfg method tuned on cross-validation folds, 3 seeds
+    assert demo.validation.folds == 2 and demo.sweep[0].method == "cfg"
     assert {"none", "oversample", "cfg"} <= {m.rebalancer for m in demo.methods} and len(demo.seeds) >= 3
     assert demo.validation is not None and demo.sweep is not None
     paper = load_config("paper-cifar10")

@@ -183,13 +183,37 @@ def test_same_images_at_any_batch_size(generator_dir, tmp_path, init):
     assert batch_size_drift(png_pixels(tmp_path / "a"), png_pixels(tmp_path / "b")) is None
 
 
+def test_strengths_drawn_per_image_from_a_range(generator_dir, tmp_path):
+    """DA-Fusion's mix of strengths: each image draws its own from [strength, strength_max] by its own seed — the
+    same image at any batch size, its strength and steps recorded; a range of one value is that strength."""
+    data = imbalanced_set()
+    ranged = dict(init="real", strength=0.25, strength_max=1.0, sampler="dpmpp-sde")
+    a, ra = filled(cfg(generator_dir, **ranged, batch_size=1), data, tmp_path / "a")
+    b, rb = filled(cfg(generator_dir, **ranged, batch_size=7), data, tmp_path / "b")
+    assert ra == rb and batch_size_drift(a.images, b.images) is None
+    strengths = [r["strength"] for r in ra]
+    assert all(0.25 <= x <= 1.0 for x in strengths) and len({round(x, 6) for x in strengths}) > len(strengths) // 2
+    assert {r["steps_run"] for r in ra} == {4 - start_step(4, x) for x in strengths} and len({r["steps_run"] for r in ra}) > 1
+    fixed, rf = filled(cfg(generator_dir, init="real", strength=0.5, sampler="dpmpp-sde"), data, tmp_path / "f")
+    same, rs = filled(cfg(generator_dir, init="real", strength=0.5, strength_max=0.5, sampler="dpmpp-sde"), data,
+                      tmp_path / "s")
+    assert rf == rs and torch.equal(fixed.images, same.images)
+    assert "strength_max" not in json.loads((tmp_path / "f" / "fill.json").read_text())["params"]
+    zero, _ = filled(cfg(generator_dir, init="real", strength=0.0, strength_max=0.0, random_state=3), data,
+                     tmp_path / "z")
+    copies, _ = filled(build_rebalancer("oversample", random_state=3), data, tmp_path / "o")
+    assert torch.equal(zero.images, copies.images)  # still oversampling at its zero point
+
+
 def test_start_step_follows_the_img2img_rule():
     assert [start_step(20, s) for s in (0.0, 0.04, 0.05, 0.5, 1.0)] == [20, 20, 19, 10, 0]
 
 
 # --- bad values ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("params, key", [({"strength": 1.5}, "strength"), ({"strength": -0.1}, "strength"),
-                                         ({"synthetic_share": 2}, "synthetic_share"), ({"init": "image"}, "init")])
+                                         ({"synthetic_share": 2}, "synthetic_share"), ({"init": "image"}, "init"),
+                                         ({"strength": 0.5, "strength_max": 0.25}, "strength_max"),
+                                         ({"strength_max": 1.5}, "strength_max")])
 def test_bad_values_are_one_line_errors(params, key):
     with pytest.raises(DiffbalanceError, match=key) as err:
         build_rebalancer("cfg", params)

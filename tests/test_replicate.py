@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_experiment import tiny_config, tiny_folder  # noqa: E402
+from test_experiment import tiny_config  # noqa: E402
 from test_sweep import CFG  # noqa: E402
 
 from diffbalance.cli.main import main  # noqa: E402

@@ -21,7 +21,7 @@ def replicate_command(
     """Freeze RUN's chosen recipes and re-run the verdict's two methods on DRAWS fresh draws (RUN/replication/
     draw<d>); write RUN/replication.json and RUN/replication.md: whether each verdict held."""
     from diffbalance.experiment.config import ReplicateConfig
-    from diffbalance.experiment.replicate import replicate
+    from diffbalance.experiment.runner import replicate
     from diffbalance.infra.atomic import write_text
     from diffbalance.infra import distributed
     from diffbalance.report.replication import replication_section

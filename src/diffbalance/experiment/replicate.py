@@ -10,7 +10,7 @@ verdict's two methods are trained again on `draws` fresh imbalanced training set
                 or generator of the run is reused
     validation  a held-out split is kept (the final runs trained without it, so the replicas do too); under
                 cross-validation the replicas train on every image, as the refit did
-A verdict replicates on a draw when the draw's verdict (experiment.runner / report.verdict: the paired 95 % interval
+`experiment.runner.replicate` runs the draws. A verdict replicates on a draw when the draw's verdict (experiment.runner / report.verdict: the paired 95 % interval
 on test accuracy) is the same word as the run's (better, worse, or inconclusive again). Each draw is a run folder
 of its own under
 RUN/replication/draw<d>-seed<s>[-fixed] (named by what makes it, so it resumes under any number of draws), and
@@ -23,11 +23,7 @@ import json
 import math
 from pathlib import Path
 
-from diffbalance.infra import distributed
-from diffbalance.infra.atomic import write_json
 from diffbalance.infra.errors import DiffbalanceError
-from diffbalance.infra.paths import inside
-from diffbalance.infra.progress import console
 from diffbalance.experiment.config import ExperimentConfig, ReplicateConfig
 from diffbalance.experiment.sweep import tuned_params
 from diffbalance.report.verdict import completed, paired_difference
@@ -62,29 +58,6 @@ def _as_index(c: str) -> int | str:
     return int(c) if c.lstrip("-").isdigit() else c
 
 
-def replicate(run_dir: Path, cfg: ReplicateConfig, progress: bool = True, config: ExperimentConfig | None = None,
-              results: dict | None = None) -> dict:
-    """Every draw (resuming finished ones), then RUN/replication.json: per classifier, the run's verdict and each
-    draw's, and whether it replicated. `config`/`results`: the run's, when the caller holds them (else read from
-    RUN, which must be a finished run)."""
-    from diffbalance.experiment.runner import run_experiment  # the runner calls this module after a run
-
-    run_dir = Path(run_dir)
-    if config is None or results is None:
-        config, results = _finished_run(run_dir)
-    drawn = []
-    for d in range(cfg.draws):
-        draw = draw_config(config, results, d, cfg)
-        console.print(f"[bold]replicate[/] draw {d}: {draw.imbalance.selection} seed {draw.imbalance.seed}, "
-                      f"class order {list(draw.imbalance.order or [])}")
-        folder = f"draw{d}-seed{draw.imbalance.seed}" + ("" if cfg.rotate else "-fixed")
-        drawn.append((draw, run_experiment(draw, inside(run_dir / "replication", folder, "draw"), progress)))
-    table = replication_table(results, [(draw, res) for draw, res in drawn])
-    body = {"draws": cfg.to_dict(), "verdicts": table}
-    distributed.on_main(lambda: write_json(run_dir / "replication.json", body))
-    return body
-
-
 def replication_table(results: dict, drawn: list[tuple[ExperimentConfig, dict]]) -> dict[str, dict]:
     """{classifier: {original verdict, per draw: the same pair's paired difference on its test set, replicated}}."""
     out = {}
@@ -105,7 +78,7 @@ def replication_table(results: dict, drawn: list[tuple[ExperimentConfig, dict]])
     return out
 
 
-def _finished_run(run_dir: Path) -> tuple[ExperimentConfig, dict]:
+def finished_run(run_dir: Path) -> tuple[ExperimentConfig, dict]:
     """The config and results of a finished run folder, or one line saying why not."""
     paths = [run_dir / "config.resolved.json", run_dir / "results.json"]
     missing = [p.name for p in paths if not p.is_file()]

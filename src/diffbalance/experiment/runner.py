@@ -38,12 +38,12 @@ from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.paths import inside
 from diffbalance.infra.progress import console
 from diffbalance.infra.tensorboard import Scalars, scalar_log, summary_writer_class
-from diffbalance.experiment.config import RESULT_FREE, ExperimentConfig
+from diffbalance.experiment.config import RESULT_FREE, ExperimentConfig, ReplicateConfig
 from diffbalance.evaluate.ledger import record_scoring, set_digest
 from diffbalance.experiment.fills import fill_draws, generator_histories, make_sweeper, shared_fills, sweep_table
 from diffbalance.experiment.filter import acceptance, kept_and_rejected
 from diffbalance.experiment.grid import _config_key, parallel_mode, previous_parts, train_runs
-from diffbalance.experiment.replicate import replicate
+from diffbalance.experiment.replicate import draw_config, finished_run, replication_table
 from diffbalance.experiment.selection import best_rows, row_scores
 from diffbalance.experiment.quality import consistency_table, quality_table
 from diffbalance.experiment.stage import Stage, prepare_stage
@@ -253,3 +253,24 @@ def _versions() -> dict:
 
     return {"diffbalance": diffbalance.__version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "diffusers": diffusers.__version__}
+
+
+def replicate(run_dir: Path, cfg: ReplicateConfig, progress: bool = True, config: ExperimentConfig | None = None,
+              results: dict | None = None) -> dict:
+    """Every draw (resuming finished ones), then RUN/replication.json: per classifier, the run's verdict and each
+    draw's, and whether it replicated. `config`/`results`: the run's, when the caller holds them (else read from
+    RUN, which must be a finished run)."""
+    run_dir = Path(run_dir)
+    if config is None or results is None:
+        config, results = finished_run(run_dir)
+    drawn = []
+    for d in range(cfg.draws):
+        draw = draw_config(config, results, d, cfg)
+        console.print(f"[bold]replicate[/] draw {d}: {draw.imbalance.selection} seed {draw.imbalance.seed}, "
+                      f"class order {list(draw.imbalance.order or [])}")
+        folder = f"draw{d}-seed{draw.imbalance.seed}" + ("" if cfg.rotate else "-fixed")
+        drawn.append((draw, run_experiment(draw, inside(run_dir / "replication", folder, "draw"), progress)))
+    table = replication_table(results, [(draw, res) for draw, res in drawn])
+    body = {"draws": cfg.to_dict(), "verdicts": table}
+    distributed.on_main(lambda: write_json(run_dir / "replication.json", body))
+    return body

@@ -11,6 +11,8 @@ Where sampling starts (`init`), with oversampling as the zero point of the real-
                 copy (rebalance.sources), noised to `strength` and denoised with the class label and guidance over
                 the remaining steps (SDEdit, Meng et al. 2022; DA-Fusion, Trabucco et al. 2024; DisCL): the image
                 keeps the source's content and gains variation. strength 0 is the source itself (= oversample).
+                With `strength_max`, each image draws its strength from [strength, strength_max] by its own seed
+                (DA-Fusion's mix of strengths); strength = strength_max = 0 is still oversample.
     translate   a real image of a larger class (rebalance.sources.donor_pool), noised to `strength` and denoised
                 toward the target class (M2m, Kim et al. 2020; DBG): head classes carry their diversity to the tail.
 Real-guided images also record their source index (and, translated, the source class), the strength and the steps
@@ -37,7 +39,7 @@ from diffbalance.generate.cfg.train import train_generator
 from diffbalance.generate.guidance import Convention, guidance_record, ho_weight
 from diffbalance.rebalance.base import GenerativeRebalancer, register
 from diffbalance.rebalance.sources import class_pool, donor_pool, picks
-from diffbalance.infra.seeding import derive_seed
+from diffbalance.infra.seeding import derive_seed, generator
 
 
 @register
@@ -59,18 +61,31 @@ class CFGRebalancer(GenerativeRebalancer):
     init: Init = "noise"  # noise (the paper) | real: SDEdit from a real image of the class | translate: of a larger class
     strength: float = 0.5  # init real/translate: the share of the sampler's steps run from the noised source
     # (0: the source itself, i.e. oversampling; 1: every step, from the source noised to t = T)
+    strength_max: float | None = None  # init real/translate: when set, each image's strength is drawn uniformly
+    # from [strength, strength_max] by its own seed (DA-Fusion mixes 0.25–1.0); None = every image at `strength`
 
     def validate(self) -> None:
         super().validate()
         self.validate_guided_sampling(steps_example="20")
         require(0 <= self.strength <= 1, "strength", self.strength, "in [0, 1] (0: the real source itself)")
+        require(self.strength_max is None or self.strength <= self.strength_max <= 1, "strength_max",
+                self.strength_max, "in [strength, 1], or null for one strength")
 
     def params(self) -> dict[str, Any]:
         """As the base, without `strength` when sampling starts from noise (it changes no image there)."""
         params = super().params()
         if self.init == "noise":
             params.pop("strength")
+        if self.init == "noise" or self.strength_max is None:
+            params.pop("strength_max")  # changes no image: fill folders and sweeps keep their names
         return params
+
+    def image_strength(self, seed: int) -> float:
+        """Image `seed`'s strength: `strength`, or a uniform draw from [strength, strength_max] by its own seed."""
+        if self.strength_max is None or self.strength_max == self.strength:
+            return self.strength
+        u = float(torch.rand((), generator=generator(derive_seed(seed, "strength"))))
+        return self.strength + u * (self.strength_max - self.strength)
 
     def check_data(self, train: ImageSet) -> None:
         """Before a fill writes anything: a given checkpoint matches the data; translation has another class."""
@@ -122,13 +137,17 @@ class CFGRebalancer(GenerativeRebalancer):
             return self.sampler_(labels, seeds), [{"seed": s, **self.record_} for s in seeds]
         pool = (class_pool if self.init == "real" else donor_pool)(self.train_.labels, class_index)
         sources = picks(pool, seeds).tolist()  # the images oversampling would copy (real) / a larger class's
-        # the forward-process noise and the sampler's draws come from a stream apart from the pick's
-        images = self.sampler_(labels, [derive_seed(s, "init_noise") for s in seeds], self.train_.images[sources],
-                               self.strength)
-        steps_run = self.sampler_.steps - start_step(self.sampler_.steps, self.strength)
-        return images, [{"seed": s, **self.record_, "init": self.init, "strength": self.strength,
-                         "steps_run": steps_run, "source_indices": [p], **self._source_class(p)}
-                        for s, p in zip(seeds, sources)]
+        strengths = [self.image_strength(s) for s in seeds]
+        starts = [start_step(self.sampler_.steps, st) for st in strengths]
+        images = torch.empty((len(seeds), *self.train_.images.shape[1:]), dtype=torch.uint8)
+        for start in sorted(set(starts)):  # one sampler call per start step: every image its own seed's
+            ks = [k for k, st in enumerate(starts) if st == start]
+            # the forward-process noise and the sampler's draws come from a stream apart from the pick's
+            images[ks] = self.sampler_([labels[k] for k in ks], [derive_seed(seeds[k], "init_noise") for k in ks],
+                                       self.train_.images[[sources[k] for k in ks]], strengths[ks[0]])
+        return images, [{"seed": s, **self.record_, "init": self.init, "strength": st,
+                         "steps_run": self.sampler_.steps - start, "source_indices": [p], **self._source_class(p)}
+                        for s, p, st, start in zip(seeds, sources, strengths, starts)]
 
     def _source_class(self, index: int) -> dict[str, Any]:
         if self.init != "translate":
