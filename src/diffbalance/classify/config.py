@@ -77,6 +77,8 @@ class TrainConfig(Config):
     ema_decay: float = 0.0  # EMA of the weights, updated every step, is the trained model (BN buffers copied); 0: off
     sync_batchnorm: bool = False  # DDP only: batch norm over the global batch (nn.SyncBatchNorm, CUDA only)
     feature_fill: FeatureFillConfig | None = None  # LDMLR: synthetic features for the head stage; null: off
+    soft_label_gamma: float | None = None  # Diff-Mix: an image translated from class a to class c at strength s is
+    # trained on the label s^γ on c and 1 − s^γ on a (experiment.fills.fill_targets); 0 or null: hard labels
 
     def validate(self) -> None:
         self.require(self.epochs >= 1, "epochs", "at least 1")
@@ -101,6 +103,10 @@ class TrainConfig(Config):
         self.require(self.lr_reference_batch >= 0, "lr_reference_batch", "0 (lr as given) or a batch size")
         self.require(self.cutout >= 0, "cutout", "0 (off) or a side in pixels")
         self.require(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1) (0: off)")
+        self.require(self.soft_label_gamma is None or 0 <= self.soft_label_gamma < math.inf, "soft_label_gamma",
+                     "a finite γ ≥ 0 (0: hard labels), or null")
+        self.require(self.soft_label_gamma in (None, 0) or self.batch_mix == "none", "soft_label_gamma",
+                     "null when batch_mix is on (batch mixing draws its own soft labels)")
         if self.feature_fill is not None and self.head_retrain_epochs == 0:  # the fill feeds stage 2 only
             raise DiffbalanceError(f"{current_path('feature_fill')} is set, but head_retrain_epochs is 0 (the "
                                    "synthetic features feed the head re-training stage only)",

@@ -53,6 +53,8 @@ class Run:
     steps_per_epoch: int
     world: Dist  # the processes sharing each step (rank 0 of 1 when training alone)
     local: slice  # this rank's part of a global batch
+    targets: torch.Tensor | None = None  # (N, K) float32 class probabilities on the device replacing the labels in
+    # the main stage's loss (soft labels of translated images); None: the labels
 
     @property
     def fast(self) -> bool:
@@ -92,7 +94,8 @@ def train_step(run: Run, idx: torch.Tensor, step: int) -> torch.Tensor:
     """One optimiser step on the global batch `idx` (B,) at 0-based step `step`; returns this rank's loss (0-dim,
     detached, on the device)."""
     cfg = run.config
-    x, y = run.images[idx], run.labels[idx]  # (B, C, H, W) uint8, (B,): the global batch
+    x = run.images[idx]  # (B, C, H, W) uint8: the global batch
+    y = run.labels[idx] if run.targets is None else run.targets[idx]  # (B,) class indices or (B, K) probabilities
     run.rng.manual_seed(derive_seed(run.seed, "augment", step))
     x = augment_batch(x, padding=cfg.random_crop_padding, horizontal_flip=cfg.horizontal_flip, generator=run.rng)
     x = cutout(normalize(x, *run.norm), cfg.cutout, run.rng)  # (B, C, H, W) float32

@@ -162,6 +162,7 @@ def train_classifier(
     ddp: bool | None = None,
     validation: ImageSet | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    targets: torch.Tensor | None = None,
 ) -> TrainedClassifier:
     """Train `config.model` on `train` on `device` ("auto", "cpu", "cuda", "cuda:N" or a torch.device); resumes
     from `checkpoint_dir/resume` when it holds this run's checkpoint (in either stage, written at any world size).
@@ -172,15 +173,20 @@ def train_classifier(
     trains alone on this rank even then (a runner spreading whole runs over ranks); every rank of a DDP run
     returns the same plain (unwrapped) model. `validation`: real images whose accuracy each epoch's history record
     holds (weights unchanged by it); `on_epoch` is called with each record as it is made (e.g.
-    infra.tensorboard's `Scalars.recorder`)."""
+    infra.tensorboard's `Scalars.recorder`). `targets`: (N, K) class probabilities that replace the one-hot labels
+    in the main stage's loss (Diff-Mix's soft labels of translated images); head re-training keeps the labels."""
     device = entry_device(device)
     world = _ddp.training_world(ddp)
     if len(train) < 2:
         raise DiffbalanceError(f"cannot train a classifier on {len(train)} image(s)", "pass a larger training set")
     synthetic = _synthetic_mask(synthetic, len(train))
+    targets = _checked_targets(targets, train, config)
     run = _build_run(train, config, device, seed, synthetic, world)
+    run.targets = None if targets is None else targets.to(device)
     head = build_head_stage(run.model, train.labels, ~synthetic, config) if config.head_retrain_epochs else None
     meta = {"config": config.to_dict(), "seed": seed, "data": _fingerprint(train), "rng": RNG_SCHEME}
+    if targets is not None:  # a resume must train on the same soft labels
+        meta["targets"] = hashlib.sha256(targets.numpy().tobytes()).hexdigest()
     meta.update(_synthetic_fingerprint(synthetic, config))
     if head is not None:
         meta["rng"] += "; " + HEAD_RNG_SCHEME + ("; " + FILL_RNG_SCHEME if config.feature_fill else "")
@@ -264,6 +270,26 @@ def _retrain_head(
                          "history": curve.records}
                 _save(run, folder, {"model": run.model}, head.optimizer, head.scheduler, state)
     _ddp.broadcast_state(run.world, run.model.head, buffers_only=False)
+
+
+def _checked_targets(targets: torch.Tensor | None, train: ImageSet, config: TrainConfig) -> torch.Tensor | None:
+    """(N, K) float32 class probabilities on the CPU, or None; a one-line error for a wrong shape, values outside
+    [0, 1], rows that do not sum to 1, or batch mixing (which draws soft labels of its own)."""
+    if targets is None:
+        return None
+    t = torch.as_tensor(targets)
+    want = (len(train), train.num_classes)
+    if tuple(t.shape) != want or not t.is_floating_point():
+        raise DiffbalanceError(f"targets must be a float tensor of shape {want}, got {t.dtype} {tuple(t.shape)}",
+                               "pass one row of class probabilities per training image")
+    t = t.to(torch.float32).cpu()
+    if bool((t < 0).any() | (t > 1).any()) or not torch.allclose(t.sum(1), torch.ones(len(t)), atol=1e-5):
+        raise DiffbalanceError("targets must be class probabilities (each in [0, 1], each row summing to 1)",
+                               "normalise every row")
+    if config.batch_mix != "none":
+        raise DiffbalanceError("soft targets cannot be combined with batch_mix (it draws soft labels of its own)",
+                               "set batch_mix: none, or pass no targets")
+    return t
 
 
 def _synthetic_mask(synthetic: torch.Tensor | None, n: int) -> torch.Tensor:
@@ -493,13 +519,13 @@ def _resume(
 
 def _same_run(saved: dict, meta: dict) -> bool:
     """Whether a checkpoint's meta describes this run: config (but for options that leave the weights alone),
-    seed, training images and, when the config reads it, the synthetic mask."""
+    seed, training images, the soft targets and, when the config reads it, the synthetic mask."""
     try:  # a checkpoint saved before an option existed lacks its key: read it with the option's default
         then = TrainConfig.from_dict(saved["config"]).to_dict()
     except DiffbalanceError:  # e.g. a model name no longer registered
         return False
     same_config = _weights_config(then) == _weights_config(meta["config"])
-    same_mask = saved.get("synthetic") == meta.get("synthetic")
+    same_mask = saved.get("synthetic") == meta.get("synthetic") and saved.get("targets") == meta.get("targets")
     return same_config and same_mask and saved["seed"] == meta["seed"] and saved["data"] == meta["data"]
 
 

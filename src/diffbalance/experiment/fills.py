@@ -12,12 +12,12 @@ from diffbalance.evaluate.fid.protocol import quality_report
 from diffbalance.experiment.config import MethodConfig
 from diffbalance.experiment.filter import filtered_fill
 from diffbalance.generate.cfg.generator import GENERATOR_FILE
-from diffbalance.experiment.sweep import Sweeper, run_sweeps
+from diffbalance.experiment.sweep import Sweeper, run_sweeps, sweep_fill_folder
 from diffbalance.infra.paths import inside
 from diffbalance.infra.progress import console
 from diffbalance.infra.seeding import derive_seed
 from diffbalance.rebalance.store import copy_fill, fill
-from diffbalance.experiment.stage import Stage, method_rebalancer
+from diffbalance.experiment.stage import Stage, fill_folder, method_rebalancer
 from diffbalance.imbalance.validation import Fold
 from diffbalance.experiment.quality import balanced_original, reference_classifier, run_embedder
 
@@ -38,7 +38,6 @@ def make_sweeper(st: Stage) -> Sweeper:
             reb.set_params(**knobs, guidance_convention="ho")
         workdir = _workdir(st, method)
         if fold.count > 1:  # cross-validation: the fold's own fill, from its training part alone
-            folder = f"{folder}/{fold.name}"
             if reb.generative and config.validation.generators == "shared":
                 reb.set_params(**shared_generator(st, method))
             else:
@@ -46,7 +45,7 @@ def make_sweeper(st: Stage) -> Sweeper:
         if cap is not None:  # the first `cap` images of each class: the same images the full fill starts with
             counts = fold.train.counts()
             reb.set_params(sampling_strategy={c: counts[c] + min(cap, n) for c, n in reb.plan(fold.train).items()})
-        return fill(reb, fold.train, st.out_dir / "sweep" / folder, workdir, st.progress)
+        return fill(reb, fold.train, sweep_fill_folder(st.out_dir, folder, fold), workdir, st.progress)
 
     def quality(fills: ImageSet) -> dict | None:
         if config.fid is None:
@@ -91,7 +90,8 @@ def method_fill(st: Stage, m: MethodConfig, seed: int | None = None) -> ImageSet
     folder = st.out_dir / "fills" / m.name
     if seed is not None:
         reb.set_params(random_state=fill_draw_seed(st.config.fill_seed, seed))
-        folder = inside(inside(st.out_dir / "fill-draws", m.name, "method"), f"seed{seed}", "seed")
+        inside(inside(st.out_dir / "fill-draws", m.name, "method"), f"seed{seed}", "seed")  # no link out of OUT
+        folder = fill_folder(st.out_dir, m.name, seed)
         trains = getattr(reb, "train", None)
         if st.config.generator_seeds and hasattr(trains, "seed") and getattr(reb, "checkpoint", None) is None:
             # its own generator too: another training seed (initial weights, batches, noise) → its own folder
@@ -118,7 +118,7 @@ def fill_draws(st: Stage, methods: list[MethodConfig], fills: dict[str, ImageSet
     if st.config.fill_draws != "per_seed":
         return {}
     out: dict[tuple[str, int], ImageSet] = {}
-    made: dict[tuple[str, int], ImageSet] = {}
+    made: dict[tuple[str, int], tuple[str, ImageSet]] = {}
     for m in methods:
         if not len(fills[m.name]):
             continue
@@ -126,8 +126,12 @@ def fill_draws(st: Stage, methods: list[MethodConfig], fills: dict[str, ImageSet
                           "filter": m.filter.to_dict() if m.filter else None}, sort_keys=True, default=str)
         for seed in st.config.seeds[1:]:
             if (key, seed) not in made:
-                made[(key, seed)] = method_fill(st, m, seed)
-            out[(m.name, seed)] = made[(key, seed)]
+                made[(key, seed)] = (m.name, method_fill(st, m, seed))
+            first, images = made[(key, seed)]
+            if first != m.name:  # an ablation row: the same draw, copied so every draw folder is complete
+                distributed.on_main(lambda: copy_fill(fill_folder(st.out_dir, first, seed),
+                                                      fill_folder(st.out_dir, m.name, seed)))
+            out[(m.name, seed)] = images
     return out
 
 

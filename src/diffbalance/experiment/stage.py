@@ -92,6 +92,14 @@ def check_run_folder(out_dir: Path, config: ExperimentConfig) -> Path:
     return out_dir
 
 
+def fill_folder(out_dir: Path, method: str, seed: int | None = None) -> Path:
+    """Where a method's fill lives: OUT/fills/<method>, or a further classifier seed's own draw,
+    OUT/fill-draws/<method>/seed<k> (experiment.fills.fill_draws)."""
+    if seed is None:
+        return Path(out_dir) / "fills" / method
+    return Path(out_dir) / "fill-draws" / method / f"seed{seed}"
+
+
 def method_rebalancer(config: ExperimentConfig, m: MethodConfig, device: torch.device | str = "auto") -> Rebalancer:
     """The method's rebalancer. The one place where the experiment's `target` becomes its `sampling_strategy`
     (and `fill_seed` its `random_state`; rebalance.base.SET_ONCE)."""
