@@ -9,7 +9,7 @@ import torch
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.train import train_classifier
 from diffbalance.data.imageset import ImageSet
-from diffbalance.experiment.soft_labels import fill_targets
+from diffbalance.experiment.training_set import fill_targets
 from diffbalance.infra.errors import DiffbalanceError
 
 
@@ -110,3 +110,69 @@ def test_a_run_trains_translated_fills_on_soft_labels(tmp_path):
     assert resolved["methods"][1]["train"]["soft_label_gamma"] == 1.0
     point = results["sweep"]["sweeps"][0]["points"]["w1-ddim-translate0.5"]
     assert len(point["scores"]) == 2  # both folds scored, their quick classifiers on soft labels
+
+
+# --- Diff-Mix's per-sample swap --------------------------------------------------------------------------------
+def test_swap_probabilities_weigh_the_tail():
+    from diffbalance.classify.swap import swap_probabilities
+
+    assert swap_probabilities([9, 99, 999], 0.5) == pytest.approx([0.5, 0.05, 0.005])
+    assert swap_probabilities([9, 99], 0.0) == [0.0, 0.0]  # the zero point
+
+
+def test_swap_batch_swaps_within_the_class_by_seed():
+    from diffbalance.classify.swap import SwapPool, swap_batch
+
+    pool = ImageSet(torch.tensor([100, 101, 200], dtype=torch.uint8).view(3, 1, 1, 1), torch.tensor([0, 0, 1]),
+                    ("a", "b", "c"))
+    swap = SwapPool.build(pool, [1.0, 1.0, 1.0], torch.device("cpu"))
+    images = torch.zeros(6, 1, 1, 1, dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    out = swap_batch(swap, images, labels, seed=3)
+    assert set(out[labels == 0].flatten().tolist()) <= {100, 101} and out[labels == 1].flatten().tolist() == [200, 200]
+    assert out[labels == 2].flatten().tolist() == [0, 0]  # a class with no generated image is never swapped
+    assert torch.equal(out, swap_batch(swap, images, labels, seed=3))  # the same draws for the same seed
+    assert torch.equal(images, torch.zeros(6, 1, 1, 1, dtype=torch.uint8))  # the batch itself is not changed
+    never = SwapPool.build(pool, [0.0, 0.0, 0.0], torch.device("cpu"))
+    assert torch.equal(swap_batch(never, images, labels, seed=3), images)
+
+
+def test_a_swap_run_trains_otherwise_and_needs_its_pool():
+    data = toy_set()
+    synthetic = torch.arange(len(data)) >= 18  # the last 6 are copies
+    pool = ImageSet(torch.full((6, 1, 8, 8), 255, dtype=torch.uint8), torch.tensor([0, 1, 2, 0, 1, 2]), data.class_names)
+    plain = train_classifier(data, RECIPE, device="cpu", seed=0, progress=False, synthetic=synthetic)
+    off = train_classifier(data, RECIPE, device="cpu", seed=0, progress=False, synthetic=synthetic, swap_pool=pool)
+    swapped = train_classifier(data, RECIPE.replace(swap_share=1.0), device="cpu", seed=0, progress=False,
+                               synthetic=synthetic, swap_pool=pool)
+    w = [next(iter(c.model.parameters())).detach() for c in (plain, off, swapped)]
+    assert torch.equal(w[0], w[1])  # share 0: the pool is not read — bit for bit the plain run
+    assert not torch.allclose(w[0], w[2], atol=1e-4)
+    with pytest.raises(DiffbalanceError, match="no pool"):
+        train_classifier(data, RECIPE.replace(swap_share=0.5), device="cpu", seed=0, progress=False)
+    other = ImageSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]), ("a", "b"))
+    with pytest.raises(DiffbalanceError, match="swap pool holds"):
+        train_classifier(data, RECIPE.replace(swap_share=0.5), device="cpu", seed=0, progress=False, swap_pool=other)
+    with pytest.raises(DiffbalanceError, match="swap_share"):
+        TrainConfig.from_dict({"swap_share": 1.5})
+
+
+def test_a_swap_row_trains_on_copies_with_its_fill_as_the_pool(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_experiment import tiny_config
+    from test_sweep import CFG
+
+    from diffbalance.cli.main import main
+
+    config = tiny_config(
+        tmp_path, seeds=[0], train={"epochs": 1, "batch_size": 8}, validation={"per_class": 1},
+        methods=["oversample", {"name": "cfg-swap", "rebalancer": "cfg", "params": CFG, "train": {"swap_share": 0.5}}])
+    out = tmp_path / "run"
+    main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"])
+    results = json.loads((out / "results.json").read_text())
+    over, swap = (next(r for r in results["runs"] if r["method"] == m) for m in ("oversample", "cfg-swap"))
+    assert swap["train_images"] == over["train_images"]  # real + the oversampled copies, not real + the fill
+    assert (out / "fills" / "cfg-swap" / "complete.json").is_file()  # the pool

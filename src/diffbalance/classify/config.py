@@ -77,6 +77,9 @@ class TrainConfig(Config):
     ema_decay: float = 0.0  # EMA of the weights, updated every step, is the trained model (BN buffers copied); 0: off
     sync_batchnorm: bool = False  # DDP only: batch norm over the global batch (nn.SyncBatchNorm, CUDA only)
     feature_fill: FeatureFillConfig | None = None  # LDMLR: synthetic features for the head stage; null: off
+    swap_share: float = 0.0  # Diff-Mix's per-sample swap: each step replaces a sample of class c by a generated one
+    # with probability share·(1/(n_c+1))/max_k(1/(n_k+1)) (classify.swap; the pool is the method's fill, the set
+    # its oversampled copies); 0: off
     soft_label_gamma: float | None = None  # Diff-Mix: an image translated from class a to class c at strength s is
     # trained on the label s^γ on c and 1 − s^γ on a (experiment.fills.fill_targets); 0 or null: hard labels
 
@@ -103,6 +106,7 @@ class TrainConfig(Config):
         self.require(self.lr_reference_batch >= 0, "lr_reference_batch", "0 (lr as given) or a batch size")
         self.require(self.cutout >= 0, "cutout", "0 (off) or a side in pixels")
         self.require(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1) (0: off)")
+        self.require(0 <= self.swap_share <= 1, "swap_share", "in [0, 1] (0: off)")
         self.require(self.soft_label_gamma is None or 0 <= self.soft_label_gamma < math.inf, "soft_label_gamma",
                      "a finite γ ≥ 0 (0: hard labels), or null")
         self.require(self.soft_label_gamma in (None, 0) or self.batch_mix == "none", "soft_label_gamma",

@@ -23,6 +23,7 @@ from diffbalance.classify.augment import augment_batch, cutout, mix_batch, mix_v
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.ema import ema_update
 from diffbalance.classify.losses import LossFn
+from diffbalance.classify.swap import SwapPool, swap_batch
 from diffbalance.infra.device import fast_gpu_path
 from diffbalance.infra.distributed import Dist
 from diffbalance.infra.seeding import derive_seed, generator
@@ -55,6 +56,7 @@ class Run:
     local: slice  # this rank's part of a global batch
     targets: torch.Tensor | None = None  # (N, K) float32 class probabilities on the device replacing the labels in
     # the main stage's loss (soft labels of translated images); None: the labels
+    swap: SwapPool | None = None  # generated images swapped in per sample (classify.swap); None: off
 
     @property
     def fast(self) -> bool:
@@ -95,6 +97,8 @@ def train_step(run: Run, idx: torch.Tensor, step: int) -> torch.Tensor:
     detached, on the device)."""
     cfg = run.config
     x = run.images[idx]  # (B, C, H, W) uint8: the global batch
+    if run.swap is not None:  # Diff-Mix: some samples replaced by generated images of their class
+        x = swap_batch(run.swap, x, run.labels[idx], derive_seed(run.seed, "swap", step))
     y = run.labels[idx] if run.targets is None else run.targets[idx]  # (B,) class indices or (B, K) probabilities
     run.rng.manual_seed(derive_seed(run.seed, "augment", step))
     x = augment_batch(x, padding=cfg.random_crop_padding, horizontal_flip=cfg.horizontal_flip, generator=run.rng)

@@ -54,6 +54,7 @@ from diffbalance.classify.head_retrain import RNG_SCHEME as HEAD_RNG_SCHEME
 from diffbalance.classify.losses import build_loss
 from diffbalance.classify.models import build_classifier
 from diffbalance.classify.schedule import lr_factor, lr_scheduler, scaled_lr
+from diffbalance.classify.swap import SwapPool, swap_probabilities
 from diffbalance.classify.step import Run, batch_layout, epoch_order, train_step
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import DeviceLike, fast_gpu_path, entry_device
@@ -163,6 +164,7 @@ def train_classifier(
     validation: ImageSet | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     targets: torch.Tensor | None = None,
+    swap_pool: ImageSet | None = None,
 ) -> TrainedClassifier:
     """Train `config.model` on `train` on `device` ("auto", "cpu", "cuda", "cuda:N" or a torch.device); resumes
     from `checkpoint_dir/resume` when it holds this run's checkpoint (in either stage, written at any world size).
@@ -174,7 +176,9 @@ def train_classifier(
     returns the same plain (unwrapped) model. `validation`: real images whose accuracy each epoch's history record
     holds (weights unchanged by it); `on_epoch` is called with each record as it is made (e.g.
     infra.tensorboard's `Scalars.recorder`). `targets`: (N, K) class probabilities that replace the one-hot labels
-    in the main stage's loss (Diff-Mix's soft labels of translated images); head re-training keeps the labels."""
+    in the main stage's loss (Diff-Mix's soft labels of translated images); head re-training keeps the labels.
+    `swap_pool`: generated images that `config.swap_share` swaps in per sample (classify.swap), the swap probability
+    of a class from its real images (those `synthetic` leaves unmarked)."""
     device = entry_device(device)
     world = _ddp.training_world(ddp)
     if len(train) < 2:
@@ -183,10 +187,13 @@ def train_classifier(
     targets = _checked_targets(targets, train, config)
     run = _build_run(train, config, device, seed, synthetic, world)
     run.targets = None if targets is None else targets.to(device)
+    run.swap = _swap_pool(swap_pool, train, synthetic, config, device)
     head = build_head_stage(run.model, train.labels, ~synthetic, config) if config.head_retrain_epochs else None
     meta = {"config": config.to_dict(), "seed": seed, "data": _fingerprint(train), "rng": RNG_SCHEME}
     if targets is not None:  # a resume must train on the same soft labels
         meta["targets"] = hashlib.sha256(targets.numpy().tobytes()).hexdigest()
+    if run.swap is not None:  # … and swap from the same pool
+        meta["swap"] = _fingerprint(swap_pool)
     meta.update(_synthetic_fingerprint(synthetic, config))
     if head is not None:
         meta["rng"] += "; " + HEAD_RNG_SCHEME + ("; " + FILL_RNG_SCHEME if config.feature_fill else "")
@@ -290,6 +297,23 @@ def _checked_targets(targets: torch.Tensor | None, train: ImageSet, config: Trai
         raise DiffbalanceError("soft targets cannot be combined with batch_mix (it draws soft labels of its own)",
                                "set batch_mix: none, or pass no targets")
     return t
+
+
+def _swap_pool(pool: ImageSet | None, train: ImageSet, synthetic: torch.Tensor, config: TrainConfig,
+               device: torch.device) -> SwapPool | None:
+    """The swap pool on the device (classify.swap), or None when `swap_share` is 0; one-line errors for a pool
+    missing or of other classes or image size."""
+    if config.swap_share == 0:
+        return None
+    if pool is None or len(pool) == 0:
+        raise DiffbalanceError("swap_share is set, but no pool of generated images was given",
+                               "pass swap_pool (the method's generated fill), or set swap_share: 0")
+    if pool.num_classes != train.num_classes or pool.images.shape[1:] != train.images.shape[1:]:
+        raise DiffbalanceError(f"the swap pool holds {pool.num_classes} classes of {tuple(pool.images.shape[1:])}, "
+                               f"the training set {train.num_classes} of {tuple(train.images.shape[1:])}",
+                               "pass generated images of the training set's classes and size")
+    real = torch.bincount(train.labels[~synthetic], minlength=train.num_classes).tolist()
+    return SwapPool.build(pool, swap_probabilities(real, config.swap_share), device)
 
 
 def _synthetic_mask(synthetic: torch.Tensor | None, n: int) -> torch.Tensor:
@@ -525,7 +549,7 @@ def _same_run(saved: dict, meta: dict) -> bool:
     except DiffbalanceError:  # e.g. a model name no longer registered
         return False
     same_config = _weights_config(then) == _weights_config(meta["config"])
-    same_mask = saved.get("synthetic") == meta.get("synthetic") and saved.get("targets") == meta.get("targets")
+    same_mask = all(saved.get(k) == meta.get(k) for k in ("synthetic", "targets", "swap"))
     return same_config and same_mask and saved["seed"] == meta["seed"] and saved["data"] == meta["data"]
 
 

@@ -15,9 +15,8 @@ from diffbalance.generate.cfg.generator import GENERATOR_FILE
 from diffbalance.experiment.sweep import Sweeper, run_sweeps, sweep_fill_folder
 from diffbalance.infra.paths import inside
 from diffbalance.infra.progress import console
-from diffbalance.infra.seeding import derive_seed
 from diffbalance.rebalance.store import copy_fill, fill
-from diffbalance.experiment.stage import Stage, fill_folder, method_rebalancer
+from diffbalance.experiment.stage import Stage, fill_draw_seed, fill_folder, method_rebalancer
 from diffbalance.imbalance.validation import Fold
 from diffbalance.experiment.quality import balanced_original, reference_classifier, run_embedder
 
@@ -104,11 +103,6 @@ def method_fill(st: Stage, m: MethodConfig, seed: int | None = None) -> ImageSet
         return filtered_fill(reb, m.filter, st.imbalanced, folder, _workdir(st, m), st.out_dir / "judges", st.device,
                              st.progress)
     return fill(reb, st.imbalanced, folder, _workdir(st, m), st.progress)
-
-
-def fill_draw_seed(fill_seed: int, classifier_seed: int) -> int:
-    """The base seed of classifier seed k's own fill draw (its per-image seeds derive from it)."""
-    return derive_seed(fill_seed, "fill draw", classifier_seed)
 
 
 def fill_draws(st: Stage, methods: list[MethodConfig], fills: dict[str, ImageSet]) -> dict[tuple[str, int], ImageSet]:

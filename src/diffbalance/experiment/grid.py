@@ -26,8 +26,8 @@ from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import describe
 from diffbalance.evaluate.metrics import classification_metrics
 from diffbalance.experiment.config import CEILING, RESULT_FREE, ExperimentConfig, MethodConfig
-from diffbalance.experiment.soft_labels import fill_targets
-from diffbalance.experiment.stage import Stage, fill_folder
+from diffbalance.experiment.training_set import training_inputs
+from diffbalance.experiment.stage import Stage, fill_draw_seed, fill_folder
 from diffbalance.infra.progress import console
 from diffbalance.infra.tensorboard import Scalars
 from diffbalance.rebalance.registry import rebalancer_class
@@ -63,7 +63,8 @@ def train_runs(st: Stage, methods: list[MethodConfig], fills: dict[str, ImageSet
             return train_and_evaluate(st, m, clf, seed, None, ddp=ddp, train=ceiling, scalars=scalars)
         drawn = (m.name, seed) in (draws or {})
         return train_and_evaluate(st, m, clf, seed, draws[(m.name, seed)] if drawn else fills[m.name], ddp=ddp,
-                                  scalars=scalars, fill_dir=fill_folder(st.out_dir, m.name, seed if drawn else None))
+                                  scalars=scalars, fill_dir=fill_folder(st.out_dir, m.name, seed if drawn else None),
+                                  fill_random_state=fill_draw_seed(config.fill_seed, seed) if drawn else config.fill_seed)
 
     if d.active and parallel_mode(config, max(st.imbalanced.images.shape[-2:])) == "runs":
         def mine() -> list[dict]:
@@ -136,27 +137,23 @@ def _image_key(image: torch.Tensor, label: torch.Tensor) -> bytes:
 
 def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, fills: ImageSet | None,
                        ddp: bool | None = None, train: ImageSet | None = None, scalars: Scalars | None = None,
-                       fill_dir: Path | None = None) -> dict:
+                       fill_dir: Path | None = None, fill_random_state: int = 0) -> dict:
     """Train one classifier on the method's rebalanced set, the imbalanced images + `fills` (or on `train`, real
     images given whole with `fills` None: the ceiling row), and evaluate it. `ddp`: as `train_classifier` (None:
-    DDP over the ranks under torchrun; False: this rank alone). `scalars`: a TensorBoard log for its curve."""
-    added = 0 if fills is None else len(fills)
-    if train is None:
-        train = st.imbalanced.concat(fills, source=f"{m.name} rebalanced") if added else st.imbalanced
+    DDP over the ranks under torchrun; False: this rank alone). `scalars`: a TensorBoard log for its curve.
+    `fill_dir`, `fill_random_state`: the fill's folder (its manifest) and base seed (a swap run's copies)."""
     cfg = m.train.replace(model=classifier)
+    inputs = {}
+    if train is None:  # the real images + the fill, as the recipe asks (experiment.training_set)
+        train, inputs = training_inputs(st.imbalanced, fills, cfg, fill_dir, st.config.sampling_strategy,
+                                        fill_random_state)
     run_id = f"{m.name}--{classifier}--seed{seed}"
     console.print(f"[bold]train[/] {run_id} on {len(train)} images" + (" (a spread grid)" if ddp is False else ""))
-    # every fill image counts as added (oversampled copies too): `prior: real` then counts the real images only;
-    # the fills are the last `added` images of `train`
-    synthetic = torch.arange(len(train)) >= len(train) - added
-    targets = None
-    if cfg.soft_label_gamma and added and fill_dir is not None:  # Diff-Mix: translated images keep part of their source
-        targets = fill_targets(st.imbalanced.labels, fills.labels, fill_dir, train.num_classes, cfg.soft_label_gamma)
     prefix = run_prefix({"method": m.name, "classifier": classifier, "seed": seed})
     clf = train_classifier(
         train, cfg, device=st.device, seed=seed, checkpoint_dir=st.out_dir / "checkpoints" / run_id,
-        progress=st.progress and ddp is not False, synthetic=synthetic, ddp=ddp, validation=st.validation,
-        on_epoch=None if scalars is None else scalars.recorder(prefix), targets=targets,
+        progress=st.progress and ddp is not False, ddp=ddp, validation=st.validation,
+        on_epoch=None if scalars is None else scalars.recorder(prefix), **inputs,
     )
     pred = clf.predict(st.test.images)
     metrics = classification_metrics(st.test.labels, pred, st.test.class_names, train_counts=st.imbalanced.counts())

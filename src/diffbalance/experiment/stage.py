@@ -25,6 +25,7 @@ from diffbalance.rebalance.base import Rebalancer
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import load_fill
 from diffbalance.infra.resources import check_memory, image_bytes
+from diffbalance.infra.seeding import derive_seed
 
 
 @dataclass
@@ -98,6 +99,11 @@ def fill_folder(out_dir: Path, method: str, seed: int | None = None) -> Path:
     if seed is None:
         return Path(out_dir) / "fills" / method
     return Path(out_dir) / "fill-draws" / method / f"seed{seed}"
+
+
+def fill_draw_seed(fill_seed: int, classifier_seed: int) -> int:
+    """The base seed of classifier seed k's own fill draw (its per-image seeds derive from it)."""
+    return derive_seed(fill_seed, "fill draw", classifier_seed)
 
 
 def method_rebalancer(config: ExperimentConfig, m: MethodConfig, device: torch.device | str = "auto") -> Rebalancer:

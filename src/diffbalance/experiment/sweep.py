@@ -61,7 +61,7 @@ from diffbalance.generate.guidance import ho_weight
 from diffbalance.infra.progress import console
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import copy_fill
-from diffbalance.experiment.soft_labels import fill_targets
+from diffbalance.experiment.training_set import training_inputs
 
 KNOBS = ("sampler", "guidance_w", "init", "strength", "synthetic_share")  # the parameters a sweep sets
 ZERO = "copies"  # the zero point's label: the fill of plain copies (oversampling), where every sweep starts
@@ -235,14 +235,13 @@ class Sweeper:
         for fold in st.folds:
             fills = self.fill_for(method, knobs, f"{method.name}-{label}", cfg.max_images_per_class, fold)
             first_fill = fills if first_fill is None else first_fill
-            targets = None
-            if recipe.soft_label_gamma and len(fills):  # Diff-Mix's soft labels, as the final runs train on them
-                targets = fill_targets(fold.train.labels, fills.labels,
-                                       sweep_fill_folder(st.out_dir, f"{method.name}-{label}", fold),
-                                       fold.train.num_classes, recipe.soft_label_gamma)
+            # as the final runs train (soft labels, swaps: experiment.training_set)
+            train, inputs = training_inputs(fold.train, fills, recipe,
+                                            sweep_fill_folder(st.out_dir, f"{method.name}-{label}", fold),
+                                            st.config.sampling_strategy, st.config.fill_seed)
             for seed in cfg.seeds:
-                clf = train_classifier(fold.train.concat(fills), recipe, device=st.device, seed=seed,
-                                       progress=st.progress, validation=fold.held, targets=targets)
+                clf = train_classifier(train, recipe, device=st.device, seed=seed, progress=st.progress,
+                                       validation=fold.held, **inputs)
                 val = classification_metrics(fold.held.labels, clf.predict(fold.held.images), fold.held.class_names)
                 scores.append({"fold": fold.index, "seed": seed, "score": val[self.score_name]})
                 accuracy.append(val["accuracy"])
