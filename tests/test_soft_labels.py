@@ -108,7 +108,7 @@ def test_a_run_trains_translated_fills_on_soft_labels(tmp_path):
     assert len(runs) == 2 and all(0 <= r["accuracy"] <= 1 for r in runs)
     resolved = json.loads((out / "config.resolved.json").read_text())
     assert resolved["methods"][1]["train"]["soft_label_gamma"] == 1.0
-    point = results["sweep"]["sweeps"][0]["points"]["w1-ddim-translate0.5"]
+    point = results["sweep"]["sweeps"][0]["points"]["w1-ddim-translate0.5-soft1"]
     assert len(point["scores"]) == 2  # both folds scored, their quick classifiers on soft labels
 
 

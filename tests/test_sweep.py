@@ -204,3 +204,45 @@ def test_equal_scores_tie_whatever_their_last_bits(monkeypatch, tmp_path):
     result = sweeper.run(cfg, MethodConfig(name="cfg", rebalancer="cfg", params={"init": "real"}))
     assert result["best_point"] == "w1-ddim-real0.5"  # the tie keeps the centre so far
     assert result["chosen_point"] == "w1-ddim-real0.5"  # and the tie is no advantage over it
+
+
+def test_the_levers_are_stages_with_their_zero_points(monkeypatch, tmp_path):
+    """strength_max (real/translate starts), soft-label γ (translate only), swap share: stages of the same search,
+    the training levers going to the recipe; a chosen lever reaches the method's params or train."""
+    from diffbalance.experiment.config import MethodConfig
+    from diffbalance.experiment.sweep import SweepConfig, apply_tuning
+
+    flat = {"copies": 0.5, "w1-ddim-translate0.5": 0.6, "w1-ddim-translate0.5-1": 0.7,
+            "w1-ddim-translate0.5-1-soft1": 0.8, "w1-ddim-translate0.5-1-soft1-swap0.5": 0.9}
+    sweeper, measured = hand_sweeper(tmp_path, monkeypatch, {k: [v, v + 0.01, v - 0.01] for k, v in flat.items()})
+    cfg = SweepConfig(method="cfg", guidance_w=(1,), samplers=("ddim",), strength_max=(0.25, 1.0),
+                      soft_label_gamma=(1.0,), swap_share=(0.5,))
+    method = MethodConfig(name="cfg", rebalancer="cfg", params={"init": "translate"})
+    result = sweeper.run(cfg, method)
+    assert measured == list(flat)  # strength_max 0.25 lies below the strength 0.5: no point
+    assert result["chosen_point"] == "w1-ddim-translate0.5-1-soft1-swap0.5"
+    assert result["chosen"]["strength_max"] == 1.0 and result["chosen"]["soft_label_gamma"] == 1.0
+    (tuned,) = apply_tuning([method], {"sweeps": [result]})
+    assert tuned.params["strength_max"] == 1.0 and tuned.params["init"] == "translate"
+    assert (tuned.train.soft_label_gamma, tuned.train.swap_share) == (1.0, 0.5)
+    # from noise there is nothing to translate or to range: those stages are skipped
+    sweeper, _ = hand_sweeper(tmp_path, monkeypatch, {"copies": [0.5, 0.5], "w1-ddim": [0.6, 0.61]})
+    result = sweeper.run(SweepConfig(method="cfg", guidance_w=(1,), samplers=("ddim",), strength_max=(1.0,),
+                                     soft_label_gamma=(1.0,)), MethodConfig(name="cfg", rebalancer="cfg"))
+    assert [s.get("skipped") for s in result["stages"][1:]] == ["the centre so far starts from noise",
+                                                                "the centre so far translates no image"]
+
+
+def test_a_sweep_of_the_swap_share_end_to_end(tmp_path):
+    config = tiny_config(
+        tmp_path, methods=["oversample", {"name": "cfg", "rebalancer": "cfg", "params": {**CFG, "init": "real"}}],
+        seeds=[0], validation={"folds": 2}, train={"epochs": 1, "batch_size": 8},
+        sweep={"method": "cfg", "guidance_w": [1], "swap_share": [0.5], "strength_max": [1.0], "seeds": [0],
+               "train": {"epochs": 1}})
+    out = tmp_path / "run"
+    main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"])
+    (sweep,) = json.loads((out / "results.json").read_text())["sweep"]["sweeps"]
+    assert list(sweep["points"]) == ["copies", "w1-ddim-real0.5", "w1-ddim-real0.5-1",
+                                     sweep["stages"][2]["points"][0]]
+    swap = sweep["points"][sweep["stages"][2]["points"][0]]
+    assert swap["swap_share"] == 0.5 and swap["folder"].endswith("real0.5" if swap["strength_max"] is None else "-1")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.experiment.config import ExperimentConfig, ReplicateConfig
-from diffbalance.experiment.sweep import tuned_params
+from diffbalance.experiment.sweep import apply_tuning
 from diffbalance.report.verdict import completed, paired_difference
 
 SEED_STEP = 1000  # draw d's classifier and fill seeds: the run's + SEED_STEP·(d + 1)
@@ -39,8 +39,7 @@ def draw_config(config: ExperimentConfig, results: dict, d: int, cfg: ReplicateC
     if not keep:
         raise DiffbalanceError("this run has no verdict to replicate (no validation section, or no method of one kind)",
                                "replicate a run whose report has a verdict")
-    tuned = tuned_params(results["sweep"]) if results.get("sweep") else {}
-    methods = tuple(m.replace(params={**m.params, **tuned.get(m.name, {})}) for m in config.methods if m.name in keep)
+    methods = tuple(m for m in apply_tuning(list(config.methods), results.get("sweep")) if m.name in keep)
     names = [str(c) for c in (config.imbalance.order or range(len(results["dataset"]["class_names"])))]
     order = config.imbalance.order
     if cfg.rotate:

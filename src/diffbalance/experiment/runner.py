@@ -47,7 +47,7 @@ from diffbalance.experiment.replicate import draw_config, finished_run, replicat
 from diffbalance.experiment.selection import best_rows, row_scores
 from diffbalance.experiment.quality import consistency_table, quality_table
 from diffbalance.experiment.stage import Stage, prepare_stage
-from diffbalance.experiment.sweep import reuse_chosen_fill, tuned_params
+from diffbalance.experiment.sweep import apply_tuning, reuse_chosen_fill
 from diffbalance.report.verdict import comparisons, paired_verdict
 from diffbalance.report.study import write_study_summary
 from diffbalance.report.write import write_report
@@ -126,8 +126,7 @@ def _run_stages(st: Stage, clock: StageClock, scalars: Scalars | None = None) ->
         for sweep in results["sweep"]["sweeps"]:
             if sweep["method"] in unfiltered and sweep["chosen_point"] is not None:
                 distributed.on_main(lambda: reuse_chosen_fill(st.out_dir, sweep))
-        tuned = tuned_params(results["sweep"])
-        methods = [m.replace(params={**m.params, **tuned[m.name]}) if m.name in tuned else m for m in methods]
+        methods = apply_tuning(methods, results["sweep"])
     with clock("fills"):
         fills = shared_fills(st, methods)
         draws = fill_draws(st, methods, fills)

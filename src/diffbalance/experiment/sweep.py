@@ -63,7 +63,9 @@ from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import copy_fill
 from diffbalance.experiment.training_set import training_inputs
 
-KNOBS = ("sampler", "guidance_w", "init", "strength", "synthetic_share")  # the parameters a sweep sets
+KNOBS = ("sampler", "guidance_w", "init", "strength", "synthetic_share", "strength_max")  # rebalancer knobs
+TRAIN_KNOBS = ("soft_label_gamma", "swap_share")  # the anchors' training levers a sweep sets (the classifier recipe)
+LEVER_ZERO = {"strength_max": None, "soft_label_gamma": None, "swap_share": 0.0}  # each lever's zero point
 ZERO = "copies"  # the zero point's label: the fill of plain copies (oversampling), where every sweep starts
 ONE_SE = 1.0  # a point replaces the chosen one when its paired advantage exceeds this many standard errors
 
@@ -82,6 +84,11 @@ class SweepConfig(Config):
     init: tuple[Init, ...] = ()  # stage 2: starts tried (noise | real | translate); () = the method's own
     strength: tuple[float, ...] = ()  # stage 3: strengths of a real/translate start tried; () = the method's own
     synthetic_share: tuple[float, ...] = ()  # stage 4: shares of generated images tried; () = the method's own
+    strength_max: tuple[float, ...] = ()  # stage 5: top of a per-image strength range (DA-Fusion), real/translate
+    # starts only; () = the method's own
+    soft_label_gamma: tuple[float, ...] = ()  # stage 6: Diff-Mix soft-label γ of translated images (0: hard labels),
+    # translate starts only; () = the method's recipe's own
+    swap_share: tuple[float, ...] = ()  # stage 7: Diff-Mix per-sample swap share (0: off); () = the recipe's own
     also: tuple[str, ...] = ()  # other cfg methods (e.g. a filtered variant) that take the chosen knobs too
     max_images_per_class: int | None = None  # sweep fills stop at this many images per class (a cheaper proxy);
     # image i is the same in the sweep and in the final fill, so the final fill only adds the rest
@@ -93,6 +100,9 @@ class SweepConfig(Config):
         self.require(all(w >= 0 for w in self.guidance_w), "guidance_w", "a list of Ho weights w ≥ 0")
         self.require(all(0 <= s <= 1 for s in self.strength), "strength", "a list of strengths in [0, 1]")
         self.require(all(0 <= r <= 1 for r in self.synthetic_share), "synthetic_share", "a list of shares in [0, 1]")
+        self.require(all(0 <= r <= 1 for r in self.strength_max), "strength_max", "a list of strengths in [0, 1]")
+        self.require(all(0 <= g < math.inf for g in self.soft_label_gamma), "soft_label_gamma", "a list of γ ≥ 0")
+        self.require(all(0 <= r <= 1 for r in self.swap_share), "swap_share", "a list of shares in [0, 1]")
         self.require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds",
                      "a list of distinct seeds (2 or more show the validation noise)")
         self.require(self.max_images_per_class is None or self.max_images_per_class >= 1, "max_images_per_class",
@@ -108,7 +118,7 @@ class SweepConfig(Config):
         grid = [{"guidance_w": w, "sampler": s} for s in self.samplers or (None,) for w in self.guidance_w or (None,)]
         grid = [{k: v for k, v in g.items() if v is not None} for g in grid]
         out = [("guidance", grid)] if any(grid) else []
-        for knob in ("init", "strength", "synthetic_share"):
+        for knob in ("init", "strength", "synthetic_share", "strength_max", *TRAIN_KNOBS):
             if getattr(self, knob):
                 out.append((knob, [{knob: v} for v in getattr(self, knob)]))
         return out
@@ -148,14 +158,31 @@ def _by_split(point: dict) -> dict[tuple[int, int], float]:
     return {(0, s): acc for s, acc in zip(point.get("seeds", []), point.get("validation_accuracies", []))}
 
 
-def point_label(knobs: dict[str, Any]) -> str:
-    """A point's name, e.g. w2-dpmpp-sde, w2-dpmpp-sde-real0.5, w0.5-ddim-share0.25 (folder-safe)."""
+def point_label(knobs: dict[str, Any], train: bool = True) -> str:
+    """A point's name, e.g. w2-dpmpp-sde, w2-dpmpp-sde-real0.5, w0.5-ddim-share0.25, w1-ddim-translate0.5-1-soft1,
+    w2-ddim-swap0.5 (folder-safe); `train=False`: the fill's part only (points that differ in training share it)."""
     label = f"w{knobs['guidance_w']:g}-{knobs['sampler']}"
     if knobs["init"] != "noise":
         label += f"-{knobs['init']}{knobs['strength']:g}"
+        if knobs.get("strength_max") not in (None, knobs["strength"]):
+            label += f"-{knobs['strength_max']:g}"
     if knobs["synthetic_share"] < 1:
         label += f"-share{knobs['synthetic_share']:g}"
+    if train:
+        if knobs.get("soft_label_gamma") and knobs["init"] == "translate":
+            label += f"-soft{knobs['soft_label_gamma']:g}"
+        if knobs.get("swap_share"):
+            label += f"-swap{knobs['swap_share']:g}"
     return label
+
+
+def lever_skipped(stage: str, center: dict[str, Any]) -> str | None:
+    """Why a stage does not apply at the centre so far (None when it does)."""
+    if stage in ("strength", "strength_max") and center["init"] == "noise":
+        return "the centre so far starts from noise"
+    if stage == "soft_label_gamma" and center["init"] != "translate":
+        return "the centre so far translates no image"
+    return None
 
 
 @dataclass
@@ -186,23 +213,26 @@ class Sweeper:
         recipe = cfg.recipe(method.train, self.st.config.classifiers[0])
         own = build_rebalancer("cfg", {k: v for k, v in method.params.items()
                                        if k in (*KNOBS, "guidance_convention")}).get_params()
-        center = {**{k: own[k] for k in KNOBS}, "guidance_w": ho_weight(own["guidance_w"], own["guidance_convention"])}
+        center = {**{k: own[k] for k in KNOBS}, "guidance_w": ho_weight(own["guidance_w"], own["guidance_convention"]),
+                  **{k: getattr(recipe, k) for k in TRAIN_KNOBS}}
         points = {ZERO: self.measure(zero_method(method), {}, ZERO, recipe, cfg)}
         best, chosen, stages = None, ZERO, []
         for name, candidates in cfg.stages():
-            if name == "strength" and center["init"] == "noise":
-                stages.append({"stage": name, "skipped": "the centre so far starts from noise"})
+            if lever_skipped(name, center):
+                stages.append({"stage": name, "skipped": lever_skipped(name, center)})
                 continue
             tried = []
             for values in candidates:
                 knobs = {**center, **values}
+                if (knobs.get("strength_max") or 1.0) < knobs["strength"]:  # a range below its start: no point
+                    continue
                 label = point_label(knobs)
                 if label != best and label not in tried:  # the centre so far is in the pool already
                     points[label] = self.measure(method, knobs, label, recipe, cfg)
                     tried.append(label)
             pool = ([best] if best is not None else []) + tried  # ties: the centre so far, then list order
             best = max(pool, key=lambda lab: score(points[lab]))
-            center = {k: points[best][k] for k in KNOBS}
+            center = {k: points[best][k] for k in (*KNOBS, *TRAIN_KNOBS)}
             margins = {lab: paired_margin(points[lab], points[chosen]) for lab in tried}
             winners = [lab for lab in tried if margins[lab]["beats"]]
             before = chosen
@@ -213,8 +243,10 @@ class Sweeper:
         swept = {k for _, cands in cfg.stages() for c in cands for k in c}
         if chosen == ZERO:
             knobs = {"synthetic_share": 0.0}  # every fill image a copy: oversampling itself
+            knobs.update({k: LEVER_ZERO[k] for k in TRAIN_KNOBS if k in swept})  # and the recipe at its zero
         else:
-            knobs = {k: points[chosen][k] for k in KNOBS if k in swept or (k == "strength" and "init" in swept)}
+            knobs = {k: points[chosen][k] for k in (*KNOBS, *TRAIN_KNOBS)
+                     if k in swept or (k == "strength" and "init" in swept)}
             if "guidance_w" in knobs:
                 knobs["guidance_convention"] = "ho"  # the sweep's w are Ho's
         zero_margin = paired_margin(points[chosen], points[ZERO]) if chosen != ZERO else None
@@ -225,19 +257,24 @@ class Sweeper:
                 "chosen_on": chosen_on(self.score_name), "cv_results": cv_results(points)}
 
     def measure(self, method, knobs: dict[str, Any], label: str, recipe: TrainConfig, cfg: SweepConfig) -> dict:
-        """A point's fills and scores on every fold; from the memo when any sweep of this run measured the same."""
+        """A point's fills and scores on every fold; from the memo when any sweep of this run measured the same.
+        Training levers among the knobs set the quick recipe; the rest the fill (shared by points that differ only
+        in training: its folder is named by the fill's knobs alone)."""
         st = self.st
+        recipe = recipe.replace(**{k: knobs[k] for k in TRAIN_KNOBS if k in knobs})
+        fill_knobs = {k: v for k, v in knobs.items() if k not in TRAIN_KNOBS}
+        fill_label = point_label(knobs, train=False) if fill_knobs else label
         key = _point_key(method, knobs, recipe, cfg, _folds_key(st))
         if key in self.memo:
             return self.memo[key]
         console.print(f"[bold]sweep[/] {method.name}: {label}")
         scores, accuracy, macro_f1, histories, first_fill = [], [], [], [], None
         for fold in st.folds:
-            fills = self.fill_for(method, knobs, f"{method.name}-{label}", cfg.max_images_per_class, fold)
+            fills = self.fill_for(method, fill_knobs, f"{method.name}-{fill_label}", cfg.max_images_per_class, fold)
             first_fill = fills if first_fill is None else first_fill
             # as the final runs train (soft labels, swaps: experiment.training_set)
             train, inputs = training_inputs(fold.train, fills, recipe,
-                                            sweep_fill_folder(st.out_dir, f"{method.name}-{label}", fold),
+                                            sweep_fill_folder(st.out_dir, f"{method.name}-{fill_label}", fold),
                                             st.config.sampling_strategy, st.config.fill_seed)
             for seed in cfg.seeds:
                 clf = train_classifier(train, recipe, device=st.device, seed=seed, progress=st.progress,
@@ -249,7 +286,7 @@ class Sweeper:
                 histories.append(clf.history)  # the quick classifier's curve, one per fold × seed
         values = [r["score"] for r in scores]
         self.memo[key] = {
-            **knobs, "key": key, "folder": f"{method.name}-{label}", "seeds": list(cfg.seeds), "folds": len(st.folds),
+            **knobs, "key": key, "folder": f"{method.name}-{fill_label}", "seeds": list(cfg.seeds), "folds": len(st.folds),
             "score_name": self.score_name, "score": statistics.fmean(values),
             "score_std": statistics.stdev(values) if len(values) > 1 else None,
             "score_se": statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None,
@@ -297,7 +334,8 @@ def cv_results(points: dict[str, dict]) -> dict[str, list]:
     labels = list(points)
     splits = sorted({k for lab in labels for k in _by_split(points[lab])})
     out: dict[str, list] = {"label": labels,
-                            "params": [{k: points[lab][k] for k in KNOBS if k in points[lab]} for lab in labels],
+                            "params": [{k: points[lab][k] for k in (*KNOBS, *TRAIN_KNOBS) if k in points[lab]}
+                                       for lab in labels],
                             "mean_test_score": [score(points[lab]) for lab in labels],
                             "std_test_score": [points[lab].get("score_std") for lab in labels]}
     out["rank_test_score"] = [1 + sum(v > m for v in out["mean_test_score"]) for m in out["mean_test_score"]]
@@ -328,19 +366,41 @@ def run_sweeps(sweeper: Sweeper, sweeps: tuple[SweepConfig, ...], methods: dict)
 
 
 def tuned_params(sweep_results: dict) -> dict[str, dict[str, Any]]:
-    """Method name → the parameters its sweep sets: the swept method takes every knob of the chosen point (so its
-    fill is that point's images; the zero point: a synthetic share of 0, all copies), the `also` methods the knobs
-    the sweep chose."""
+    """Method name → the rebalancer parameters its sweep sets: the swept method takes every knob of the chosen point
+    (so its fill is that point's images; the zero point: a synthetic share of 0, all copies), the `also` methods the
+    knobs the sweep chose. The training levers it chose: `tuned_train`."""
     out = {}
     for s in sweep_results["sweeps"]:
+        chosen = {k: v for k, v in s["chosen"].items() if k not in TRAIN_KNOBS}
         for name in s["also"]:
-            out[name] = s["chosen"]
+            out[name] = chosen
         if s["chosen_point"] is not None and s["chosen_point"] != s.get("zero_point"):
             point = s["points"][s["chosen_point"]]
-            out[s["method"]] = {**{k: point[k] for k in KNOBS}, "guidance_convention": "ho"}
+            out[s["method"]] = {**{k: point[k] for k in KNOBS if k in point}, "guidance_convention": "ho"}
         elif s["chosen_point"] is not None:
-            out[s["method"]] = dict(s["chosen"])
+            out[s["method"]] = chosen
     return out
+
+
+def tuned_train(sweep_results: dict) -> dict[str, dict[str, Any]]:
+    """Method name → the training levers (soft_label_gamma, swap_share) its sweep chose, for its recipe."""
+    out = {}
+    for s in sweep_results["sweeps"]:
+        levers = {k: v for k, v in s["chosen"].items() if k in TRAIN_KNOBS}
+        if levers:
+            for name in (s["method"], *s["also"]):
+                out[name] = levers
+    return out
+
+
+def apply_tuning(methods: list, sweep_results: dict | None) -> list:
+    """The methods with their sweeps' choices in place: rebalancer knobs in `params`, training levers in `train`."""
+    if not sweep_results:
+        return list(methods)
+    params, train = tuned_params(sweep_results), tuned_train(sweep_results)
+    return [m.replace(params={**m.params, **params.get(m.name, {})},
+                      train=m.train.replace(**train.get(m.name, {})))
+            if m.name in params or m.name in train else m for m in methods]
 
 
 def reuse_chosen_fill(out_dir: Path, sweep: dict) -> None:
