@@ -158,6 +158,18 @@ def one_line_when_full(path: Path, rename_nested: bool = False) -> Iterator[None
         raise DiskFullError(path, reason) from None
 
 
+def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """os.open with O_NOFOLLOW: a file diffbalance writes in place (the lock, a manifest it appends to) is never a
+    symbolic link followed out of its folder; a link there is a one-line error that changes nothing."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise DiffbalanceError(f"{path} is a symbolic link; diffbalance never writes through one",
+                                   "remove the link (and check who put it there)") from None
+        raise
+
+
 LOCK_FILE = ".diffbalance.lock"
 TEMP_MARK = ".tmp"  # every temporary name holds it: ".<name>.tmp-<pid>", "-old-<pid>", "-delete-<pid>"
 
@@ -168,7 +180,7 @@ def output_lock(folder: Path) -> Iterator[Path]:
     with a one-line error; the lock is the kernel's (flock), so a process killed with SIGKILL never leaves it stuck."""
     folder = ensure_writable_dir(Path(folder))
     with one_line_when_full(folder / LOCK_FILE):
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_no_follow(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:

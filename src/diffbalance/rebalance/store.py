@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from diffbalance.infra import distributed
-from diffbalance.infra.atomic import atomic_path, one_line_when_full, write_json, write_text
+from diffbalance.infra.atomic import atomic_path, one_line_when_full, open_no_follow, write_json, write_text
 from diffbalance.data.image_folder import class_folders, read_image, write_class_listing, write_png
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.errors import DiffbalanceError
@@ -181,7 +181,7 @@ def _open_manifest(path: Path) -> int:
     """A descriptor appending to manifest.jsonl (created if missing). A last line cut short by a crash is cut off
     first: the next line would otherwise be glued to it, and both be lost."""
     with one_line_when_full(path):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = open_no_follow(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":

@@ -1,0 +1,35 @@
+"""Nothing diffbalance writes in place follows a planted symbolic link out of its output folder (issue 26): the lock
+and the manifest a fill appends to are refused in one line, and the link's target is left as it was."""
+
+import os
+
+import pytest
+import torch
+
+from diffbalance.cli.main import main
+from diffbalance.data.image_folder import write_image_folder
+from diffbalance.data.imageset import ImageSet
+
+
+def tiny_data(root):
+    images = torch.randint(0, 255, (9, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    write_image_folder(ImageSet(images, torch.tensor([0] * 6 + [1] * 3), ("a", "b")), root)
+    return root
+
+
+@pytest.mark.parametrize("planted", [".diffbalance.lock", "manifest.jsonl"])
+def test_a_planted_link_is_refused_and_its_target_untouched(tmp_path, capsys, planted):
+    data = tiny_data(tmp_path / "data")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "fills"
+    out.mkdir()
+    os.symlink(victim, out / planted)
+    code = None
+    try:
+        main(["rebalance", str(data), "--method", "oversample", "--out", str(out), "--image-size", "8"])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and "is a symbolic link" in err and len(err.strip().splitlines()) == 1
+    assert victim.read_text() == "precious\n"  # neither truncated, nor given a pid or manifest lines
