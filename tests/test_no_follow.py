@@ -33,3 +33,32 @@ def test_a_planted_link_is_refused_and_its_target_untouched(tmp_path, capsys, pl
     err = capsys.readouterr().err
     assert code == 2 and "is a symbolic link" in err and len(err.strip().splitlines()) == 1
     assert victim.read_text() == "precious\n"  # neither truncated, nor given a pid or manifest lines
+
+
+@pytest.mark.parametrize("spec", ["cifar10:train:linear=nan", "cifar10:train:linear=inf", "cifar10:train:linear=0",
+                                  "cifar10:train:exponential=-3", "cifar10:train:step=inf", "cifar10:train:linear=2.5"])
+def test_profile_values_must_be_positive_finite_numbers(spec):
+    from diffbalance.imbalance.specs import parse_dataset_spec
+    from diffbalance.infra.errors import DiffbalanceError
+
+    with pytest.raises(DiffbalanceError, match="positive finite|whole number") as err:
+        parse_dataset_spec(spec)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("section", [{"seconds": float("inf"), "cpu_img_s": 2900}, {"seconds": 300, "cpu_img_s": float("nan")},
+                                     {"seconds": 300, "cpu_img_s": float("inf")}])
+def test_expected_time_must_be_finite(section):
+    from diffbalance.experiment.speed import ExpectedTime
+    from diffbalance.infra.errors import DiffbalanceError
+
+    with pytest.raises(DiffbalanceError, match="finite"):
+        ExpectedTime.from_dict(section, path="expected_time")
+
+
+def test_an_infinite_ratio_is_refused():
+    from diffbalance.imbalance.subset import ImbalanceConfig
+    from diffbalance.infra.errors import DiffbalanceError
+
+    with pytest.raises(DiffbalanceError, match="finite"):
+        ImbalanceConfig.from_dict({"profile": "exponential", "ratio": float("inf")})

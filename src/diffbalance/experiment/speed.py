@@ -12,6 +12,8 @@ The workload: small_cnn trained on random 1×28×28 images, batch 128, one warm-
 
 from __future__ import annotations
 
+import math
+
 import time
 from dataclasses import dataclass
 
@@ -32,8 +34,8 @@ class ExpectedTime(Config):
     # the small CNN's training speed inside the measured run)
 
     def validate(self) -> None:
-        self.require(self.seconds > 0, "seconds", "the measured wall time in seconds, > 0")
-        self.require(self.cpu_img_s > 0, "cpu_img_s", "the measuring machine's img/s, > 0")
+        self.require(0 < self.seconds < math.inf, "seconds", "the measured wall time in seconds, > 0 and finite")
+        self.require(0 < self.cpu_img_s < math.inf, "cpu_img_s", "the measuring machine's img/s, > 0 and finite")
 
     def expected(self, here_img_s: float) -> float:
         """Seconds on a machine measuring `here_img_s`."""

@@ -11,6 +11,8 @@ PROFILE: linear=n_min, exponential=ratio, step=ratio.
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 from diffbalance.data.image_folder import load_image_folder
@@ -56,7 +58,13 @@ def parse_dataset_spec(spec: str) -> tuple[str, str, ImbalanceConfig | None]:
     except ValueError:
         raise DiffbalanceError(f"profile value {value!r} in {spec!r} is not a number",
                                "write e.g. linear=500") from None
+    if number is not None and not (math.isfinite(number) and number > 0):
+        raise DiffbalanceError(f"profile value {value!r} in {spec!r} is not a positive finite number",
+                               "write e.g. linear=500 (images of the smallest class) or exponential=100 (a ratio)")
     if kind == "linear":
+        if number is not None and number != int(number):
+            raise DiffbalanceError(f"linear={value} in {spec!r} is not a whole number of images",
+                                   "write e.g. linear=500")
         return name, split, ImbalanceConfig(profile="linear", n_min=int(number) if number else None)
     return name, split, ImbalanceConfig(profile=kind, ratio=number or 10.0)
 

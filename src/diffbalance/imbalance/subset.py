@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -64,7 +66,8 @@ class ImbalanceConfig(Config):
                                    "use n_max and ratio")
         for name in ("n_min", "n_max"):
             self.require(getattr(self, name) is None or getattr(self, name) >= 1, name, "a positive image count")
-        self.require(self.ratio >= 1, "ratio", "≥ 1 (largest / smallest class); a ratio below 1 is impossible")
+        self.require(1 <= self.ratio < math.inf, "ratio",
+                     "≥ 1 and finite (largest / smallest class); a ratio below 1 is impossible")
         self.require(0 < self.minority_fraction < 1, "minority_fraction", "in (0, 1), e.g. 0.5")
 
 
