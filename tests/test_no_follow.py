@@ -62,3 +62,16 @@ def test_an_infinite_ratio_is_refused():
 
     with pytest.raises(DiffbalanceError, match="finite"):
         ImbalanceConfig.from_dict({"profile": "exponential", "ratio": float("inf")})
+
+
+@pytest.mark.parametrize("command", ["rebalance", "adapt"])
+def test_out_inside_the_data_folder_is_refused_before_anything_is_written(tmp_path, capsys, command):
+    data = tiny_data(tmp_path / "data")
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    args = ([command, str(data), "--method", "oversample", "--out", str(data / "fill"), "--image-size", "8"]
+            if command == "rebalance" else [command, str(data), "--out", str(data / "adapter")])
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "is inside the data folder" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before  # nothing written into it

@@ -37,6 +37,7 @@ def adapt_command(
     from diffbalance.generate.adapt.command import adapt_dataset
     from diffbalance.generate.adapt.config import AdaptConfig
     from diffbalance.imbalance.specs import training_images
+    from diffbalance.infra.paths import refuse_out_inside_data
 
     try:
         options = json.loads(config)
@@ -49,6 +50,7 @@ def adapt_command(
             raise DiffbalanceError(f"--config sets {key}", f"use {option} instead")
     options = {**options, "method": method, "seed": seed, **({"train_steps": steps} if steps is not None else {})}
     adapt_config = AdaptConfig.from_dict(options, path="--config")
+    refuse_out_inside_data(out, data)
     train = training_images(data, image_size, channels, on_corrupt)
     folder = adapt_dataset(train, model, adapt_config, out, device=device, resume=resume, command={
         "data": data, "image_size": image_size, "channels": channels, "on_corrupt": on_corrupt})

@@ -35,3 +35,18 @@ def inside(parent: Path | str, name: str, what: str) -> Path:
         raise DiffbalanceError(f"{path} ({what} {name!r}) leads outside {parent} (a symbolic link)",
                                "remove the link, or choose another output folder")
     return path
+
+
+def refuse_out_inside_data(out: Path | str, data: Path | str) -> None:
+    """One line when the output folder is the data folder or inside it (a fill written into the images it reads
+    would come back as a class folder on every later read). `data`: a folder path, or an hf:PATH[:SPLIT] spec."""
+    text = str(data)
+    if text.startswith("hf:"):
+        text = text[3:].split(":")[0]
+    folder = Path(text).expanduser()
+    if not folder.is_dir():
+        return  # a named data set (cifar10:train) or a file: nothing to write into
+    o, d = Path(out).expanduser().resolve(), folder.resolve()
+    if o == d or d in o.parents:
+        raise DiffbalanceError(f"--out {out} is inside the data folder {data}",
+                               "write the output outside the data folder (later reads would take it for a class)")

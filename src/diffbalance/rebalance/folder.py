@@ -13,6 +13,7 @@ from diffbalance.imbalance.specs import training_images
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import DeviceLike, entry_device
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.paths import refuse_out_inside_data
 from diffbalance.imbalance.targets import generation_counts
 from diffbalance.infra.progress import console
 from diffbalance.rebalance.base import SET_ONCE, Rebalancer
@@ -53,6 +54,7 @@ def rebalance_folder(
         reb = build_rebalancer(method, params, path="--params", sampling_strategy=sampling_strategy, random_state=seed,
                                device=device)
         reb.check()
+        refuse_out_inside_data(out, folder)
         checked_out = check_writable(Path(out))
         if (checked_out / "config.resolved.json").is_file():
             raise DiffbalanceError(f"{out} is a run folder (written by `diffbalance run`), not a fill folder",
