@@ -75,3 +75,25 @@ def test_out_inside_the_data_folder_is_refused_before_anything_is_written(tmp_pa
     err = capsys.readouterr().err
     assert e.value.code == 2 and "is inside the data folder" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.relative_to(data) for p in data.rglob("*")) == before  # nothing written into it
+
+
+def test_an_unwritable_log_dir_fails_before_any_work(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_experiment import tiny_config
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    config = tiny_config(tmp_path, methods=["oversample"], seeds=[0], train={"epochs": 1, "batch_size": 8})
+    out = tmp_path / "run"
+    for args in (["run", str(config), "--out", str(out), "--quiet", "--log-dir", str(blocker / "logs")],
+                 ["train-generator", "--dataset", "folder", "--root", str(tmp_path / "images"), "--out",
+                  str(tmp_path / "gen"), "--steps", "1", "--log-dir", str(blocker / "logs")]):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "log folder" in err and "--log-dir" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "gen").exists()  # nothing trained, nothing written

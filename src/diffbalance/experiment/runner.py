@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from diffbalance.infra import distributed
-from diffbalance.infra.atomic import write_json
+from diffbalance.infra.atomic import check_writable, write_json
 from diffbalance.classify.config import TrainConfig
 from diffbalance.infra.device import describe
 from diffbalance.infra.errors import DiffbalanceError
@@ -62,6 +62,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     clock = StageClock()
     if config.log_dir is not None:
         summary_writer_class()  # a missing tensorboard package fails here, before any work
+        check_writable(Path(config.log_dir), "log folder", "--log-dir")  # and an unwritable log folder
     with clock("prepare"):
         st = prepare_stage(config, out_dir, progress)
     with distributed.held_output(st.out_dir), scalar_log(config.log_dir) as scalars:

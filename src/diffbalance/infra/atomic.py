@@ -36,24 +36,25 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
-def check_writable(path: Path) -> Path:
-    """Check, without creating anything, that folder `path` exists and is writable or could be created."""
+def check_writable(path: Path, what: str = "output folder", option: str = "--out") -> Path:
+    """Check, without creating anything, that folder `path` exists and is writable or could be created; the
+    error names it as `what`, to be fixed with `option`."""
     path = Path(path)
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise DiffbalanceError(f"output folder {path} is not writable ({probe} is a file)",
-                               "choose another folder with --out")
+        raise DiffbalanceError(f"{what} {path} is not writable ({probe} is a file)",
+                               f"choose another folder with {option}")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise DiffbalanceError(f"output folder {path} is not writable (no permission on {probe})",
-                               "choose another folder with --out or fix its permissions")
+        raise DiffbalanceError(f"{what} {path} is not writable (no permission on {probe})",
+                               f"choose another folder with {option} or fix its permissions")
     try:  # permissions are not the whole story (root on a read-only or pseudo file system): try it
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as err:
-        raise DiffbalanceError(f"output folder {path} is not writable ({probe}: {err.strerror or err})",
-                               "choose another folder with --out") from None
+        raise DiffbalanceError(f"{what} {path} is not writable ({probe}: {err.strerror or err})",
+                               f"choose another folder with {option}") from None
     return path
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from diffbalance.infra.atomic import check_writable
 from diffbalance.infra import distributed
 from diffbalance.infra.errors import DiffbalanceError
 
@@ -73,6 +74,7 @@ def scalar_log(log_dir: str | Path | None) -> Iterator[Scalars | None]:
     if log_dir is None:
         yield None
         return
+    check_writable(Path(log_dir), "log folder", "--log-dir")  # before any work, not after it
     scalars = Scalars(log_dir)
     try:
         yield scalars
