@@ -97,3 +97,17 @@ def test_an_unwritable_log_dir_fails_before_any_work(tmp_path, capsys):
         assert e.value.code == 2 and "log folder" in err and "--log-dir" in err, err
         assert len(err.strip().splitlines()) == 1
     assert not out.exists() and not (tmp_path / "gen").exists()  # nothing trained, nothing written
+
+
+def test_a_class_folder_planted_as_a_link_leaves_out_as_it_was(tmp_path, capsys):
+    data = tiny_data(tmp_path / "data")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "fills"
+    out.mkdir()
+    os.symlink(elsewhere, out / "b")  # the class folder of 'b', pointing out of OUT
+    with pytest.raises(SystemExit) as e:
+        main(["rebalance", str(data), "--method", "oversample", "--out", str(out), "--image-size", "8"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "leads outside" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["b"] and not list(elsewhere.iterdir())  # no lock, no command.json

@@ -8,12 +8,12 @@ from typing import Any
 
 from diffbalance.infra import distributed
 from diffbalance.infra.atomic import check_writable, write_json
-from diffbalance.data.image_folder import scan_image_folder
+from diffbalance.data.image_folder import class_folders, scan_image_folder
 from diffbalance.imbalance.specs import training_images
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import DeviceLike, entry_device
 from diffbalance.infra.errors import DiffbalanceError
-from diffbalance.infra.paths import refuse_out_inside_data
+from diffbalance.infra.paths import inside, refuse_out_inside_data
 from diffbalance.imbalance.targets import generation_counts
 from diffbalance.infra.progress import console
 from diffbalance.rebalance.base import SET_ONCE, Rebalancer
@@ -66,6 +66,8 @@ def rebalance_folder(
         data = training_images(str(folder), image_size=image_size, channels=channels, on_corrupt=on_corrupt)
         plan = reb.plan(data)  # an impossible sampling strategy fails here, before OUT exists
         reb.check_data(data)
+        for name in class_folders(data.class_names):  # a class folder planted as a link out of OUT: before the lock
+            inside(checked_out, name, "class")
         check_memory(image_bytes(2 * sum(plan.values()), channels, image_size, image_size),
                      f"{sum(plan.values())} fill images", "lower the sampling strategy")
         return reb, checked_out, data, plan
