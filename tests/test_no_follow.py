@@ -111,3 +111,21 @@ def test_a_class_folder_planted_as_a_link_leaves_out_as_it_was(tmp_path, capsys)
     err = capsys.readouterr().err
     assert e.value.code == 2 and "leads outside" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in out.iterdir()) == ["b"] and not list(elsewhere.iterdir())  # no lock, no command.json
+
+
+def test_lora_metadata_is_written_in_one_order_in_every_process():
+    """peft's target_modules is a set; its order changes with the process's string hashing, and diffusers wrote it
+    as it came — the same weights, other file bytes. `ordered` sorts it first."""
+    import json
+    import subprocess
+    import sys
+
+    from diffbalance.generate.adapt.lora import ordered
+
+    assert ordered({"r": 4, "target_modules": {"to_v", "to_k", "to_q"}, "x": [{"b", "a"}]}) == {
+        "r": 4, "target_modules": ["to_k", "to_q", "to_v"], "x": [["a", "b"]]}
+    code = ("import json; from diffbalance.generate.adapt.lora import ordered; "
+            "print(json.dumps(ordered({'target_modules': {'to_q', 'to_k', 'to_v', 'to_out.0', 'proj_in'}})))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3, 4)}
+    assert len(outs) == 1 and json.loads(outs.pop())["target_modules"][0] == "proj_in"

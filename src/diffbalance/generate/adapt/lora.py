@@ -52,9 +52,21 @@ def save_lora(pipe, folder: Path, config: AdaptConfig) -> Path:
     for name in ("unet", "text_encoder") if config.train_text_encoder else ("unet",):
         module = getattr(pipe, name)
         layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
-        metadata[f"{name}_lora_adapter_metadata"] = module.peft_config["default"].to_dict()
+        metadata[f"{name}_lora_adapter_metadata"] = ordered(module.peft_config["default"].to_dict())
     final = Path(folder) / LORA_FILE
     with atomic_path(final) as tmp:
         StableDiffusionPipeline.save_lora_weights(tmp.parent, weight_name=tmp.name, safe_serialization=True,
                                                   **layers, **metadata)
     return final
+
+
+def ordered(value):
+    """`value` with every set a sorted list (nested too): peft keeps target_modules as a set, which diffusers writes
+    as a list in the set's iteration order — a different file per process (string hashing) for the same weights."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(ordered(v) for v in value)
+    if isinstance(value, dict):
+        return {k: ordered(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(ordered(v) for v in value)
+    return value
