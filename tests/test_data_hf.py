@@ -138,3 +138,29 @@ def test_an_unreachable_hub_id_is_one_line(tmp_path):
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert "cannot load the Hugging Face Hub dataset 'no-such-user/no-such-dataset'" in lines[0]
     assert "HF_DATASETS_OFFLINE" in lines[0] and not (tmp_path / "out").exists()
+
+
+def test_path_only_rows_read_only_regular_files_inside_the_dataset(tmp_path):
+    """A row given by its path alone names a file to read: only regular files inside the dataset's own folder (or
+    the HF caches, or `image_roots`), at most MAX_IMAGE_FILE_BYTES; /dev/zero, /etc/passwd and a FIFO are
+    unreadable rows, never opened into memory."""
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    good = folder / "good.png"
+    Image.fromarray(np.full((10, 12, 3), 200, np.uint8)).save(good)
+    outside = tmp_path / "outside.png"
+    Image.fromarray(np.full((10, 12, 3), 90, np.uint8)).save(outside)
+    fifo = folder / "fifo.png"
+    os.mkfifo(fifo)
+    images, labels = rows((4, 3, 2))
+    paths = [str(good), "/dev/zero", "/etc/passwd", str(outside), str(fifo)]
+    images += [{"bytes": None, "path": p} for p in paths]
+    labels += [1] * len(paths)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+    datasets.Dataset.from_dict({"image": images, "label": labels}, features=features).to_parquet(
+        str(folder / "train.parquet"))
+    train, _ = load_train_test(config(folder / "train.parquet", test_fraction=0.3))
+    full = train.meta["unreadable_count"]
+    assert full == 4  # /dev/zero, /etc/passwd, the file outside, the FIFO: good.png alone is read
+    allowed, _ = load_train_test(config(folder / "train.parquet", test_fraction=0.3, image_roots=(str(tmp_path),)))
+    assert allowed.meta["unreadable_count"] == 3  # the user allowed the folder outside: it is read too

@@ -19,6 +19,8 @@ one (in its order), else the distinct values of the column, sorted (recorded in 
 from __future__ import annotations
 
 import glob
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +157,8 @@ def decode_split(split, config, names: tuple[str, ...], source: str, how: str) -
                                f"({type(split.features[config.image_column]).__name__})",
                                "point image_column at the dataset's Image feature")
     raw = split.cast_column(config.image_column, datasets.Image(decode=False))
-    blobs = [_bytes(item) for item in raw[config.image_column]]
+    roots = allowed_image_roots(config)
+    blobs = [_bytes(item, roots) for item in raw[config.image_column]]
     labels = _label_indices(raw[config.label_column], names, split.features[config.label_column])
     row_names = [f"{source}[{k}]" for k in range(len(blobs))]
     images, bad = decode_images(blobs, config.image_size, config.channels, names=row_names)
@@ -180,13 +183,48 @@ def _column(split, name: str, option: str) -> None:
                                f"set {option} to one of {', '.join(split.column_names)}")
 
 
-def _bytes(item: dict) -> bytes:
-    """An encoded image of a `datasets.Image(decode=False)` column: its bytes, or the file it points to."""
+MAX_IMAGE_FILE_BYTES = 256 * 2**20  # a row's image file larger than this is unreadable (not read into memory)
+
+
+def allowed_image_roots(config) -> list[Path]:
+    """The folders an image row given only by its path may point into: the dataset's own folder (a local root; a
+    parquet glob's folder), the Hugging Face caches, and `config.image_roots`."""
+    import datasets
+
+    roots = [Path(r).expanduser() for r in config.image_roots]
+    local = Path(str(config.root)).expanduser()
+    while any(c in local.name for c in "*?[") and local != local.parent:  # a parquet glob: the folder above it
+        local = local.parent
+    if local.exists():
+        roots.append(local if local.is_dir() else local.parent)
+    roots.append(Path(datasets.config.HF_DATASETS_CACHE))
+    try:
+        from huggingface_hub import constants
+        roots.append(Path(constants.HF_HUB_CACHE))
+    except ImportError:
+        pass
+    return [r.resolve() for r in roots]
+
+
+def _bytes(item: dict, roots: list[Path]) -> bytes:
+    """An encoded image of a `datasets.Image(decode=False)` column: its bytes, or the file it points to when that is
+    a regular file inside one of `roots` and at most MAX_IMAGE_FILE_BYTES; anything else reads as an empty, so
+    unreadable, row (a row naming /dev/zero or /etc/passwd is not opened)."""
     if item.get("bytes"):
         return item["bytes"]
+    if not item.get("path"):
+        return b""
     try:
-        return Path(item["path"]).read_bytes() if item.get("path") else b""
-    except OSError:
+        real = Path(item["path"]).expanduser().resolve(strict=True)
+        if not any(real.is_relative_to(root) for root in roots):
+            return b""
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the read
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_IMAGE_FILE_BYTES:
+                return b""
+            return f.read(MAX_IMAGE_FILE_BYTES + 1)
+    except (OSError, RuntimeError):
         return b""  # decoded as unreadable: an empty file
 
 

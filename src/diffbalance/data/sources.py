@@ -52,6 +52,8 @@ class DataConfig(Config):
     image_column: str = "image"  # hf: the Image column
     label_column: str = "label"  # hf: the label column (ClassLabel, or integer / string values)
     revision: str | None = None  # hf: the Hub revision (branch, tag or commit) of a Hub id
+    image_roots: tuple[str, ...] = ()  # hf: further folders an image row given only by its path may point into
+    # (besides the dataset's own folder and the Hugging Face caches); any other path is an unreadable row
     cache: bool = True  # keep decoded folders in the cache ($DIFFBALANCE_CACHE, default ~/.cache/diffbalance)
 
     def validate(self) -> None:
