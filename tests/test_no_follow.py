@@ -129,3 +129,30 @@ def test_lora_metadata_is_written_in_one_order_in_every_process():
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3, 4)}
     assert len(outs) == 1 and json.loads(outs.pop())["target_modules"][0] == "proj_in"
+
+
+@pytest.mark.parametrize("root", ["/proc", "/proc/self"])
+def test_proc_as_a_folder_root_is_one_line(tmp_path, capsys, root):
+    with pytest.raises(SystemExit) as e:
+        main(["rebalance", root, "--method", "oversample", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_an_unlistable_class_folder_is_one_line(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from diffbalance.data.image_folder import scan_image_folder
+    from diffbalance.infra.errors import DiffbalanceError
+
+    data = tiny_data(tmp_path / "data")
+    real = Path.iterdir
+
+    def refuse(self):
+        if self.name == "b":
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(DiffbalanceError, match="cannot be listed"):
+        scan_image_folder(data)

@@ -54,7 +54,12 @@ def scan_image_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int
         # every entry with an image suffix, a folder named x.png or a broken link included: those are reported
         # as unreadable rather than silently passed over
         # hidden files are never images of the set: macOS `._x.png` metadata, temporaries of an interrupted write
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        try:
+            files = sorted(p for p in folder.iterdir()
+                           if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        except OSError as err:  # a folder that cannot be listed (/proc/<pid> of another user, no permission)
+            raise DiffbalanceError(f"class folder {folder} cannot be listed ({err.strerror or err})",
+                                   "pass a folder laid out as <root>/<class>/<image> that you can read") from None
         if not files:
             raise DiffbalanceError(
                 f"class folder {folder} has no images",
@@ -80,7 +85,11 @@ def _class_folders(root: Path) -> tuple[tuple[str, ...], list[Path], bool]:
                 f"class folder {missing[0]} listed in {listing} is missing", "restore it or delete the listing"
             )
         return names, folders, True
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as err:  # no permission to list it
+        raise DiffbalanceError(f"image folder {root} cannot be listed ({err.strerror or err})",
+                               "pass a folder laid out as <root>/<class>/<image> that you can read") from None
     return tuple(p.name for p in folders), folders, False
 
 
