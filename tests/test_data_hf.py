@@ -164,3 +164,25 @@ def test_path_only_rows_read_only_regular_files_inside_the_dataset(tmp_path):
     assert full == 4  # /dev/zero, /etc/passwd, the file outside, the FIFO: good.png alone is read
     allowed, _ = load_train_test(config(folder / "train.parquet", test_fraction=0.3, image_roots=(str(tmp_path),)))
     assert allowed.meta["unreadable_count"] == 3  # the user allowed the folder outside: it is read too
+
+
+def test_labels_that_are_not_one_class_each_are_one_line(tmp_path):
+    images, labels = rows((3, 3, 2))
+    for name, column, feature in [("lists", [[v] for v in labels], datasets.Sequence(datasets.Value("int64"))),
+                                  ("images", images, datasets.Image())]:
+        features = datasets.Features({"image": datasets.Image(), "label": feature})
+        folder = tmp_path / name
+        datasets.Dataset.from_dict({"image": images, "label": column}, features=features).save_to_disk(str(folder))
+        with pytest.raises(DiffbalanceError, match="not class labels") as err:
+            load_train_test(config(folder, test_fraction=0.3))
+        assert "\n" not in str(err.value)
+
+
+def test_unlabelled_rows_are_left_out_with_a_note(tmp_path, capsys):
+    images, labels = rows((4, 4, 3))
+    labels[0] = labels[5] = -1  # ClassLabel's "no label"
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+    folder = tmp_path / "unlabelled"
+    datasets.Dataset.from_dict({"image": images, "label": labels}, features=features).save_to_disk(str(folder))
+    train, test = load_train_test(config(folder, test_fraction=0.3))
+    assert len(train) + len(test) == 9 and "2 unlabelled row(s) (label -1)" in capsys.readouterr().err

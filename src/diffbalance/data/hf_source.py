@@ -32,6 +32,7 @@ from diffbalance.data.image_folder import check_read_options, note_skipped, stra
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.registry import register_source
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.progress import note
 
 INSTALL = "pip install 'diffbalance[hf]' (the Hugging Face datasets library)"
 SHOWN_UNREADABLE = 3
@@ -98,6 +99,8 @@ def open_dataset(root: str, revision: str | None = None) -> dict[str, Any]:
     except ImportError:
         raise DiffbalanceError("the 'hf' data source needs the Hugging Face datasets library", INSTALL) from None
     datasets.disable_progress_bars()  # diffbalance's console speaks for the job
+    datasets.logging.set_verbosity_error()  # its info/warning lines ("Using the latest cached version…", "Generating
+    # split…") would reach the user as a second line beside diffbalance's one; its errors become one line below
     path = Path(root).expanduser()
     try:
         if path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "state.json")):
@@ -139,6 +142,9 @@ def class_names(split, label_column: str) -> tuple[tuple[str, ...], str]:
     feature = split.features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         return tuple(feature.names), "ClassLabel"
+    if not isinstance(feature, datasets.Value):  # an Image, a list (Sequence), a nested record: not one class each
+        raise DiffbalanceError(f"label column {label_column!r} holds {type(feature).__name__} values, not class labels",
+                               "point label_column at a ClassLabel, integer or string column")
     values = set(split[label_column])
     if not all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in values) or \
             len({type(v) for v in values}) > 1:
@@ -158,8 +164,12 @@ def decode_split(split, config, names: tuple[str, ...], source: str, how: str) -
                                "point image_column at the dataset's Image feature")
     raw = split.cast_column(config.image_column, datasets.Image(decode=False))
     roots = allowed_image_roots(config)
-    blobs = [_bytes(item, roots) for item in raw[config.image_column]]
     labels = _label_indices(raw[config.label_column], names, split.features[config.label_column])
+    labelled = [k for k, label in enumerate(labels) if label >= 0]
+    if len(labelled) < len(labels):  # ClassLabel's -1: an unlabelled row, left out (said once)
+        note(f"{len(labels) - len(labelled)} unlabelled row(s) (label -1) of {source} left out")
+        raw, labels = raw.select(labelled), [labels[k] for k in labelled]
+    blobs = [_bytes(item, roots) for item in raw[config.image_column]]
     row_names = [f"{source}[{k}]" for k in range(len(blobs))]
     images, bad = decode_images(blobs, config.image_size, config.channels, names=row_names)
     kept = [k for k, x in enumerate(images) if x is not None]
@@ -232,7 +242,12 @@ def _label_indices(values: list, names: tuple[str, ...], feature) -> list[int]:
     import datasets
 
     if isinstance(feature, datasets.ClassLabel):
-        return [int(v) for v in values]
+        out = [int(v) for v in values]
+        bad = sorted({v for v in out if v < -1 or v >= len(names)})
+        if bad:
+            raise DiffbalanceError(f"labels {bad[:3]} are outside the ClassLabel's {len(names)} classes",
+                                   "repair the label column (-1 marks an unlabelled row)")
+        return out
     index = {name: k for k, name in enumerate(names)}
     missing = sorted({str(v) for v in values} - set(index))
     if missing:
