@@ -13,6 +13,7 @@ classes are listed in another order lands on the right labels.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -23,7 +24,7 @@ from torchvision import tv_tensors
 
 from diffbalance.data.image_folder import CLASSES_FILE, load_image_folder
 from diffbalance.data.imageset import ImageSet
-from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError, DiffbalanceTypeError, require_type
 from diffbalance.rebalance.store import load_fill
 
 __all__ = ["RebalancedDataset", "class_balanced_sampler"]
@@ -56,8 +57,18 @@ class RebalancedDataset(Dataset):
         image_size: int | None = None,
         channels: int | None = None,
     ):
+        require_type(real, (ImageSet, str, os.PathLike), "real", "an ImageSet or an image folder path")
+        if not isinstance(fills, (ImageSet, str, os.PathLike, list, tuple)):
+            raise DiffbalanceTypeError(f"fills must be a fill (folder path or ImageSet) or a list of them, got "
+                                       f"{type(fills).__name__}", "pass fills='fills/cfg' or fills=[...]")
+        fill_list = [fills] if isinstance(fills, (ImageSet, str, os.PathLike)) else list(fills)
+        for k, f in enumerate(fill_list):
+            require_type(f, (ImageSet, str, os.PathLike), f"fills[{k}]", "a fill folder path or an ImageSet")
+        if transform is not None and not callable(transform):
+            raise DiffbalanceTypeError(f"transform must be callable, got {type(transform).__name__}",
+                                       "pass a torchvision v2 transform (or any function of an image), or None")
         real_set = real if isinstance(real, ImageSet) else load_image_folder(Path(real), image_size, channels)
-        fill_sets = [_read_fill(f) for f in ([fills] if isinstance(fills, (ImageSet, str, Path)) else list(fills))]
+        fill_sets = [_read_fill(f) for f in fill_list]
         labels = [real_set.labels] + [_matched_labels(f, real_set) for f in fill_sets]
         self.class_names: tuple[str, ...] = real_set.class_names
         self.images = torch.cat([real_set.images, *(f.images for f in fill_sets)])  # (N, C, H, W) uint8
@@ -82,16 +93,28 @@ def class_balanced_sampler(
     """A sampler that draws every class equally often in expectation: sample i weighs 1 / (images of its class).
     `num_samples` draws per epoch (default: len(labels)); its own generator, seeded with `seed`, so the same seed
     gives the same order (epoch after epoch) and the global RNG is never touched."""
-    labels = torch.as_tensor(labels, dtype=torch.long)
+    require_type(seed, int, "seed", "an int")
+    require_type(replacement, bool, "replacement", "True or False")
+    if num_samples is not None:
+        require_type(num_samples, int, "num_samples", "an int or None")
+    try:
+        given = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise DiffbalanceTypeError(f"labels must be class indices, got {type(labels).__name__}",
+                                   "pass dataset.labels") from None
+    if given.numel() and (given.is_floating_point() or given.is_complex() or given.dtype == torch.bool):
+        raise DiffbalanceTypeError(f"labels must be integer class indices, got {given.dtype}", "pass dataset.labels")
+    labels = given.to(torch.long)
     if labels.ndim != 1 or len(labels) == 0 or int(labels.min()) < 0:
         raise DiffbalanceError(f"class_balanced_sampler needs a non-empty 1-D tensor of class indices ≥ 0, got shape "
                                f"{tuple(labels.shape)}", "pass dataset.labels")
-    num_samples = len(labels) if num_samples is None else int(num_samples)
+    num_samples = len(labels) if num_samples is None else num_samples
     if num_samples < 1 or (not replacement and num_samples > len(labels)):
         raise DiffbalanceError(f"num_samples={num_samples} cannot be drawn from {len(labels)} labels"
                                + ("" if replacement else " without replacement"),
                                "pass a positive num_samples (at most len(labels) with replacement=False)")
-    weights = 1.0 / torch.bincount(labels)[labels].double()  # (N,): every class sums to 1
+    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)  # no table up to max label
+    weights = 1.0 / counts[inverse].double()  # (N,): every class sums to 1
     return WeightedRandomSampler(weights, num_samples, replacement=replacement,
                                  generator=torch.Generator().manual_seed(int(seed)))
 

@@ -15,3 +15,17 @@ class DiffbalanceError(ValueError):
         self.fix = fix
         message = problem if fix is None else f"{problem} — fix: {fix}"
         super().__init__(" ".join(message.split()))  # always one line
+
+
+class DiffbalanceTypeError(DiffbalanceError, TypeError):
+    """An argument of the wrong type (a `TypeError` too, as scikit-learn raises for those)."""
+
+
+def require_type(value, types, name: str, want: str) -> None:
+    """A one-line DiffbalanceTypeError naming `name` unless `value` is one of `types` (bool is never an int here)."""
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        ok = False
+    else:
+        ok = isinstance(value, types)
+    if not ok:
+        raise DiffbalanceTypeError(f"{name} must be {want}, got {type(value).__name__}", f"pass {name} as {want}")
