@@ -44,3 +44,40 @@ def test_class_balanced_sampler_arguments(kwargs, error, match):
 def test_a_huge_class_index_needs_no_huge_table():
     sampler = class_balanced_sampler([0, 10**12, 10**12], seed=0)  # bincount would have allocated 8 TB
     assert sampler.weights.tolist() == [1.0, 0.5, 0.5]
+
+
+def _public_misuses():
+    import diffbalance as d
+
+    real = REAL
+    return {
+        "ImageSet(123)": lambda: d.ImageSet(123, torch.tensor([0]), ("a",)),
+        "ImageSet(float images)": lambda: d.ImageSet(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), ("a", "b")),
+        "ImageSet(float labels)": lambda: d.ImageSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8),
+                                                     torch.tensor([0.0, 1.0]), ("a", "b")),
+        "ImageSet(label out of range)": lambda: d.ImageSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8),
+                                                           torch.tensor([0, 5]), ("a", "b")),
+        "profile_counts(str)": lambda: d.profile_counts("linear", "abc"),
+        "profile_counts(floats)": lambda: d.profile_counts("linear", [10.5, 3.0]),
+        "apply_profile(123)": lambda: d.apply_profile(123, d.ImbalanceConfig()),
+        "apply_profile(dict)": lambda: d.apply_profile(real, {"profile": "linear"}),
+        "make_imbalanced(123)": lambda: d.make_imbalanced(123, [1, 1]),
+        "generation_counts(str)": lambda: d.generation_counts("abc", "auto", ("a",)),
+        "build_rebalancer(params str)": lambda: d.build_rebalancer("oversample", "x"),
+        "fill(None)": lambda: d.fill(None, real, "/tmp/never"),
+        "fill(reb, 123)": lambda: d.fill(d.build_rebalancer("oversample"), 123, "/tmp/never"),
+        "load_fill(123)": lambda: d.load_fill(123, ("a",)),
+        "load_fill(missing)": lambda: d.load_fill("/nonexistent-fill", ("a",)),
+        "train_classifier(123)": lambda: d.train_classifier(123, d.TrainConfig(), seed=0),
+        "train_classifier(dict)": lambda: d.train_classifier(real, {"epochs": 1}, seed=0),
+        "train_classifier(seed 1.5)": lambda: d.train_classifier(real, d.TrainConfig(), seed=1.5),
+        "load_config(123)": lambda: d.load_config(123),
+        "run_experiment(dict)": lambda: d.run_experiment({"methods": ["none"]}, "/tmp/never"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_public_misuses()))
+def test_public_functions_refuse_misuse_in_one_line(name, tmp_path):
+    with pytest.raises(DiffbalanceError) as err:
+        _public_misuses()[name]()
+    assert "\n" not in str(err.value) and " — fix: " in str(err.value)

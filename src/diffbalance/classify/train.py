@@ -60,7 +60,7 @@ from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import DeviceLike, fast_gpu_path, entry_device
 from diffbalance.infra import distributed
 from diffbalance.infra.distributed import Dist
-from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError, require_type
 from diffbalance.infra.progress import progress_bar
 from diffbalance.infra.readout import AsyncScalar
 from diffbalance.infra.seeding import derive_seed, forked_rng
@@ -179,6 +179,9 @@ def train_classifier(
     in the main stage's loss (Diff-Mix's soft labels of translated images); head re-training keeps the labels.
     `swap_pool`: generated images that `config.swap_share` swaps in per sample (classify.swap), the swap probability
     of a class from its real images (those `synthetic` leaves unmarked)."""
+    require_type(train, ImageSet, "train", "an ImageSet")
+    require_type(config, TrainConfig, "config", "a TrainConfig (TrainConfig.from_dict({...}) for a mapping)")
+    require_type(seed, int, "seed", "an int")
     device = entry_device(device)
     world = _ddp.training_world(ddp)
     if len(train) < 2:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError, DiffbalanceTypeError, require_type
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,16 +27,25 @@ class ImageSet:
     meta: dict = field(default_factory=dict)  # free-form provenance (e.g. profile, kept indices)
 
     def __post_init__(self):
+        require_type(self.images, torch.Tensor, "images", "a uint8 torch tensor (N, C, H, W)")
+        require_type(self.labels, torch.Tensor, "labels", "an int64 torch tensor (N,)")
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+            raise DiffbalanceError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                                   f"{tuple(self.images.shape)}", "pass uint8 pixels, or use ImageSet.from_arrays")
         if self.images.shape[1] not in (1, 3):
-            raise ValueError(f"images must have 1 or 3 channels, got {self.images.shape[1]}")
+            raise DiffbalanceError(f"images must have 1 or 3 channels, got {self.images.shape[1]}",
+                                   "pass grey (1) or RGB (3) images")
         if self.labels.ndim != 1 or len(self.labels) != len(self.images):
-            raise ValueError(f"labels must be (N,) with N = {len(self.images)}, got {tuple(self.labels.shape)}")
+            raise DiffbalanceError(f"labels must be (N,) with N = {len(self.images)}, got {tuple(self.labels.shape)}",
+                                   "pass one label per image")
+        if self.labels.is_floating_point() or self.labels.dtype == torch.bool:
+            raise DiffbalanceTypeError(f"labels must be integer class indices, got {self.labels.dtype}",
+                                       "pass an int64 tensor of class indices")
         object.__setattr__(self, "labels", self.labels.to(torch.int64))
         object.__setattr__(self, "class_names", tuple(self.class_names))
         if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.class_names)):
-            raise ValueError(f"labels outside [0, {len(self.class_names)})")
+            raise DiffbalanceError(f"labels outside [0, {len(self.class_names)})",
+                                   "give every class index a name in class_names")
 
     def __len__(self) -> int:
         return len(self.images)

@@ -11,6 +11,7 @@ every run used, and reading a saved config back gives the same tree.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -22,7 +23,7 @@ import yaml
 from diffbalance.classify.config import ModelName, TrainConfig
 from diffbalance.infra.configs import Config, build, join, parse_fields
 from diffbalance.data.sources import DataConfig
-from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError, require_type
 from diffbalance.infra.paths import plain_name
 from diffbalance.infra.progress import note
 from diffbalance.experiment.speed import ExpectedTime
@@ -235,6 +236,7 @@ def _method(m: Any, base_train: Mapping, path: str) -> MethodConfig:
 
 def load_config(path_or_preset: str | Path) -> ExperimentConfig:
     """A config file (YAML/JSON) or the name of a shipped preset (one experiment; see `load_experiments`)."""
+    require_type(path_or_preset, (str, os.PathLike), "path_or_preset", "a config file path or a preset name")
     experiments = load_experiments(path_or_preset)
     if len(experiments) != 1:
         raise DiffbalanceError(f"config {path_or_preset} is a study of {len(experiments)} experiments",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ from diffbalance.infra import distributed
 from diffbalance.infra.atomic import check_writable, write_json
 from diffbalance.classify.config import TrainConfig
 from diffbalance.infra.device import describe
-from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError, require_type
 from diffbalance.infra.paths import inside
 from diffbalance.infra.progress import console
 from diffbalance.infra.tensorboard import Scalars, scalar_log, summary_writer_class
@@ -59,6 +60,10 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: bool = Tru
     is removed before it resumes. Under torchrun every rank calls it alike (module docstring of
     diffbalance.infra.distributed): rank 0 writes the shared files, fills are sharded, and classifier runs are spread
     over the ranks or trained with DDP (`config.parallel`)."""
+    require_type(config, ExperimentConfig, "config",
+                 "an ExperimentConfig (ExperimentConfig.from_dict({...}) or load_config(path))")
+    require_type(out_dir, (str, os.PathLike), "out_dir", "a folder path")
+    out_dir = Path(out_dir)
     clock = StageClock()
     if config.log_dir is not None:
         summary_writer_class()  # a missing tensorboard package fails here, before any work

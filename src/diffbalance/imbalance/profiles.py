@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal, get_args
 
-from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError, require_counts, require_type
 
 Profile = Literal["linear", "exponential", "step", "none"]  # linear = paper eq. 10; none keeps every image
 PROFILES: tuple[str, ...] = get_args(Profile)
@@ -50,6 +50,8 @@ def profile_counts(
     exponential / step: n_max (default min(available)) shrunk by `ratio` towards the first rank.
     none: keep everything.
     """
+    require_type(profile, str, "profile", "a profile name (linear, exponential, step)")
+    available = require_counts(available, "available")
     num_classes = len(available)
     order = list(range(num_classes)) if order is None else [int(c) for c in order]
     if sorted(order) != list(range(num_classes)):

@@ -12,7 +12,7 @@ import torch
 
 from diffbalance.infra.configs import Config, current_path
 from diffbalance.data.imageset import ImageSet
-from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError, require_counts, require_type
 from diffbalance.imbalance.profiles import Profile, profile_counts
 from diffbalance.infra.seeding import generator
 
@@ -38,6 +38,8 @@ def kept_indices(labels: torch.Tensor, keep_counts: Sequence[int], selection: st
 def make_imbalanced(
     data: ImageSet, keep_counts: Sequence[int], selection: str = "first", seed: int = 0, profile: str = ""
 ) -> ImageSet:
+    require_type(data, ImageSet, "data", "an ImageSet")
+    keep_counts = require_counts(keep_counts, "keep_counts")
     idx = kept_indices(data.labels, keep_counts, selection, seed)
     out = data.subset(idx, source=f"{data.source} [{profile or 'subset'}]")
     out.meta.update({"profile": profile, "selection": selection, "selection_seed": seed, "kept_indices_count": len(idx)})
@@ -73,6 +75,8 @@ class ImbalanceConfig(Config):
 
 def apply_profile(data: ImageSet, cfg: ImbalanceConfig) -> ImageSet:
     """The imbalanced subset of `data` that `cfg` describes (profile counts, then which images are kept)."""
+    require_type(data, ImageSet, "data", "an ImageSet")
+    require_type(cfg, ImbalanceConfig, "cfg", "an ImbalanceConfig (ImbalanceConfig.from_dict({...}) for a mapping)")
     order = None if cfg.order is None else [data.class_index(c) for c in cfg.order]
     keep = profile_counts(
         cfg.profile, data.counts(), n_min=cfg.n_min, n_max=cfg.n_max, ratio=cfg.ratio,

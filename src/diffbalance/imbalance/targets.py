@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Literal, get_args
 
-from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError, require_counts
 
 Strategy = Literal["auto", "not majority", "not minority", "minority", "all"]  # imbalanced-learn's names
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -34,6 +34,7 @@ def generation_counts(
     float r in (0, 1]: fill each class up to r·max(counts) (imbalanced-learn's ratio n_minority / n_majority).
     {class: n}: fill that class up to n images; a value below the current count is an error.
     """
+    counts = require_counts(counts, "counts")
     names = list(class_names) if class_names is not None else [str(i) for i in range(len(counts))]
     n_max = max(counts)
     if isinstance(strategy, Mapping):

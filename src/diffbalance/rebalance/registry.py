@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from diffbalance.infra.configs import parse_fields
-from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError, DiffbalanceTypeError
 from diffbalance.rebalance import mixing, oversample  # noqa: F401  (their classes register themselves)
 from diffbalance.rebalance.base import REGISTRY, Rebalancer
 
@@ -37,6 +37,9 @@ def build_rebalancer(name: str, params: Mapping[str, Any] | None = None, path: s
     checked before any work starts (the rebalancer's own check, `_validate_params`, which its fit runs again)."""
     cls = rebalancer_class(name)
     where = path or f"rebalancer {name}"
+    if params is not None and not isinstance(params, Mapping):
+        raise DiffbalanceTypeError(f"{where}: params must be a mapping, got {type(params).__name__}",
+                                   "pass params as a dict, e.g. {'alpha': 0.6}")
     reb = cls(**parse_fields(cls, {**dict(params or {}), **kwargs}, where, noun="parameter"))
     reb._validate_params(where)
     return reb

@@ -34,7 +34,7 @@ from diffbalance.infra import distributed
 from diffbalance.infra.atomic import atomic_path, one_line_when_full, open_no_follow, write_json, write_text
 from diffbalance.data.image_folder import class_folders, read_image, write_class_listing, write_png
 from diffbalance.data.imageset import ImageSet
-from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.errors import DiffbalanceError, require_type
 from diffbalance.infra.paths import inside
 from diffbalance.infra.progress import progress_bar
 from diffbalance.rebalance.base import Rebalancer
@@ -63,6 +63,9 @@ def fill(
     (each class's missing indices round-robin over the ranks), each rank writes its own PNGs and manifest part,
     and rank 0 merges the parts into one manifest sorted by (class, index) — the same bytes at any world size.
     """
+    require_type(reb, Rebalancer, "reb", "a rebalancer (build_rebalancer(name, params))")
+    require_type(train, ImageSet, "train", "an ImageSet")
+    require_type(out_dir, (str, os.PathLike), "out_dir", "a folder path")
     out_dir = Path(out_dir)
     plan = reb.plan(train)
     header = fill_header(reb, train, plan)
@@ -206,7 +209,11 @@ def _append_line(fd: int, line: str) -> None:
 
 def load_fill(out_dir: Path | str, class_names: Sequence[str], images_to_add: Sequence[int] | None = None) -> ImageSet:
     """Read a fill folder back (images in class, index order); `images_to_add` = the images expected per class."""
+    require_type(out_dir, (str, os.PathLike), "out_dir", "a fill folder path")
     out_dir = Path(out_dir)
+    if not (out_dir / "fill.json").is_file():
+        raise DiffbalanceError(f"{out_dir} is not a fill folder (no fill.json)",
+                               "pass a folder written by `diffbalance rebalance` or `fill`")
     done = _finished_images(out_dir)
     keys = sorted(done) if images_to_add is None else [(c, i) for c, n in enumerate(images_to_add) for i in range(n)]
     missing = [k for k in keys if k not in done]
