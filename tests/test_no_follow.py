@@ -156,3 +156,15 @@ def test_an_unlistable_class_folder_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "iterdir", refuse)
     with pytest.raises(DiffbalanceError, match="cannot be listed"):
         scan_image_folder(data)
+
+
+def test_the_launchers_error_file_keeps_diffbalances_exit_status(tmp_path, monkeypatch, capsys):
+    import json
+
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    with pytest.raises(SystemExit) as e:
+        main(["rebalance", str(tmp_path / "missing"), "--method", "oversample", "--out", str(tmp_path / "o")])
+    record = json.loads(error_file.read_text())["message"]
+    assert e.value.code == 2 and record["errorCode"] == 2 and record["extraInfo"]["diffbalance_exit_status"] == "2"
+    assert record["message"] == capsys.readouterr().err.strip()  # the one line the user saw

@@ -52,19 +52,22 @@ def fail(message: str, code: int = 2, quiet: bool = False, wait: bool = True) ->
     line = f"error: {' '.join(message.split())}"
     if not quiet:
         typer.echo(line, err=True)
-    _tell_launcher(line)
+    _tell_launcher(line, code)
     if quiet and wait:  # torchrun stops the others once one rank exits: leave rank 0 the moment it needs to say it
         time.sleep(QUIET_RANK_WAIT_S)
     raise SystemExit(code)
 
 
-def _tell_launcher(line: str) -> None:
+def _tell_launcher(line: str, code: int = 1) -> None:
     """torchrun sets TORCHELASTIC_ERROR_FILE for each worker and shows that file's message as the failure's cause
-    (torch.distributed.elastic.multiprocessing.errors' format)."""
+    (torch.distributed.elastic.multiprocessing.errors' format); the file keeps diffbalance's own exit status (2: bad
+    input, 1: a bug) as its errorCode, though torchrun itself exits 1."""
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not path:
         return
-    record = {"message": {"message": line, "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time()))}}}
+    record = {"message": {"message": line, "errorCode": code,
+                          "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time())),
+                                        "diffbalance_exit_status": str(code)}}}
     try:
         Path(path).write_text(json.dumps(record))
     except OSError:  # the launcher's file is a courtesy: the line was printed already
