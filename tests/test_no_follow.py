@@ -168,3 +168,29 @@ def test_the_launchers_error_file_keeps_diffbalances_exit_status(tmp_path, monke
     record = json.loads(error_file.read_text())["message"]
     assert e.value.code == 2 and record["errorCode"] == 2 and record["extraInfo"]["diffbalance_exit_status"] == "2"
     assert record["message"] == capsys.readouterr().err.strip()  # the one line the user saw
+
+
+@pytest.mark.parametrize("name", ["fill.json", "classes.json", "command.json", "complete.json"])
+def test_a_linked_or_damaged_record_never_writes_through(tmp_path, capsys, name):
+    data = tiny_data(tmp_path / "data")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(victim, out / name)
+    try:
+        main(["rebalance", str(data), "--method", "oversample", "--out", str(out), "--image-size", "8"])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert victim.read_text() == "precious\n"
+    if name == "fill.json":  # the header is read first: refused in one line
+        assert code == 2 and "symbolic link" in err
+    else:  # written by a rename, which replaces the link itself
+        assert code == 0 and not (out / name).is_symlink()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "fill.json").write_text("not json")
+    with pytest.raises(SystemExit) as e:
+        main(["rebalance", str(data), "--method", "oversample", "--out", str(tmp_path / "junk"), "--image-size", "8"])
+    assert e.value.code == 2 and "is damaged" in capsys.readouterr().err

@@ -281,8 +281,17 @@ def _finished_records(out_dir: Path) -> dict[tuple[int, int], dict]:
 
 def _check_or_write_header(out_dir: Path, header: dict) -> None:
     path = out_dir / "fill.json"
+    if path.is_symlink():
+        raise DiffbalanceError(f"{path} is a symbolic link; diffbalance never reads or writes through one",
+                               "remove the link (and check who put it there)")
     if path.exists():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError
+        except (OSError, ValueError, UnicodeDecodeError):
+            raise DiffbalanceError(f"{path} is damaged (not a fill header)",
+                                   "delete the folder to start over, or use a new output folder") from None
         if {k: _saved_identity(old).get(k) for k in IDENTITY_KEYS} != {k: header[k] for k in IDENTITY_KEYS}:
             raise DiffbalanceError(
                 f"{out_dir} holds fill images made with other settings ({old.get('method')}, seed {old.get('seed')})",
