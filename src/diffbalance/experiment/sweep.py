@@ -18,13 +18,17 @@ real-guided start at strength 0 and a synthetic share of 0 also are):
     2. init       every start of `init` (noise | real | translate) at the centre so far
     3. strength   every `strength` at the centre so far (skipped when the centre starts from noise)
     4. share      every `synthetic_share` at the centre so far
+    5–7. levers   the anchors' levers, each with its zero point: `strength_max` (a per-image strength range,
+                  DA-Fusion; real/translate starts), `soft_label_gamma` (Diff-Mix's soft labels; translate starts),
+                  `swap_share` (Diff-Mix's per-sample swap) — the last two set the quick classifier's recipe, and
+                  points that differ only in them share one fill
 The centre is where the next stage explores: the best mean score so far (ties: the centre, then list order). The
 chosen point moves only by the one-standard-error rule: a stage's point replaces the chosen one when its paired
 advantage over it exceeds one standard error of the paired differences (mean(d) > SE(d) = std(d)/√n, n = folds ×
 seeds), the best-scoring such point if several; otherwise the simpler point — the zero point, or the one chosen at
 an earlier stage — is kept. Each choice records its margin in standard errors (mean(d)/SE(d)), so a reader sees
 how far from the line it fell: a margin near 1 could flip with another processor's rounding, a margin of 3 cannot.
-At most 1 + |w|·|samplers| + |init| + |strength| + |share| points.
+At most 1 + |w|·|samplers| + |init| + |strength| + |share| + |levers| points.
 
 Every point is recorded:
     score             its mean over folds × seeds (what choices are made on), std, SE and each (fold, seed) value;
