@@ -194,3 +194,26 @@ def test_a_linked_or_damaged_record_never_writes_through(tmp_path, capsys, name)
     with pytest.raises(SystemExit) as e:
         main(["rebalance", str(data), "--method", "oversample", "--out", str(tmp_path / "junk"), "--image-size", "8"])
     assert e.value.code == 2 and "is damaged" in capsys.readouterr().err
+
+
+def test_a_planted_lock_link_stops_run_and_train_generator_too(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_experiment import tiny_config
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    config = tiny_config(tmp_path, methods=["oversample"], seeds=[0], train={"epochs": 1, "batch_size": 8})
+    for command, out in ((["run", str(config), "--quiet"], tmp_path / "run"),
+                         (["train-generator", "--dataset", "folder", "--root", str(tmp_path / "images"), "--steps", "1"],
+                          tmp_path / "gen")):
+        out.mkdir()
+        os.symlink(victim, out / ".diffbalance.lock")
+        with pytest.raises(SystemExit) as e:
+            main([*command, "--out", str(out)])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]  # (run prints its stage lines)
+        assert e.value.code == 2 and len(errors) == 1 and "is a symbolic link" in errors[0]
+        assert victim.read_text() == "precious\n"
