@@ -11,18 +11,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from test_experiment import tiny_config  # noqa: E402
 from test_sweep import CFG  # noqa: E402
+from test_validation import labelled  # noqa: E402
 
 from diffbalance.cli.main import main  # noqa: E402
-from diffbalance.data.imageset import ImageSet  # noqa: E402
 from diffbalance.experiment.config import ExperimentConfig  # noqa: E402
 from diffbalance.imbalance.validation import ValidationConfig, selection_folds, split_validation  # noqa: E402
 from diffbalance.infra.errors import DiffbalanceError  # noqa: E402
-
-
-def labelled(counts):
-    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
-    images = torch.arange(len(labels), dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
-    return ImageSet(images, labels, tuple("abc"[: len(counts)]))
 
 
 def test_folds_are_stratified_disjoint_and_seeded():

@@ -17,14 +17,20 @@ def tiny_data(root):
     return root
 
 
-@pytest.mark.parametrize("planted", [".diffbalance.lock", "manifest.jsonl"])
-def test_a_planted_link_is_refused_and_its_target_untouched(tmp_path, capsys, planted):
+def planted_link(tmp_path, out_name: str, name: str):
+    """(data folder, victim file, output folder holding `name` as a link to the victim)."""
     data = tiny_data(tmp_path / "data")
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
-    out = tmp_path / "fills"
+    out = tmp_path / out_name
     out.mkdir()
-    os.symlink(victim, out / planted)
+    os.symlink(victim, out / name)
+    return data, victim, out
+
+
+@pytest.mark.parametrize("planted", [".diffbalance.lock", "manifest.jsonl"])
+def test_a_planted_link_is_refused_and_its_target_untouched(tmp_path, capsys, planted):
+    data, victim, out = planted_link(tmp_path, "fills", planted)
     code = None
     try:
         main(["rebalance", str(data), "--method", "oversample", "--out", str(out), "--image-size", "8"])
@@ -172,12 +178,7 @@ def test_the_launchers_error_file_keeps_diffbalances_exit_status(tmp_path, monke
 
 @pytest.mark.parametrize("name", ["fill.json", "classes.json", "command.json", "complete.json"])
 def test_a_linked_or_damaged_record_never_writes_through(tmp_path, capsys, name):
-    data = tiny_data(tmp_path / "data")
-    victim = tmp_path / "victim.txt"
-    victim.write_text("precious\n")
-    out = tmp_path / "out"
-    out.mkdir()
-    os.symlink(victim, out / name)
+    data, victim, out = planted_link(tmp_path, "out", name)
     try:
         main(["rebalance", str(data), "--method", "oversample", "--out", str(out), "--image-size", "8"])
         code = 0

@@ -67,14 +67,19 @@ def shared_generator(st: Stage, m: MethodConfig) -> dict:
     return {} if checkpoint is None else {"checkpoint": str(checkpoint)}
 
 
+def fill_key(m: MethodConfig) -> str:
+    """What makes a method's fill images: rebalancer, parameters, filter (rows equal in it share one fill)."""
+    return json.dumps({"rebalancer": m.rebalancer, "params": m.params,
+                       "filter": m.filter.to_dict() if m.filter else None}, sort_keys=True, default=str)
+
+
 def shared_fills(st: Stage, methods: list[MethodConfig]) -> dict[str, ImageSet]:
     """Every method's fill; methods that differ only in training (same rebalancer, parameters and filter: ablation
     rows) share one, copied to each method's folder so every fills/<method> is complete on its own."""
     fills: dict[str, ImageSet] = {}
     first: dict[str, str] = {}
     for m in methods:
-        key = json.dumps({"rebalancer": m.rebalancer, "params": m.params,
-                          "filter": m.filter.to_dict() if m.filter else None}, sort_keys=True, default=str)
+        key = fill_key(m)
         if key in first and m.rebalancer != "none":
             distributed.on_main(lambda: copy_fill(st.out_dir / "fills" / first[key], st.out_dir / "fills" / m.name))
         first.setdefault(key, m.name)
@@ -116,8 +121,7 @@ def fill_draws(st: Stage, methods: list[MethodConfig], fills: dict[str, ImageSet
     for m in methods:
         if not len(fills[m.name]):
             continue
-        key = json.dumps({"rebalancer": m.rebalancer, "params": m.params,
-                          "filter": m.filter.to_dict() if m.filter else None}, sort_keys=True, default=str)
+        key = fill_key(m)
         for seed in st.config.seeds[1:]:
             if (key, seed) not in made:
                 made[(key, seed)] = (m.name, method_fill(st, m, seed))
