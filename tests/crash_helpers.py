@@ -34,7 +34,7 @@ from fixtures_data import DATA_ENV_VARS, write_image_tree  # noqa: E402
 from test_experiment import tiny_folder  # noqa: E402
 
 TEMP_MARK = ".tmp"  # every temporary name holds it (diffbalance.infra.atomic.TEMP_MARK)
-TIMING_KEYS = ("train_seconds", "stage_seconds", "seconds")  # result fields that measure time, not outcome
+TIMING_KEYS = ("train_seconds", "stage_seconds", "invocations", "seconds")  # fields that measure time, not outcome
 POLL_S = 0.005
 COMMAND_TIMEOUT_S = 300
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from diffbalance.classify.models import CLASSIFIERS, build_classifier
+from diffbalance.classify.models import available_classifiers, build_classifier
 from diffbalance.infra.errors import DiffbalanceError
 
 
-@pytest.mark.parametrize("name", CLASSIFIERS)
+@pytest.mark.parametrize("name", available_classifiers())
 @pytest.mark.parametrize("in_channels", [1, 3])
 def test_every_classifier_shapes_and_split(name, in_channels):
     torch.manual_seed(0)

@@ -51,6 +51,35 @@ def test_help_still_works(capfd):
     assert "--out" in capfd.readouterr().out
 
 
+def test_help_and_console_print_user_text_as_written(capfd):
+    """No emoji codes anywhere rich prints user text: ":train:" is one, and the help's example must stay the
+    command one types (it printed as "cifar10🚋linear=500")."""
+    from diffbalance.infra.progress import console
+
+    try:
+        main(["rebalance", "--help"])
+    except SystemExit as done:
+        assert done.code in (0, None)
+    out = capfd.readouterr().out
+    assert "cifar10:train:linear=500" in out and "\U0001f68b" not in out
+    with console.capture() as printed:
+        console.print("[bold]fill[/] cifar10:train:linear=500")
+    assert printed.get().strip() == "fill cifar10:train:linear=500"
+
+
+@pytest.mark.parametrize("option, value, problem, fix", [
+    ("--params", "{alpha: 1}", "--params is not valid JSON", """quote it, e.g. '{"alpha": 0.6}'"""),
+    ("--params", "[1]", "--params must be a JSON object", """pass e.g. '{"alpha": 0.6}'"""),
+    ("--sampling-strategy", "{dark: 9}", "--sampling-strategy is not valid JSON", """quote it, e.g. '{"cat": 5000}'"""),
+])
+def test_a_bad_json_option_is_one_line_naming_that_option(tmp_path, capfd, option, value, problem, fix):
+    with pytest.raises(SystemExit) as done:
+        main(["rebalance", str(tmp_path), "--method", "mixup", "--out", str(tmp_path / "out"), option, value])
+    err = capfd.readouterr().err.strip()
+    assert done.value.code == 2 and "\n" not in err
+    assert err.startswith(f"error: {problem}") and err.endswith(f" — fix: {fix}")
+
+
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capfd):
     """Ctrl-C anywhere in a command: the 'interrupted' line and the shell's status 130, never a silent 0 (newer Typer
     turns the KeyboardInterrupt into a returned exit code)."""

@@ -85,3 +85,66 @@ def test_the_old_target_key_is_read_as_sampling_strategy_with_a_note(capsys):
     assert "note: target is now called sampling_strategy" in err
     with pytest.raises(DiffbalanceError, match="both set"):
         ExperimentConfig.from_dict({"methods": ["none"], "target": "auto", "sampling_strategy": "auto"})
+
+
+# --- old names (infra.renames): each still read, with its note; messages say today's name -------------------------
+
+
+def _said(capsys) -> str:
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_the_old_target_option_is_read_as_sampling_strategy_with_a_note(tmp_path, capsys):
+    from test_experiment import tiny_folder
+
+    from diffbalance.cli.main import main
+
+    folder = tiny_folder(tmp_path / "images", per_class=(12, 6, 3))
+    argv = ["rebalance", str(folder), "--method", "oversample", "--out", str(tmp_path / "fill"), "--image-size", "8"]
+    try:
+        main([*argv, "--target", '{"striped": 5}'])
+    except SystemExit as done:
+        assert done.code in (0, None)
+    captured = capsys.readouterr()
+    said = " ".join((captured.out + captured.err).split())
+    assert "2 images written" in said and "(per class: [0, 0, 2])" in said  # 3 striped images filled up to 5
+    assert "note: --target is now called --sampling-strategy" in said
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--target", "auto", "--sampling-strategy", "auto"])
+    assert done.value.code == 2 and "error: --target and --sampling-strategy are both set" in _said(capsys)
+
+
+@pytest.mark.parametrize("scale, w", [(7.5, 6.5), (1.0, 0.0)])
+def test_an_old_ldm_fill_header_reads_guidance_scale_as_w_with_a_note(capsys, scale, w):
+    from diffbalance.rebalance.store import _saved_identity
+
+    saved = _saved_identity({"method": "ldm", "params": {"guidance_scale": scale}})  # format 1: diffusers' s = 1 + w
+    assert saved["params"]["guidance_w"] == w and "guidance_scale" not in saved["params"]
+    assert ("note: fill.json params.guidance_scale is now called guidance_w (read as guidance_w = guidance_scale − 1"
+            in _said(capsys))
+
+
+def test_an_old_results_json_reads_fill_counts_with_a_note(capsys):
+    from diffbalance.report.write import _provenance
+
+    dataset = {"name": "tiny", "image_shape": [3, 8, 8], "profile": "linear", "train_counts": [9, 6, 3],
+               "fill_counts": [0, 3, 6], "test_count": 9}
+    text = _provenance({"dataset": dataset, "versions": {}, "device": "cpu"}, {"seeds": [0], "fill_seed": 0})
+    assert "fill images per class [0, 3, 6] (9 images)" in text
+    assert "note: results.json dataset.fill_counts is now called images_to_add" in _said(capsys)
+
+
+def test_messages_about_the_sampling_strategy_use_its_name(tmp_path, monkeypatch):
+    import yaml
+    from test_experiment import tiny_config
+
+    from diffbalance.experiment.stage import prepare_stage
+    from diffbalance.imbalance.targets import generation_counts
+
+    with pytest.raises(DiffbalanceError, match="unknown sampling_strategy 'most'"):
+        generation_counts([5, 3, 2], "most")
+    config = ExperimentConfig.from_dict(yaml.safe_load(tiny_config(tmp_path).read_text()))
+    monkeypatch.setattr("diffbalance.infra.resources.available_memory_bytes", lambda: 1024)
+    with pytest.raises(DiffbalanceError) as err:
+        prepare_stage(config, tmp_path / "run", progress=False)
+    assert "needs about" in err.value.problem and err.value.fix.startswith("lower sampling_strategy")

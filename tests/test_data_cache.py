@@ -86,13 +86,36 @@ def test_one_env_var_places_both_caches(tmp_path, monkeypatch):
     assert paths.cache_dir("sets") == tmp_path / "home" / ".cache" / "diffbalance" / "sets"
 
 
-def test_only_paths_names_the_cache_env_var():
-    """No second definition of the cache location: the variable's name appears in code only in infra/paths.py."""
+@pytest.mark.parametrize("variable", ["DIFFBALANCE_CACHE", "DIFFBALANCE_SHARED"])
+def test_only_paths_names_the_cache_and_shared_env_vars(variable):
+    """No second definition of the cache location or of the shared-files search: each variable's name appears in
+    code only in infra/paths.py."""
     src = REPO_ROOT / "src" / "diffbalance"
 
     def names_it(f: Path) -> bool:
         nodes = ast.walk(ast.parse(f.read_text()))
-        return any(isinstance(n, ast.Constant) and n.value == "DIFFBALANCE_CACHE" for n in nodes)
+        return any(isinstance(n, ast.Constant) and n.value == variable for n in nodes)
 
     naming = [f.relative_to(src).as_posix() for f in sorted(src.rglob("*.py")) if names_it(f)]
     assert naming == ["infra/paths.py"]
+
+
+def test_shared_files_are_searched_in_one_place(tmp_path, isolated_data_env, monkeypatch):
+    """../shared from the current folder first, then $DIFFBALANCE_SHARED (the order both searches always had);
+    CIFAR-10 and the Inception weights both look there through infra.paths.shared_paths."""
+    from diffbalance.data.cifar10 import search_paths
+    from diffbalance.evaluate.fid.features import KNOWN_TORCHSCRIPT, WEIGHTS_ENV, resolve_inception_weights
+
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    beside = Path.cwd().parent / "shared"  # tmp/work/shared, beside the current folder tmp/work/cwd
+    assert paths.shared_paths("data", "x") == [beside / "data" / "x"]
+    monkeypatch.setenv(paths.SHARED_ENV, str(tmp_path / "elsewhere"))
+    assert paths.shared_paths("data", "x") == [beside / "data" / "x", tmp_path / "elsewhere" / "data" / "x"]
+    assert search_paths() == paths.shared_paths("data", "cifar10-jpeg")
+    assert resolve_inception_weights() == (None, False)  # neither holds the weights: the online path
+    for root in (tmp_path / "elsewhere", beside):
+        (root / "data" / "fid-inception").mkdir(parents=True)
+        (root / "data" / "fid-inception" / KNOWN_TORCHSCRIPT).write_bytes(b"weights")
+        assert resolve_inception_weights() == (root / "data" / "fid-inception" / KNOWN_TORCHSCRIPT, False)
+    monkeypatch.chdir(tmp_path)  # ../shared is found from the current folder at each call
+    assert paths.shared_paths("data")[0] == tmp_path.parent / "shared" / "data"

@@ -14,6 +14,7 @@ from PIL import Image
 
 from diffbalance.data import cifar10 as c10
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.paths import SHARED_ENV
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_search_order(tmp_path, monkeypatch, isolated_data_env):
         c10.load_cifar10(None, download=False, cache=False, cache_root=isolated_data_env)
     shared = tmp_path / "elsewhere"
     write_jpeg_tree(shared / "data" / "cifar10-jpeg", n_train=1, n_test=1)
-    monkeypatch.setenv(c10.SHARED_ENV, str(shared))
+    monkeypatch.setenv(SHARED_ENV, str(shared))
     assert str(shared) in c10.load_cifar10(None, False, False, isolated_data_env)[0].source
     write_jpeg_tree(cwd.parent / "shared" / "data" / "cifar10-jpeg", n_train=2, n_test=1)
     assert len(c10.load_cifar10(None, False, False, isolated_data_env)[0]) == 20  # ../shared comes first

@@ -105,6 +105,37 @@ def test_bad_columns_and_splits_are_one_line_errors(on_disk, options, match):
     assert "\n" not in str(err.value)
 
 
+def test_columns_are_found_by_their_features_when_unnamed(tmp_path):
+    """cifar10 on the Hub names its columns img / label, cifar100 img / fine_label + coarse_label: the one Image
+    feature and the one ClassLabel feature are found; two of a kind must be named."""
+    images, labels = rows()
+    names = datasets.ClassLabel(names=["a", "b", "c"])
+    cifar_like = datasets.Dataset.from_dict(
+        {"img": images, "fine_label": labels, "note": ["x"] * len(labels)},
+        features=datasets.Features({"img": datasets.Image(), "fine_label": names, "note": datasets.Value("string")}))
+    cifar_like.save_to_disk(str(tmp_path / "one"))
+    train, test = load_train_test(config(tmp_path / "one"))
+    assert train.class_names == ("a", "b", "c") and sum(train.counts()) + sum(test.counts()) == 11
+
+    two = cifar_like.add_column("coarse_label", labels).cast_column("coarse_label", names)
+    two.save_to_disk(str(tmp_path / "two"))
+    with pytest.raises(DiffbalanceError) as err:
+        load_train_test(config(tmp_path / "two"))
+    assert "2 ClassLabel columns (fine_label, coarse_label)" in str(err.value) and "--label-column" in str(err.value)
+    train, _ = load_train_test(config(tmp_path / "two", label_column="coarse_label"))
+    assert train.class_names == ("a", "b", "c")
+
+    path = tmp_path / "plain.parquet"  # no ClassLabel feature: a column named label
+    dataset(class_label=False).to_parquet(str(path))
+    assert load_train_test(config(path))[0].meta["class_names_from"] == "sorted values"
+
+    no_image = datasets.Dataset.from_dict({"label": labels}, features=datasets.Features({"label": names}))
+    no_image.save_to_disk(str(tmp_path / "none"))
+    with pytest.raises(DiffbalanceError, match="has no Image column; its columns: label — fix: name the column "
+                                               r"with image_column \(--image-column\)"):
+        load_train_test(config(tmp_path / "none"))
+
+
 def test_missing_root_and_missing_parquet_files(tmp_path):
     with pytest.raises(DiffbalanceError, match="needs a root"):
         DataConfig(name="hf")
@@ -174,7 +205,7 @@ def test_labels_that_are_not_one_class_each_are_one_line(tmp_path):
         folder = tmp_path / name
         datasets.Dataset.from_dict({"image": images, "label": column}, features=features).save_to_disk(str(folder))
         with pytest.raises(DiffbalanceError, match="not class labels") as err:
-            load_train_test(config(folder, test_fraction=0.3))
+            load_train_test(config(folder, test_fraction=0.3, image_column="image"))
         assert "\n" not in str(err.value)
 
 

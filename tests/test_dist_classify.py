@@ -51,7 +51,7 @@ class TinyNet(nn.Module):
         return self.head(self.forward_features(x))
 
 
-def tiny_net(name: str, num_classes: int, in_channels: int) -> nn.Module:
+def tiny_net(name: str, num_classes: int, in_channels: int, **backbone_options) -> nn.Module:
     return TinyNet(num_classes, in_channels)
 
 

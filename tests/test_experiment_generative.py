@@ -47,3 +47,30 @@ def test_runner_with_cfg_ldm_and_img2img(tmp_path):
         assert f"figures/fills_{m}.png" in report and (out / "figures" / f"fills_{m}.png").is_file()
     assert "## Class consistency (%)" in report
     assert yaml.safe_load((out / "config.resolved.json").read_text())["methods"][2]["params"]["model"] == str(model)
+
+
+def test_a_generator_folder_is_keyed_by_its_training_images_not_the_data_options(tmp_path):
+    """OUT/generators/<rebalancer>-<key>: the same images under other data options (a new option, another cache
+    setting) keep the folder, so a resumed study reuses its generator; other images or training settings do not."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from diffbalance.data.imageset import ImageSet
+    from diffbalance.experiment.config import MethodConfig
+    from diffbalance.experiment.fills import _workdir
+
+    images = torch.arange(4 * 3 * 4 * 4, dtype=torch.int64).remainder(256).to(torch.uint8).view(4, 3, 4, 4)
+    data = ImageSet(images, torch.tensor([0, 0, 1, 1]), ("a", "b"))
+
+    def stage(imbalanced, **data_options):
+        return SimpleNamespace(out_dir=tmp_path, imbalanced=imbalanced,
+                               config=SimpleNamespace(data=SimpleNamespace(**data_options)))
+
+    cfg = MethodConfig(name="c", rebalancer="cfg", params={"train": {"train_steps": 3}})
+    folder = _workdir(stage(data, cache=True), cfg)
+    assert folder.parent == tmp_path / "generators" and folder.name.startswith("cfg-")
+    assert _workdir(stage(data, cache=False, a_later_option=1), cfg) == folder
+    other = ImageSet(images.flip(0), torch.tensor([0, 0, 1, 1]), ("a", "b"))
+    assert _workdir(stage(other), cfg) != folder
+    assert _workdir(stage(data), cfg.replace(params={"train": {"train_steps": 4}})) != folder

@@ -144,7 +144,7 @@ def test_domain_features_are_labelled():
 
     s = _set(40, 10)
     r = fid(s, _noisy(s, 20), FidConfig(features="domain", cache=False), "cpu", domain_model=Clf())
-    assert r["features"].startswith("domain-FID (not Inception FID)") and "not Inception" in r["note"]
+    assert r["features"].startswith("domain-FID (not Inception FID)") and r["score"] == "domain-FID (not Inception FID)"
     assert r["weights_sha256"] == ""  # no weights to hash: nothing is cached
     with pytest.raises(DiffbalanceError, match="domain"):
         fid(s, s, FidConfig(features="domain"), "cpu")
@@ -238,6 +238,30 @@ def test_explicit_torchscript_records_its_checksum(tmp_path):
     assert out.shape == (5, 12) and out.dtype == torch.float32 and out.abs().max() <= 1
 
 
+def test_every_fid_device_argument_takes_auto(tmp_path):
+    """"auto" (the default) wherever evaluate.fid takes a device, resolved by infra.device: the CPU without a GPU."""
+    from types import SimpleNamespace
+
+    from diffbalance.evaluate.fid.embedder import Embedder
+    from diffbalance.infra.device import resolve_device
+
+    class Pool(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    here = resolve_device("auto")
+    path = tmp_path / "tiny.pt"
+    torch.jit.script(Pool()).save(str(path))
+    for ext in (load_inception(path, device="auto"), load_inception(path)):
+        assert ext.device == here and ext.batch_size == (F.INCEPTION_CPU_BATCH if here.type == "cpu" else 256)
+        assert ext(_smooth_images(3, 4)).shape == (3, 3)
+    for ext in (RandomConvFeatures(device="auto"), RandomConvFeatures()):
+        assert ext.device == here and ext(_smooth_images(3, 4)).shape == (3, 32)
+    assert F.extraction_batch(None, "auto", cpu_batch=5) == (5 if here.type == "cpu" else F.DEFAULT_BATCH)
+    assert Embedder(SimpleNamespace(), stats_device="auto").stats_device == here
+    assert Embedder(SimpleNamespace()).stats_device == here  # an extractor without a device of its own
+
+
 def test_state_dict_weights_load_with_weights_only(tmp_path):
     torch.manual_seed(0)
     net = F._Pool3Net()
@@ -296,6 +320,31 @@ def test_cli_on_folders_writes_json(tmp_path, monkeypatch):
     r = json.loads(out.read_text())
     assert r["n_a"] == 24 and r["fid"] > 0 and r["config"]["features"] == "random"
     assert "FID (random features)" in res.output
+
+
+def test_cli_batch_size_is_the_librarys_auto_unless_given(tmp_path):
+    """No --batch-size: FidConfig's auto batch (Inception on the CPU: 8 images, not 256 — 5.6 GB peak memory there);
+    an explicit integer is still taken."""
+    from typer.testing import CliRunner
+
+    from diffbalance.cli.main import app
+
+    class Pool(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    weights = tmp_path / "tiny.pt"
+    torch.jit.script(Pool()).save(str(weights))
+    s = _set(12, 13)
+    _write_folder(tmp_path / "A", s)
+    for given, used in ((None, F.INCEPTION_CPU_BATCH), (5, 5)):
+        out = tmp_path / f"fid-{given}.json"
+        res = CliRunner().invoke(app, _argv(str(tmp_path / "A"), str(tmp_path / "A"), "--weights", str(weights),
+                                            "--device", "cpu", "--no-cache", "--json", str(out),
+                                            *(["--batch-size", str(given)] if given else [])))
+        assert res.exit_code == 0, res.output
+        r = json.loads(out.read_text())
+        assert r["config"]["batch_size"] == given and r["batch_size"] == used
 
 
 def test_cli_bad_input_is_one_line_error(tmp_path, capsys):

@@ -65,7 +65,7 @@ def test_targets_strategies_on_ten_rows():
     ({"b": 1}, "below its current"),
     ({"zebra": 9}, "unknown class"),
     (1.5, "outside"),
-    ("most", "unknown target"),
+    ("most", "unknown sampling_strategy"),
 ])
 def test_target_errors(strategy, match):
     with pytest.raises(DiffbalanceError, match=match):

@@ -14,7 +14,7 @@ from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.cfg.config import CFGTrainConfig
 from diffbalance.generate.cfg.sampling import start_step
 from diffbalance.generate.cfg.train import train_generator
-from diffbalance.rebalance.base import is_generated
+from diffbalance.generate.base import is_generated
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.sources import donor_pool
 from diffbalance.rebalance.store import fill, read_manifest

@@ -1,6 +1,7 @@
 """The contract every registered rebalancer keeps, run over `available_rebalancers()`: a plug-in added to the registry
-is covered here with no edit but one row of TINY_PARAMS (its tiny, CPU-fast parameters); a rebalancer without a row
-fails loudly instead of skipping the contract.
+is covered here with no edit — its tiny, CPU-fast parameters and one bad parameter are read from its registry entry
+(`@register(tiny=..., bad=...)`, rebalance.base); a generative rebalancer without tiny parameters fails loudly
+instead of skipping the contract.
 
 For each: `fit_resample` keeps the inputs and appends the images `sampling_strategy` asks for (a dict honoured
 exactly), in the inputs' shape and dtype, without NaN; the same seed gives the same bytes and another `random_state`
@@ -13,7 +14,6 @@ path. Generative rebalancers run on tiny models: `cfg` on a 2-step generator (8/
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,25 +30,11 @@ from diffbalance.data.imageset import ImageSet  # noqa: E402
 from diffbalance.generate.cfg.config import CFGTrainConfig  # noqa: E402
 from diffbalance.generate.cfg.train import train_generator  # noqa: E402
 from diffbalance.infra.errors import DiffbalanceError  # noqa: E402
+from diffbalance.rebalance.base import REBALANCERS  # noqa: E402
 from diffbalance.rebalance.registry import available_rebalancers, build_rebalancer, rebalancer_class  # noqa: E402
 
 COUNTS = (6, 3, 2)  # images per class of the tiny training set
 TARGET = {1: 5, 2: 4}  # dict sampling_strategy: class 1 up to 5 images, class 2 up to 4, class 0 untouched
-
-# name → (request → tiny parameters, a bad parameter of its own and the key its message names)
-TINY_PARAMS: dict[str, tuple[Callable[[pytest.FixtureRequest], dict], dict]] = {
-    "none": (lambda request: {}, {"batch_size": 0}),
-    "oversample": (lambda request: {}, {"batch_size": 0}),
-    "mixup": (lambda request: {}, {"alpha": -1.0}),
-    "cutmix": (lambda request: {}, {"alpha": 0.0}),
-    "cfg": (lambda request: {"checkpoint": request.getfixturevalue("cfg_generator"), "sampler": "ddim",
-                             "num_inference_steps": 2}, {"guidance_w": -1.0}),
-    "ldm": (lambda request: {"model": request.getfixturevalue("tiny_sd"), "num_inference_steps": 2},
-            {"guidance_w": -1.0}),
-    "ldm-img2img": (lambda request: {"model": request.getfixturevalue("tiny_sd"), "num_inference_steps": 2},
-                    {"strength": 0.0}),
-}
-
 
 def tiny_images(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """RGB uint8 images (N, 8, 8, 3), COUNTS per class, class k brighter than class k−1."""
@@ -73,10 +59,18 @@ def tiny_sd(tmp_path_factory) -> str:
 
 
 def tiny_params(name: str, request: pytest.FixtureRequest) -> dict:
-    if name not in TINY_PARAMS:
-        pytest.fail(f"rebalancer {name!r} is registered but has no row in TINY_PARAMS: add its tiny parameters (and a "
-                    "bad one) so the contract covers it")
-    return {**TINY_PARAMS[name][0](request), "device": "cpu"}
+    """The entry's tiny parameters, each "fixture:NAME" value replaced by that fixture's value."""
+    entry = REBALANCERS.entry(name)
+    if rebalancer_class(name).generative and not entry.get("tiny"):
+        pytest.fail(f"rebalancer {name!r} is registered without tiny parameters: give @register(tiny=...) the "
+                    "CPU-fast parameters that let the contract cover it")
+    params = {k: request.getfixturevalue(v.removeprefix("fixture:")) if str(v).startswith("fixture:") else v
+              for k, v in entry.get("tiny", {}).items()}
+    return {**params, "device": "cpu"}
+
+
+def bad_param(name: str) -> dict:
+    return REBALANCERS.entry(name).get("bad", {"batch_size": 0})
 
 
 @pytest.fixture(params=available_rebalancers())
@@ -84,8 +78,10 @@ def name(request) -> str:
     return request.param
 
 
-def test_every_registered_rebalancer_has_tiny_parameters():
-    assert sorted(TINY_PARAMS) == available_rebalancers(), "add a TINY_PARAMS row for each new rebalancer"
+def test_every_registered_rebalancer_declares_a_bad_parameter_it_refuses():
+    for name in available_rebalancers():
+        (key, value), = bad_param(name).items()
+        assert key in rebalancer_class(name)().get_params(), f"{name}: bad parameter {key!r} is not one of its own"
 
 
 def test_fit_resample_appends_what_the_strategy_asks_in_the_inputs_shape(name, request, tmp_path):
@@ -134,7 +130,7 @@ def test_init_and_set_params_store_anything_sklearn_parameter_checks(name):
 
 def test_bad_parameter_is_one_line_error_at_fit_and_from_build(name, request, tmp_path):
     params = tiny_params(name, request)
-    (key, value), = TINY_PARAMS[name][1].items()
+    (key, value), = bad_param(name).items()
     reb = clone(build_rebalancer(name, params)).set_params(**{key: value})  # stored: no error yet
     with pytest.raises(DiffbalanceError, match=f"{key}=") as err:
         reb.fit_resample(*tiny_images(), workdir=tmp_path)

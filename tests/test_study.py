@@ -84,3 +84,58 @@ def test_feature_fills_with_image_fills_and_synthetic_aware_training(tmp_path):
     assert saved["methods"][1]["train"]["feature_fill"]["views"] == 2
     report = (out / "report.md").read_text()
     assert "## Feature fills" in report and "| oversample-ff | 2 | 3 6 9 | 6 3 0 |" in report
+
+
+# --- wall time: every invocation's, on the device it ran on ---------------------------------------------------------
+
+
+def test_wall_time_keeps_each_invocations_device_and_threads():
+    """Hand-made records: a profile begun at 16 threads and resumed at 2 is labelled with both, each with its
+    minutes; a results.json written before invocations were recorded counts as one, on the device it names."""
+    from diffbalance.report.study import _wall_time
+    from diffbalance.report.write import _stage_section
+
+    resumed = {"device": "cpu (2 threads)", "processes": 1, "stage_seconds": {"prepare": 60.0, "fills": 1200.0},
+               "invocations": [
+                   {"device": "cpu (16 threads)", "processes": 1, "stage_seconds": {"prepare": 30.0, "fills": 1200.0}},
+                   {"device": "cpu (2 threads)", "processes": 1, "stage_seconds": {"prepare": 30.0, "classifiers": 600.0}},
+               ]}
+    older = {"device": "cpu (8 threads)", "processes": 1, "stage_seconds": {"fills": 300.0, "classifiers": 300.0}}
+    table = _wall_time([("lin", resumed, {}), ("exp", older, {})])
+    assert "| lin | cpu (16 threads) 20.5 min, cpu (2 threads) 10.5 min | 31.0 | prepare 1.0, fills 20.0, " \
+           "classifiers 10.0 |" in table
+    assert "| exp | cpu (8 threads) | 10.0 | fills 5.0, classifiers 5.0 |" in table and "Total: 41.0 minutes." in table
+    section = _stage_section(resumed)
+    assert "cpu (16 threads) 20.5 min, cpu (2 threads) 10.5 min, over 2 invocation(s)" in section
+    assert "| total | 1860.0 | 31.0 |" in section
+
+
+def test_an_invocation_stopped_before_its_first_classifier_keeps_its_time(tmp_path, monkeypatch):
+    """Ctrl-C before any classifier finished: results.json still records the invocation's stages (it wrote nothing
+    before); the resumed run adds its own invocation, and an older record without invocations is kept as one."""
+    import diffbalance.experiment.runner as runner
+
+    path = tiny_config(tmp_path, methods=["none"], seeds=[0], train={"epochs": 1, "batch_size": 8})
+    config, out = ExperimentConfig.from_dict(yaml.safe_load(path.read_text())), tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "train_runs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_experiment(config, out, progress=False)
+    first = json.loads((out / "results.json").read_text())
+    assert first["runs"] == [] and len(first["invocations"]) == 1
+    assert {"prepare", "fills", "classifiers"} <= set(first["invocations"][0]["stage_seconds"])
+    assert first["invocations"][0]["device"].startswith("cpu (")
+
+    older = {k: v for k, v in first.items() if k != "invocations"}  # as written before invocations were recorded
+    (out / "results.json").write_text(json.dumps({**older, "device": "cpu (64 threads)",
+                                                  "stage_seconds": {"fills": 1000.0}}))
+    monkeypatch.undo()
+    results = runner.run_experiment(config, out, progress=False)
+    assert len(results["runs"]) == 1 and len(results["invocations"]) == 2
+    assert results["invocations"][0] == {"device": "cpu (64 threads)", "processes": 1,
+                                         "stage_seconds": {"fills": 1000.0}}
+    assert results["stage_seconds"]["fills"] >= 1000.0 and results["stage_seconds"]["classifiers"] > 0
+    assert json.loads((out / "results.json").read_text())["invocations"] == results["invocations"]

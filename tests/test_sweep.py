@@ -18,11 +18,47 @@ CFG = {"num_inference_steps": 2, "sampler": "ddim",
                  "checkpoint_every_steps": 0}}
 
 
-def test_sweep_needs_a_cfg_method_and_a_validation_split():
-    with pytest.raises(DiffbalanceError, match="not a cfg method"):
+def test_sweep_needs_a_method_with_knobs_and_a_validation_split():
+    with pytest.raises(DiffbalanceError, match="not a method with knobs to sweep") as err:
         ExperimentConfig.from_dict({"methods": ["mixup"], "validation": {"per_class": 1}, "sweep": {"method": "mixup"}})
+    assert "cfg, ldm, ldm-img2img" in str(err.value)  # the rebalancers that declare sweep_knobs, from the registry
     with pytest.raises(DiffbalanceError, match="validation"):
         ExperimentConfig.from_dict({"methods": [{"name": "c", "rebalancer": "cfg"}], "sweep": {"method": "c"}})
+
+
+def test_a_sweep_sets_only_knobs_its_rebalancer_declares():
+    ldm = {"name": "l", "rebalancer": "ldm", "params": {"model": "some/model"}}
+    with pytest.raises(DiffbalanceError, match=r"sweep\[0\]\.init: ldm has no knob init") as err:
+        ExperimentConfig.from_dict({"methods": [ldm], "validation": {"per_class": 1},
+                                    "sweep": {"method": "l", "guidance_w": [1], "init": ["real"]}})
+    assert "guidance_w, synthetic_share" in str(err.value)
+
+
+def test_a_sweep_over_a_pretrained_model_chooses_its_strength(tmp_path):
+    """Any rebalancer that declares sweep_knobs is swept the same way: ldm-img2img on a tiny random Stable
+    Diffusion, its w and strength chosen on the folds."""
+    from tiny_sd import save_tiny_sd
+
+    model = str(save_tiny_sd(tmp_path / "tiny-sd"))
+    params = {"model": model, "num_inference_steps": 2, "strength": 0.5}
+    config = tiny_config(
+        tmp_path, methods=["oversample", {"name": "sd", "rebalancer": "ldm-img2img", "params": params}], seeds=[0],
+        validation={"per_class": 1},
+        sweep={"method": "sd", "guidance_w": [0, 2], "strength": [0.5, 1.0], "train": {"epochs": 1}},
+        train={"epochs": 1, "batch_size": 8})
+    out = tmp_path / "run"
+    main(["run", str(config), "--out", str(out), "--quiet", "--device", "cpu"])
+    (sweep,) = json.loads((out / "results.json").read_text())["sweep"]["sweeps"]
+    assert [s["stage"] for s in sweep["stages"]] == ["guidance", "strength"]
+    assert sweep["stages"][0]["points"] == ["w0-real0.5", "w2-real0.5"]  # no sampler knob: none in the labels
+    centre = sweep["best_point"]
+    assert all(lab.startswith(centre.split("-")[0]) for lab in sweep["stages"][1]["points"])
+    fill = json.loads((out / "fills" / "sd" / "fill.json").read_text())
+    if sweep["chosen_point"] == "copies":
+        assert fill["params"]["synthetic_share"] == 0
+    else:
+        point = sweep["points"][sweep["chosen_point"]]
+        assert (fill["params"]["guidance_w"], fill["params"]["strength"]) == (point["guidance_w"], point["strength"])
 
 
 def test_sweep_end_to_end(tmp_path):

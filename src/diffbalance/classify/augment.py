@@ -20,6 +20,9 @@ RNG, so a mixed run draws the same λ on the CPU and on the GPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
@@ -110,13 +113,20 @@ def augment_batch(
     return images
 
 
+# `TrainConfig.batch_mix` name → (α, number of classes) → its torchvision transform (None: no mixing); the one list
+BATCH_MIXES: dict[str, Callable[[float, int], v2.Transform | None]] = {
+    "none": lambda alpha, k: None,
+    "mixup": lambda alpha, k: v2.MixUp(alpha=alpha, num_classes=k),
+    "cutmix": lambda alpha, k: v2.CutMix(alpha=alpha, num_classes=k),
+    "mixup_or_cutmix": lambda alpha, k: v2.RandomChoice([v2.MixUp(alpha=alpha, num_classes=k),
+                                                          v2.CutMix(alpha=alpha, num_classes=k)]),  # 50/50
+}
+BatchMix = Literal[tuple(BATCH_MIXES)]  # type: ignore[valid-type]
+
+
 def build_batch_mix(kind: str, alpha: float, num_classes: int) -> v2.Transform | None:
     """torchvision's MixUp, CutMix, or a 50/50 choice of the two; None for "none"."""
-    if kind == "none":
-        return None
-    mixup = v2.MixUp(alpha=alpha, num_classes=num_classes)
-    cutmix = v2.CutMix(alpha=alpha, num_classes=num_classes)
-    return {"mixup": mixup, "cutmix": cutmix, "mixup_or_cutmix": v2.RandomChoice([mixup, cutmix])}[kind]
+    return BATCH_MIXES[kind](alpha, num_classes)
 
 
 def mix_batch(

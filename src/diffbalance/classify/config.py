@@ -33,18 +33,33 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from diffbalance.classify.augment import BatchMix
+from diffbalance.classify.losses import LossName
 from diffbalance.classify.models import CLASSIFIERS
 from diffbalance.infra.configs import Config, current_path
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.features.config import FeatureFillConfig
 
 
-ModelName = Literal[CLASSIFIERS]  # type: ignore[valid-type]  (the registered classifier names)
+ModelName = str  # a registered classifier (classify.models.CLASSIFIERS), checked by `check_model`
+
+
+def check_model(name: str, key: str) -> bool:
+    """A one-line error naming `key` and the registered classifiers unless `name` is one of them; whether it is a
+    backbone that takes pretrained weights and an input size."""
+    return bool(CLASSIFIERS.entry(name, where=key).get("pretrainable"))
 
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    model: ModelName = "small_cnn"  # a name from classify.models.CLASSIFIERS
+    model: ModelName = "small_cnn"  # a registered classifier (classify.models.available_classifiers()), or an
+    # ImageNet backbone: timm/<model> (any timm model) or tv/<model> (torchvision's)
+    pretrained: bool | str = False  # backbones: true = the timm / torchvision weights (download or cache), a path = a
+    # local safetensors file of the same model, false = random init; CIFAR-stem models train from scratch
+    input_size: int | None = None  # backbones: the side images are resized to inside the model; None = its own
+    finetune: Literal["full", "linear-probe"] = "full"  # full: every layer learns | linear-probe: the head alone,
+    # the backbone frozen (batch norm included)
+    backbone_lr_factor: float = 1.0  # lr of every layer but the head = lr × this (fine-tuning: e.g. 0.1)
     epochs: int = 30  # passes over the training set
     batch_size: int = 128  # images per optimiser step (the last partial batch of an epoch is dropped)
     lr: float = 0.1  # peak learning rate, reached at the end of the warmup
@@ -54,8 +69,8 @@ class TrainConfig(Config):
     schedule: Literal["cosine", "onecycle"] = "cosine"  # cosine: linear warmup then per-step cosine to 0 | OneCycleLR
     warmup_epochs: float = 1.0  # epochs of linear warmup, at most the whole run (onecycle: the rising part; 0 → 30 %)
     label_smoothing: float = 0.0  # ε of label smoothing, in [0, 1)
-    loss: Literal["ce", "balanced_softmax"] = "ce"  # balanced_softmax: logits + log prior of the counts (Ren et al.)
-    batch_mix: Literal["none", "mixup", "cutmix", "mixup_or_cutmix"] = "none"  # training-time batch mixing (50/50)
+    loss: LossName = "ce"  # balanced_softmax: logits + log prior of the counts (Ren et al.)
+    batch_mix: BatchMix = "none"  # training-time batch mixing (50/50)
     batch_mix_alpha: float = 1.0  # Beta(α, α) parameter of the mixing weight λ
     random_crop_padding: int = 4  # pixels of zero padding before the random crop back to size; 0 disables
     horizontal_flip: bool = True  # flip half of the images left-right
@@ -84,6 +99,16 @@ class TrainConfig(Config):
     # trained on the label s^γ on c and 1 − s^γ on a (experiment.fills.fill_targets); 0 or null: hard labels
 
     def validate(self) -> None:
+        backbone = check_model(self.model, current_path("model"))
+        self.require(backbone or (self.pretrained is False and self.input_size is None), "pretrained",
+                     f"false, and input_size null: {self.model} trains from scratch at the images' own size (use "
+                     "timm/<model> or tv/<model> for a pretrained backbone)")
+        self.require(self.finetune == "full" or self.pretrained is not False, "finetune",
+                     "full when pretrained is false (a linear probe of random features learns nothing)")
+        self.require(self.input_size is None or self.input_size >= 1, "input_size", "a positive side or null")
+        self.require(0 <= self.backbone_lr_factor < math.inf, "backbone_lr_factor", "a finite factor ≥ 0")
+        if isinstance(self.pretrained, str) and not self.pretrained:
+            raise DiffbalanceError(f"{current_path('pretrained')} is an empty path", "pass true, false or a file")
         self.require(self.epochs >= 1, "epochs", "at least 1")
         self.require(self.batch_size >= 2, "batch_size", "at least 2 (batch norm needs two images)")
         self.require(self.lr > 0, "lr", "positive")

@@ -24,6 +24,7 @@ average of the P gradients is the gradient of Σ_global w ℓ / Σ_global w, the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -76,16 +77,28 @@ def balanced_softmax_loss(
     return cross_entropy(adjusted, targets, label_smoothing, weights, weight_total)
 
 
+def _cross_entropy_loss(class_counts: Sequence[int], label_smoothing: float, device: torch.device) -> LossFn:
+    return lambda logits, targets, weights=None, weight_total=None: cross_entropy(
+        logits, targets, label_smoothing, weights, weight_total
+    )
+
+
+def _balanced_softmax_loss(class_counts: Sequence[int], label_smoothing: float, device: torch.device) -> LossFn:
+    prior = log_class_prior(class_counts, device)
+    return lambda logits, targets, weights=None, weight_total=None: balanced_softmax_loss(
+        logits, targets, prior, label_smoothing, weights=weights, weight_total=weight_total
+    )
+
+
+# `TrainConfig.loss` name → its builder (class counts, label smoothing, device) → loss; the one list of the names
+LOSSES: dict[str, Callable[[Sequence[int], float, torch.device], LossFn]] = {
+    "ce": _cross_entropy_loss,
+    "balanced_softmax": _balanced_softmax_loss,  # logits + log prior of the counts (Ren et al. 2020)
+}
+LossName = Literal[tuple(LOSSES)]  # type: ignore[valid-type]
+
+
 def build_loss(kind: str, class_counts: Sequence[int], label_smoothing: float, device: torch.device) -> LossFn:
     """The training loss named by `TrainConfig.loss`, as `loss(logits, targets, weights=None, weight_total=None)`;
     `class_counts` are balanced_softmax's prior (all training images, or the real ones only: `TrainConfig.prior`)."""
-    if kind == "ce":
-        return lambda logits, targets, weights=None, weight_total=None: cross_entropy(
-            logits, targets, label_smoothing, weights, weight_total
-        )
-    if kind == "balanced_softmax":
-        prior = log_class_prior(class_counts, device)
-        return lambda logits, targets, weights=None, weight_total=None: balanced_softmax_loss(
-            logits, targets, prior, label_smoothing, weights=weights, weight_total=weight_total
-        )
-    raise ValueError(f"unknown loss {kind!r}")  # TrainConfig validates the name; reaching here is a bug
+    return LOSSES[kind](class_counts, label_smoothing, device)  # TrainConfig has checked the name

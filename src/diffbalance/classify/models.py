@@ -1,4 +1,5 @@
-"""Classifiers registered by name; each one splits into `forward_features` and a linear `head` (timm's split).
+"""Classifiers registered by name (`CLASSIFIERS`, infra.registry); each one splits into `forward_features` and a
+linear `head` (timm's split).
 
     logits = head(forward_features(x)),  forward_features(x): (N, C, H, W) float → (N, D)
 
@@ -10,6 +11,8 @@ nn.Linear: classifier re-training (cRT, classify.head_retrain) re-initialises an
   reaches layer4 at 4×4 instead of 1×1.
 - `small_cnn`: three conv-BN-ReLU stages (32/64/128 channels, 2×2 max-pool after the first two) + global average
   pool + linear; trains Fashion-MNIST 28×28 at > 1000 img/s on two CPU cores.
+- `timm/<model>`, `tv/<model>`: ImageNet backbones with their own stem, input size and normalisation, fine-tuned
+  from pretrained weights (classify.backbones).
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ import torch
 from torch import nn
 from torchvision.models import resnet
 
+from diffbalance.classify.backbones import register_families
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.registry import Registry
+
+Builder = Callable[..., nn.Module]  # (num_classes, in_channels[, pretrained=, input_size=]) → a fresh model
+# metadata: `min_size`, the smallest input side in pixels the network accepts; `pretrainable`, it takes
+# pretrained= and input_size= (the ImageNet backbones of classify.backbones)
+CLASSIFIERS: Registry[Builder] = Registry("classifier", plugins="diffbalance.classifiers",
+                                          hint="or any timm/<model> (timm.list_models()) or tv/<model> "
+                                               "(torchvision's ImageNet models)")
 
 
 class CifarResNet(nn.Module):
@@ -78,20 +90,44 @@ class SmallCNN(nn.Module):
         return self.head(self.forward_features(x))
 
 
-_BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
-    "small_cnn": lambda k, c: SmallCNN(k, c),
-    "resnet18": lambda k, c: CifarResNet(resnet.resnet18, k, c),
-    "resnet50": lambda k, c: CifarResNet(resnet.resnet50, k, c),
-}
-CLASSIFIERS: tuple[str, ...] = tuple(_BUILDERS)
+@CLASSIFIERS.register("small_cnn", help="3 conv stages (32/64/128) + linear, from scratch; fast on the CPU",
+                      min_size=4)
+def small_cnn(num_classes: int, in_channels: int) -> nn.Module:
+    return SmallCNN(num_classes, in_channels)
 
 
-def build_classifier(name: str, num_classes: int, in_channels: int) -> nn.Module:
-    """A freshly initialised classifier (weights from the global RNG: seed it, e.g. under `fork_rng`)."""
-    if name not in _BUILDERS:
-        raise DiffbalanceError(f"unknown classifier {name!r}", f"use one of {', '.join(CLASSIFIERS)}")
+@CLASSIFIERS.register("resnet18", help="ResNet-18 with the CIFAR stem (3×3 conv, no max-pool), from scratch",
+                      min_size=8)
+def cifar_resnet18(num_classes: int, in_channels: int) -> nn.Module:
+    return CifarResNet(resnet.resnet18, num_classes, in_channels)
+
+
+@CLASSIFIERS.register("resnet50", help="ResNet-50 with the CIFAR stem (3×3 conv, no max-pool), from scratch",
+                      min_size=8)
+def cifar_resnet50(num_classes: int, in_channels: int) -> nn.Module:
+    return CifarResNet(resnet.resnet50, num_classes, in_channels)
+
+
+def available_classifiers() -> list[str]:
+    return CLASSIFIERS.available()
+
+
+def build_classifier(name: str, num_classes: int, in_channels: int, pretrained: bool | str = False,
+                     input_size: int | None = None) -> nn.Module:
+    """A classifier with a fresh head (weights from the global RNG: seed it, e.g. under `fork_rng`); an ImageNet
+    backbone (classify.backbones) starts from `pretrained` weights and sees its images at `input_size`."""
+    entry = CLASSIFIERS.entry(name)
     if num_classes < 2:
         raise DiffbalanceError(f"a classifier needs at least 2 classes, got {num_classes}", "pass a labelled set")
     if in_channels not in (1, 3):
         raise DiffbalanceError(f"images must have 1 or 3 channels, got {in_channels}", "convert the images")
-    return _BUILDERS[name](num_classes, in_channels)
+    if entry.get("pretrainable"):
+        return entry.obj(num_classes, in_channels, pretrained=pretrained, input_size=input_size)
+    if pretrained is not False or input_size is not None:
+        raise DiffbalanceError(f"{name} trains from scratch at the images' own size (no pretrained weights, no "
+                               "input_size)", "use a timm/<model> or tv/<model> backbone, or drop pretrained / "
+                               "input_size")
+    return entry.obj(num_classes, in_channels)
+
+
+register_families(CLASSIFIERS)  # timm/<model>, tv/<model>: resolved on demand

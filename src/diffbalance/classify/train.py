@@ -142,7 +142,8 @@ class TrainedClassifier:
         device = entry_device(device)
         tensors, meta = load_classifier_files(Path(folder))
         config = TrainConfig.from_dict(meta["config"])
-        model = build_classifier(config.model, len(meta["class_names"]), len(meta["mean"]))
+        model = build_classifier(config.model, len(meta["class_names"]), len(meta["mean"]),
+                                 input_size=config.input_size)  # the weights are the saved ones
         model.load_state_dict(tensors)
         model = model.to(device).eval()
         if fast_gpu_path(device) and config.channels_last:
@@ -357,18 +358,24 @@ def _local_run(
     train: ImageSet, config: TrainConfig, device: torch.device, seed: int, synthetic: torch.Tensor, batch_size: int
 ) -> Run:
     images = train.images.to(device)
-    mean, std = channel_mean_std(images)  # once per run, where the images are
     with forked_rng(derive_seed(seed, "init")):  # same seed → same initial weights, caller's RNG untouched
-        model = build_classifier(config.model, train.num_classes, train.channels)
+        model = build_classifier(config.model, train.num_classes, train.channels, pretrained=config.pretrained,
+                                 input_size=config.input_size)
+    # a pretrained backbone sees images normalised as in its pretraining; a model from scratch, by the set's stats
+    mean, std = getattr(model, "normalization", None) or channel_mean_std(images)  # once, where the images are
+    mean, std = list(mean), list(std)
+    if config.finetune == "linear-probe":
+        freeze_backbone(model)
     model = model.to(device)
     if fast_gpu_path(device) and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = len(train) // batch_size  # the last partial batch is dropped (batch norm, equal steps)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
+    lr = scaled_lr(config.lr, batch_size, config.lr_reference_batch)
     optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=scaled_lr(config.lr, batch_size, config.lr_reference_batch),
+        parameter_groups(model, lr, config.backbone_lr_factor),
+        lr=lr,
         momentum=config.momentum,
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
@@ -400,6 +407,34 @@ def _local_run(
     )
 
 
+def freeze_backbone(model: nn.Module) -> None:
+    """Linear probe: every parameter but the head's stops learning and batch norm keeps its statistics (the
+    backbone stays in eval mode whatever `model.train()` says)."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("head."))
+    body = [m for name, m in model.named_children() if name != "head"]
+    original = model.train
+
+    def train(mode: bool = True) -> nn.Module:
+        original(mode)
+        for m in body:
+            m.eval()
+        return model
+
+    model.train = train  # type: ignore[method-assign]
+
+
+def parameter_groups(model: nn.Module, lr: float, backbone_lr_factor: float) -> list[dict]:
+    """The head at the recipe's lr, the rest (the backbone) at lr × backbone_lr_factor; frozen parameters left
+    out. One group when the factor is 1, as before this option existed (same optimizer state layout)."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if backbone_lr_factor == 1:
+        return [{"params": [p for _, p in trainable]}]
+    head = [p for n, p in trainable if n.startswith("head.")]
+    body = [p for n, p in trainable if not n.startswith("head.")]
+    return [{"params": body, "lr": lr * backbone_lr_factor}, {"params": head, "lr": lr}]
+
+
 def _step_model(model: nn.Module, config: TrainConfig, device: torch.device, world: Dist) -> nn.Module:
     """`model` as a step calls it: under DDP over `world`, then torch.compile'd on the fast GPU path."""
     step_model = _ddp.wrap(model, device, world, config.sync_batchnorm)
@@ -415,7 +450,8 @@ def _plain_model(run: Run, train: ImageSet) -> nn.Module:
     if not any(isinstance(m, nn.SyncBatchNorm) for m in run.model.modules()):
         return run.model
     with forked_rng(derive_seed(run.seed, "init")):
-        plain = build_classifier(run.config.model, train.num_classes, train.channels)
+        plain = build_classifier(run.config.model, train.num_classes, train.channels,
+                                 input_size=run.config.input_size)
     plain.load_state_dict(run.model.state_dict())
     plain = plain.to(run.device)
     return plain.to(memory_format=torch.channels_last) if run.fast and run.config.channels_last else plain

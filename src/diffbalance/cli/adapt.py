@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from diffbalance.cli.app import app, say
+from diffbalance.cli.options import json_object
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.text2image.config import DEFAULT_MODEL
 
@@ -39,12 +40,7 @@ def adapt_command(
     from diffbalance.imbalance.specs import training_images
     from diffbalance.infra.paths import refuse_out_inside_data
 
-    try:
-        options = json.loads(config)
-    except json.JSONDecodeError as err:
-        raise DiffbalanceError(f"--config is not valid JSON ({err.msg})", "quote it, e.g. '{\"rank\": 8}'") from None
-    if not isinstance(options, dict):
-        raise DiffbalanceError("--config must be a JSON object", "pass e.g. '{\"rank\": 8}'")
+    options = json_object(config, "--config", '{"rank": 8}')
     for key, option in (("method", "--method"), ("seed", "--seed"), ("train_steps", "--steps")):
         if key in options:
             raise DiffbalanceError(f"--config sets {key}", f"use {option} instead")

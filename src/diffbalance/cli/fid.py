@@ -8,6 +8,7 @@ registered data sources as NAME:SPLIT, such as `cifar10:train` or `fashion-mnist
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -16,6 +17,7 @@ from diffbalance.infra.atomic import check_writable, write_json
 from diffbalance.cli.app import app, say
 from diffbalance.data.image_folder import ON_CORRUPT
 from diffbalance.data.sources import available_sources
+from diffbalance.evaluate.fid.features import DEFAULT_BATCH, INCEPTION_CPU_BATCH
 from diffbalance.evaluate.fid.protocol import describe_extractors
 from diffbalance.infra.errors import DiffbalanceError
 
@@ -34,14 +36,16 @@ def fid_command(
         None, help="domain features: a saved classifier folder, e.g. RUN/reference-classifier"),
     resize: str = typer.Option("bilinear-torch", help="bilinear-torch (pytorch-fid) | bilinear-tf1x (torch-fidelity)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
-    batch_size: int = typer.Option(256, help="images per forward pass"),
+    batch_size: Optional[int] = typer.Option(  # None: the library's auto batch (FidConfig.batch_size)
+        None, help=f"images per forward pass (default: auto, {INCEPTION_CPU_BATCH} for Inception on the CPU, "
+        f"else {DEFAULT_BATCH}; features do not depend on it)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write $DIFFBALANCE_CACHE"),
     on_corrupt: str = typer.Option(
         "error", "--on-corrupt", help=f"{' | '.join(ON_CORRUPT)}: what an unreadable image in a folder does; error "
         "by default, as FID over silently dropped images would mislead (skip names them on stderr and counts them)"),
     json_out: Path = typer.Option(None, "--json", help="also write the result here (JSON)"),
 ) -> None:
-    """FID (paper eq. 11) between two image sets; prints it with sample counts, resize, weights checksum."""
+    """FID (the paper's equation 11) between two image sets; prints it with sample counts, resize, weights checksum."""
     from diffbalance.evaluate.fid import FidConfig
     from diffbalance.experiment.image_sets import compare_image_sets
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from diffbalance.cli.app import app, say
+from diffbalance.cli.options import json_object, json_value, renamed_options
 from diffbalance.imbalance.targets import STRATEGIES
-from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.rebalance.registry import available_rebalancers
 
 
@@ -21,9 +20,10 @@ def rebalance(
                                                "hf:PATH[:SPLIT]")],
     method: Annotated[str, typer.Option(help=f"rebalancer: {', '.join(available_rebalancers())}")],
     out: Annotated[Path, typer.Option(help="fill folder: PNG ImageFolder + manifest (resumed if present)")],
-    sampling_strategy: Annotated[str, typer.Option(
-        "--sampling-strategy", "--target",  # --target: the name before 0.2, still read
-        help=f"images per class after filling: {' | '.join(STRATEGIES)} | ratio in (0,1] | JSON {{class: n}}")] = "auto",
+    sampling_strategy: Annotated[Optional[str], typer.Option(
+        help=f"images per class after filling: {' | '.join(STRATEGIES)} | ratio in (0,1] | JSON {{class: n}} "
+             "(default: auto)")] = None,
+    target: Annotated[Optional[str], typer.Option(hidden=True, help="--sampling-strategy's name before 0.2")] = None,
     params: Annotated[str, typer.Option(help="the method's parameters as JSON")] = "{}",
     image_size: Annotated[int, typer.Option(help="images are resized to this size")] = 32,
     channels: Annotated[int, typer.Option(help="3 = RGB, 1 = grayscale")] = 3,
@@ -34,14 +34,9 @@ def rebalance(
     """Generate images until every class reaches its sampling strategy; writes OUT/<class>/*.png and manifest."""
     from diffbalance.rebalance.folder import rebalance_folder
 
-    try:
-        method_params = json.loads(params)
-        strategy = parse_sampling_strategy(sampling_strategy)
-    except json.JSONDecodeError as err:
-        raise DiffbalanceError(f"--params/--sampling-strategy is not valid JSON ({err.msg})",
-                               "quote it, e.g. '{\"alpha\": 0.6}'") from None
-    if not isinstance(method_params, dict):
-        raise DiffbalanceError("--params must be a JSON object", "pass e.g. '{\"alpha\": 0.6}'")
+    method_params = json_object(params, "--params", '{"alpha": 0.6}')
+    given = renamed_options({"sampling_strategy": sampling_strategy, "target": target}, ("target",))
+    strategy = parse_sampling_strategy(given.get("sampling_strategy", "auto"))
     fills = rebalance_folder(folder, method, out, params=method_params, sampling_strategy=strategy,
                              image_size=image_size, channels=channels, on_corrupt=on_corrupt, seed=seed, device=device)
     say(f"{len(fills)} images written to {out} (per class: {fills.counts()})")
@@ -54,4 +49,4 @@ def parse_sampling_strategy(text: str):
     try:
         return float(text)
     except ValueError:
-        return json.loads(text)
+        return json_value(text, "--sampling-strategy", '{"cat": 5000}')

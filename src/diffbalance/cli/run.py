@@ -19,7 +19,7 @@ def run(
     data_root: Annotated[Optional[str], typer.Option(help="dataset folder (overrides data.root)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
     log_dir: Annotated[Optional[Path], typer.Option(help="write TensorBoard curves here (overrides log_dir:; needs "
-                                                         "pip install 'diffbalance\\[tensorboard]')")] = None,
+                                                         "pip install 'diffbalance[tensorboard]')")] = None,
 ) -> None:
     """Run an experiment (or a study: one experiment per profile, in OUT/<profile>); with no CONFIG, the demo."""
     from diffbalance.experiment.config import load_experiments

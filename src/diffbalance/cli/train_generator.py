@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from diffbalance.cli.app import app, say
+from diffbalance.cli.options import json_object
 from diffbalance.data.sources import DataConfig, describe_sources
 from diffbalance.imbalance.profiles import PROFILES
-from diffbalance.infra.errors import DiffbalanceError
 
 
 @app.command("train-generator")
@@ -30,7 +30,7 @@ def train_generator_command(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the UNet (CUDA only)")] = False,
     log_dir: Annotated[Optional[Path], typer.Option(help="write the TensorBoard loss curve here (needs "
-                                                         "pip install 'diffbalance\\[tensorboard]')")] = None,
+                                                         "pip install 'diffbalance[tensorboard]')")] = None,
 ) -> None:
     """Train the CFG generator; a later `rebalance --method cfg --params '{"checkpoint": "OUT"}'` samples it."""
     from diffbalance.experiment.generator import train_generator_for
@@ -39,12 +39,7 @@ def train_generator_command(
     from diffbalance.imbalance.subset import ImbalanceConfig
     from diffbalance.infra.tensorboard import scalar_log
 
-    try:
-        options = json.loads(config)
-    except json.JSONDecodeError as err:
-        raise DiffbalanceError(f"--config is not valid JSON ({err.msg})", "quote it, e.g. '{\"lr\": 1e-4}'") from None
-    if not isinstance(options, dict):
-        raise DiffbalanceError("--config must be a JSON object", "pass e.g. '{\"lr\": 1e-4}'")
+    options = json_object(config, "--config", '{"lr": 1e-4}')
     options = {**options, "model_size": size, "seed": seed, **({"train_steps": steps} if steps is not None else {})}
     train_config = CFGTrainConfig.from_dict(options, path="--config")
     imbalance = ImbalanceConfig.from_dict({"profile": profile, "n_min": n_min,

@@ -27,11 +27,10 @@ from diffbalance.data.image_folder import decode_images
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.registry import register_source
 from diffbalance.infra.errors import DiffbalanceError
-from diffbalance.infra.paths import cache_dir
+from diffbalance.infra.paths import cache_dir, shared_paths
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_ENV = "DIFFBALANCE_CIFAR10"
-SHARED_ENV = "DIFFBALANCE_SHARED"
 BATCHES_DIR = "cifar-10-batches-py"
 JPEG_TARBALL = "cifar10_jpeg_q75_yoongikim.tar.gz"
 _FIX = f"pass --root / set {CIFAR10_ENV} to a folder with {BATCHES_DIR}/, train/ + test/ JPEG folders or {JPEG_TARBALL}"
@@ -146,10 +145,7 @@ def _extract_jpegs(archive: tarfile.TarFile, dest: Path) -> None:
 
 def search_paths() -> list[Path]:
     """Default places to look, in order (see the module docstring)."""
-    paths = [Path.cwd().parent / "shared" / "data" / "cifar10-jpeg"]
-    if os.environ.get(SHARED_ENV):
-        paths.append(Path(os.environ[SHARED_ENV]) / "data" / "cifar10-jpeg")
-    return paths
+    return shared_paths("data", "cifar10-jpeg")
 
 
 def load_cifar10(

@@ -9,10 +9,11 @@
 The training images are split `split` (default "train"); the test images split `test_split`, or "test" when the
 dataset has one, or else a seeded stratified `test_fraction` of the training split (as for folders).
 
-Images are read from the column `image_column` (an `Image` feature) as their encoded bytes and decoded by the one
+Images are read from the column `image_column` (an `Image` feature; unnamed, the dataset's one Image feature —
+`img` in cifar10, `image` in most) as their encoded bytes and decoded by the one
 image reader (data.decode: the same rules for modes, 16-bit, alpha, EXIF and unreadable files as an image folder),
-resized to `image_size` with `channels`. Labels come from `label_column`: the `ClassLabel` feature's names when it is
-one (in its order), else the distinct values of the column, sorted (recorded in the sets' meta as
+resized to `image_size` with `channels`. Labels come from `label_column` (unnamed: the one `ClassLabel` feature, or
+else a column named label / labels): the `ClassLabel` feature's names when it is one (in its order), else the distinct values of the column, sorted (recorded in the sets' meta as
 `class_names_from: "sorted values"`). Decoded sets are cached under a key of the dataset's own fingerprints.
 """
 
@@ -49,6 +50,7 @@ def check_hf_options(config) -> None:
 def load_hf_split(config, split: str) -> ImageSet:
     """One split of the dataset, whole (an image-set spec hf:ROOT:SPLIT), decoded and cached like `load_hf`."""
     data = _split(open_dataset(config.root, config.revision), split, config.root)
+    config = with_columns(config, data, f"{config.root}:{split}")
     key = cache_key("hf-split", [], {**_options(config), "split": split, "fingerprint": _fingerprint(data)})
 
     def build() -> tuple[ImageSet]:
@@ -65,6 +67,7 @@ def load_hf(config) -> tuple[ImageSet, ImageSet]:
     """(train, test) ImageSets of the dataset `config.root` names (module docstring)."""
     splits = open_dataset(config.root, config.revision)
     train_split = _split(splits, config.split, config.root)
+    config = with_columns(config, train_split, f"{config.root}:{config.split}")
     test_name = config.test_split or ("test" if "test" in splits and config.split != "test" else None)
     test_split = _split(splits, test_name, config.root) if test_name else None
     key = cache_key("hf", [], {**_options(config), "test_split": test_name,
@@ -78,6 +81,33 @@ def load_hf(config) -> tuple[ImageSet, ImageSet]:
         return train, decode_split(test_split, config, names, f"{config.root}:{test_name}", how)
 
     return cached_sets(key, build, enabled=config.cache)
+
+
+def with_columns(config, split, source: str):
+    """`config` with its image and label columns named: as given, or found by their features (module docstring);
+    a dataset where that is ambiguous is a one-line error naming the candidates and the option to set."""
+    import datasets
+
+    features = split.features
+    image, label = config.image_column, config.label_column
+    if image is None:
+        image = _one_column(source, features, [k for k, f in features.items() if isinstance(f, datasets.Image)],
+                            "Image", "image_column (--image-column)")
+    if label is None:
+        labels = [k for k, f in features.items() if isinstance(f, datasets.ClassLabel)]
+        if not labels:
+            labels = [k for k in ("label", "labels") if k in features][:1]
+        label = _one_column(source, features, labels, "ClassLabel", "label_column (--label-column)")
+    return config if (image, label) == (config.image_column, config.label_column) else \
+        config.replace(image_column=image, label_column=label)
+
+
+def _one_column(source: str, features, found: list[str], kind: str, option: str) -> str:
+    if len(found) == 1:
+        return found[0]
+    what = f"{len(found)} {kind} columns ({', '.join(found)})" if found else f"no {kind} column"
+    raise DiffbalanceError(f"dataset {source} has {what}; its columns: {', '.join(features)}",
+                           f"name the column with {option}")
 
 
 def _options(config) -> dict[str, Any]:

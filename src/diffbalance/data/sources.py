@@ -1,7 +1,7 @@
 """The single entry point for data: a `DataConfig` in, (train, test) ImageSets out.
 
-Data sources are registered by name (`data.registry`); the built-in ones are imported here so they register.
-A source registered anywhere else (a plugin module, a test) is found the same way once its module is imported.
+Data sources are registered by name (`data.registry`); the built-in ones are found in this package on the first
+lookup. A source registered anywhere else (a plugin module, a test) is found the same way once its module is imported.
 """
 
 from __future__ import annotations
@@ -9,30 +9,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from diffbalance.data import cifar10, fashion_mnist, folder_source, hf_source  # noqa: F401  (each registers its source)
 from diffbalance.data.image_folder import OnCorrupt
 from diffbalance.data.imageset import ImageSet
-from diffbalance.data.registry import SOURCES, Source
+from diffbalance.data.registry import SOURCES, Loader
 from diffbalance.infra.configs import Config, current_path
-from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.registry import Entry
 
 
 def available_sources() -> list[str]:
     """The names of every registered data source, sorted."""
-    return sorted(SOURCES)
+    return SOURCES.available()
 
 
-def source(name: str, key: str = "") -> Source:
-    """The data source `name`; a one-line error listing the available ones (naming config key `key` if given)."""
-    if name not in SOURCES:
-        where = f" at {key}" if "." in key else ""
-        raise DiffbalanceError(f"unknown dataset {name!r}{where}", f"use one of {', '.join(available_sources())}")
-    return SOURCES[name]
+def source(name: str, key: str = "") -> Entry[Loader]:
+    """The data source `name` (its loader `.obj`, its `check`, `load_split`, `root_in_spec`); a one-line error
+    listing the available ones (naming config key `key` if given)."""
+    return SOURCES.entry(name, where=key if "." in key else "")
 
 
 def describe_sources() -> str:
     """Every source with its one-line help, for command help texts: 'cifar10: …; fashion-mnist: …; folder: …'."""
-    return "; ".join(f"{name}: {SOURCES[name].help}" for name in available_sources())
+    return SOURCES.describe()
 
 
 @dataclass(frozen=True)
@@ -49,8 +46,9 @@ class DataConfig(Config):
     download: bool = True  # allow torchvision downloads when files are not found locally
     split: str = "train"  # hf: the split of the training images
     test_split: str | None = None  # hf: the split of the test images; None = "test" if there is one, else a split
-    image_column: str = "image"  # hf: the Image column
-    label_column: str = "label"  # hf: the label column (ClassLabel, or integer / string values)
+    image_column: str | None = None  # hf: the Image column; None = the dataset's one Image feature
+    label_column: str | None = None  # hf: the label column (ClassLabel, or integer / string values); None = the
+    # dataset's one ClassLabel feature (or a column named label / labels)
     revision: str | None = None  # hf: the Hub revision (branch, tag or commit) of a Hub id
     image_roots: tuple[str, ...] = ()  # hf: further folders an image row given only by its path may point into
     # (besides the dataset's own folder and the Hugging Face caches); any other path is an unreadable row
@@ -59,13 +57,13 @@ class DataConfig(Config):
     def validate(self) -> None:
         found = source(self.name, current_path("name"))
         self.require(0 < self.test_fraction < 1, "test_fraction", "in (0, 1), e.g. 0.2")
-        if found.check is not None:
-            found.check(self)
+        if found.get("check") is not None:
+            found["check"](self)
 
 
 def load_train_test(config: DataConfig) -> tuple[ImageSet, ImageSet]:
     """(train, test) ImageSets for `config`; each set's meta records the config it came from."""
-    train, test = source(config.name).load(config)
+    train, test = source(config.name).obj(config)
     for data in (train, test):
         data.meta["data_config"] = config.to_dict()
     return train, test

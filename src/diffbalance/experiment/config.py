@@ -20,12 +20,12 @@ from typing import Any, Literal
 
 import yaml
 
-from diffbalance.classify.config import ModelName, TrainConfig
-from diffbalance.infra.configs import Config, build, join, parse_fields
+from diffbalance.classify.config import ModelName, TrainConfig, check_model
+from diffbalance.infra.configs import Config, build, current_path, join, parse_fields
 from diffbalance.data.sources import DataConfig
 from diffbalance.infra.errors import DiffbalanceError, require_type
 from diffbalance.infra.paths import plain_name
-from diffbalance.infra.progress import note
+from diffbalance.infra.renames import renamed
 from diffbalance.experiment.speed import ExpectedTime
 from diffbalance.evaluate.fid.protocol import FidConfig
 from diffbalance.experiment.filter import FilterConfig
@@ -34,8 +34,8 @@ from diffbalance.imbalance.subset import ImbalanceConfig
 from diffbalance.imbalance.targets import STRATEGIES
 from diffbalance.imbalance.validation import ValidationConfig
 from diffbalance.presets import PRESETS
-from diffbalance.rebalance.base import SET_ONCE
-from diffbalance.rebalance.registry import build_rebalancer
+from diffbalance.rebalance.base import REBALANCERS, SET_ONCE
+from diffbalance.rebalance.registry import build_rebalancer, generative_rebalancers, sweepable_rebalancers
 
 # set once for the whole experiment (top-level keys), never per method
 CEILING = "balanced-ceiling"  # the row trained on the original balanced set (`ceiling: true`)
@@ -118,6 +118,8 @@ class ExperimentConfig(Config):
         if len(set(names)) != len(names):
             raise DiffbalanceError(f"method names repeat: {names}", "give every method a distinct name")
         self.require(len(self.classifiers) > 0, "classifiers", "a list of at least one classifier")
+        for i, name in enumerate(self.classifiers):
+            check_model(name, current_path(f"classifiers[{i}]"))
         if isinstance(self.sampling_strategy, str):
             self.require(self.sampling_strategy in STRATEGIES, "sampling_strategy",
                          f"one of {', '.join(STRATEGIES)}, a ratio or a mapping")
@@ -143,20 +145,25 @@ class ExperimentConfig(Config):
                      "reference_images_per_class", "a positive count or null")
 
     def _check_sweeps(self) -> None:
-        cfg_methods = [m.name for m in self.methods if m.rebalancer == "cfg"]
+        knobs = {m.name: REBALANCERS.entry(m.rebalancer).get("sweep_knobs", ()) for m in self.methods}
+        sweepable = [name for name, declared in knobs.items() if declared]
         if self.validation is None:
             raise DiffbalanceError("sweep chooses on validation folds, but there is no validation section",
                                    "add validation: {folds: 5} (or per_class: N)")
         tuned: list[str] = []
         for i, sweep in enumerate(self.sweep):
-            if sweep.method not in cfg_methods:
-                raise DiffbalanceError(f"sweep[{i}].method {sweep.method!r} is not a cfg method of this config",
-                                       f"name one of: {', '.join(cfg_methods) or '(none: add a cfg method)'}")
-            for name in sweep.also:
-                if name not in cfg_methods:
-                    raise DiffbalanceError(f"sweep[{i}].also names {name!r}, not a cfg method of this config",
-                                           "list only cfg methods that should take the chosen knobs")
+            if sweep.method not in sweepable:
+                raise DiffbalanceError(f"sweep[{i}].method {sweep.method!r} is not a method with knobs to sweep",
+                                       f"name one of: {', '.join(sweepable) or '(none)'} (methods of "
+                                       f"{', '.join(sweepable_rebalancers())})")
             method = next(m for m in self.methods if m.name == sweep.method)
+            for knob in sorted(sweep.swept_knobs() - set(knobs[sweep.method])):
+                raise DiffbalanceError(f"sweep[{i}].{knob}: {method.rebalancer} has no knob {knob}",
+                                       f"sweep only its knobs: {', '.join(knobs[sweep.method])}")
+            for name in sweep.also:
+                if name not in sweepable or not sweep.swept_knobs() <= set(knobs[name]):
+                    raise DiffbalanceError(f"sweep[{i}].also names {name!r}, which cannot take the knobs this sweep "
+                                           "chooses", "list only methods of the same rebalancer as the swept one")
             sweep.recipe(method.train, self.classifiers[0], path=f"sweep[{i}].train")  # checked now, not after hours
             tuned += [sweep.method, *sweep.also]
         twice = sorted({n for n in tuned if tuned.count(n) > 1})
@@ -170,7 +177,7 @@ class ExperimentConfig(Config):
         start from the top-level `train`; the reference classifier's model defaults to the first classifier."""
         if isinstance(d, cls):
             return d
-        d = renamed(_mapping(d, path or "the config"), RENAMED, path)
+        d = renamed(_mapping(d, path or "the config"), ("target",), path, fix="rename it in the config")
         resolved_here = ("methods", "train", "reference_train")
         raw = parse_fields(cls, {k: v for k, v in d.items() if k not in resolved_here}, path)
         base = _mapping(d.get("train", {}), join(path, "train"))
@@ -180,6 +187,8 @@ class ExperimentConfig(Config):
             raise DiffbalanceError(f"{join(path, 'methods')} must be a list", "write methods: [{name: none}, …]")
         raw["methods"] = tuple(_method(m, base, join(path, f"methods[{i}]")) for i, m in enumerate(methods))
         classifiers = raw.get("classifiers", cls.classifiers)
+        for i, name in enumerate(classifiers):  # before the reference recipe borrows the first one
+            check_model(name, join(path, f"classifiers[{i}]"))
         reference = {"model": classifiers[0] if classifiers else "small_cnn", **base,
                      **_mapping(d.get("reference_train", {}), join(path, "reference_train"))}
         raw["reference_train"] = TrainConfig.from_dict(reference, join(path, "reference_train"))
@@ -197,25 +206,7 @@ def check_method_params(m: MethodConfig, path: str) -> None:
     reb = build_rebalancer(m.rebalancer, m.params, path=f"{path}.params")
     if m.filter is not None and not reb.generative:
         raise DiffbalanceError(f"{path}.filter is set on {m.rebalancer}, which generates nothing to filter",
-                               "use filter only with cfg, ldm or ldm-img2img")
-
-
-RENAMED = {"target": "sampling_strategy"}  # old key → today's name: configs written before keep working
-
-
-def renamed(d: Mapping, names: Mapping[str, str], path: str) -> dict:
-    """`d` with old key names replaced by today's, each with a one-line note (an old and a new key together are an
-    error, so neither value is dropped silently)."""
-    out = dict(d)
-    for old, new in names.items():
-        if old in out:
-            value = out.pop(old)
-            where = join(path, old)
-            if new in out:
-                raise DiffbalanceError(f"{where} and {join(path, new)} are both set", f"keep only {new}")
-            note(f"{where} is now called {new} (read as {new}; rename it in the config)")
-            out[new] = value
-    return out
+                               f"use filter only with a generative rebalancer ({', '.join(generative_rebalancers())})")
 
 
 def _mapping(value: Any, path: str) -> Mapping:

@@ -9,6 +9,7 @@ from pathlib import Path
 from diffbalance.infra import distributed
 from diffbalance.data.imageset import ImageSet
 from diffbalance.evaluate.fid.protocol import quality_report
+from diffbalance.evaluate.ledger import set_digest
 from diffbalance.experiment.config import MethodConfig
 from diffbalance.experiment.filter import filtered_fill
 from diffbalance.generate.cfg.generator import GENERATOR_FILE
@@ -134,10 +135,12 @@ def fill_draws(st: Stage, methods: list[MethodConfig], fills: dict[str, ImageSet
 
 
 def _workdir(st: Stage, m: MethodConfig) -> Path:
-    """Generators trained on the fly live under a hash of their training settings, so methods that differ only
-    in how they sample (e.g. cfg w = 0.1 and w = 7.5) share one trained model."""
-    key = json.dumps({"rebalancer": m.rebalancer, "train": m.params.get("train", {}), "data": st.config.to_dict()["data"],
-                      "imbalance": st.config.to_dict()["imbalance"]}, sort_keys=True)
+    """Generators trained on the fly live under a hash of what they depend on — the rebalancer, its training
+    settings and the training images themselves (pixels and labels, not the options that found them) — so methods
+    that differ only in how they sample (e.g. cfg w = 0.1 and w = 7.5) share one trained model, and a data option
+    added by a later release does not rename the folder of a generator already trained."""
+    key = json.dumps({"rebalancer": m.rebalancer, "train": m.params.get("train", {}),
+                      "images": set_digest(st.imbalanced.images, st.imbalanced.labels)}, sort_keys=True)
     return st.out_dir / "generators" / f"{m.rebalancer}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 

@@ -57,7 +57,7 @@ def compare_image_sets(a_spec: str, b_spec: str, cfg: FidConfig = FidConfig(), d
     check_read_options(None, None, on_corrupt)
     device = entry_device(device)
     domain_model = None
-    if extractor_kind(cfg.features).needs_classifier:
+    if extractor_kind(cfg.features).get("needs_classifier", False):
         if domain_classifier is None:
             raise DiffbalanceError(f"--features {cfg.features} needs the classifier whose features it uses",
                                    "pass --domain-classifier RUN/reference-classifier (saved by `diffbalance run`)")

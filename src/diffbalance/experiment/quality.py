@@ -59,7 +59,7 @@ def run_embedder(st: Stage) -> Embedder:
     images it has embedded, shared by the sweep and Table 2."""
     if st.embedder is None:
         cfg = st.config.fid
-        domain = reference_classifier(st) if extractor_kind(cfg.features).needs_classifier else None
+        domain = reference_classifier(st) if extractor_kind(cfg.features).get("needs_classifier", False) else None
         st.embedder = fid_embedder(cfg, st.device, domain_model=domain)
     return st.embedder
 

@@ -11,7 +11,9 @@ Run folder:
     judges/                the filters' judge classifiers
     checkpoints/<run>/     classifier checkpoints
     runs/<run>.json        under torchrun with parallel: runs, a run one rank finished (gathered at the end)
-    results.json           rewritten (atomically) after every finished run; stage_seconds: wall time per stage;
+    results.json           rewritten (atomically) after every finished run, and when an invocation stops early;
+                           invocations: each invocation's device (threads), processes and wall time per stage,
+                           stage_seconds: their sum per stage;
                            each run's training curve ("history"), the generators' ("generators": folder → curve)
     report.md, figures/    written at the end
 
@@ -51,6 +53,7 @@ from diffbalance.experiment.stage import Stage, prepare_stage
 from diffbalance.experiment.sweep import apply_tuning, reuse_chosen_fill
 from diffbalance.report.verdict import comparisons, paired_verdict
 from diffbalance.report.study import write_study_summary
+from diffbalance.report.timing import invocations, stage_totals
 from diffbalance.report.write import write_report
 
 
@@ -98,8 +101,8 @@ def _profile_log_dir(config: ExperimentConfig, name: str) -> ExperimentConfig:
 
 
 class StageClock:
-    """Wall seconds per stage of this invocation (`with clock("fills"): ...`), added to what earlier invocations
-    of the same run folder spent; each finished stage says one line ("stage fills: 62 s")."""
+    """Wall seconds per stage of this invocation (`with clock("fills"): ...`), a stage stopped early included;
+    each finished stage says one line ("stage fills: 62 s")."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -111,18 +114,34 @@ class StageClock:
             yield
         finally:
             took = time.perf_counter() - start
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + took
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + took, 2)
         console.print(f"[bold]stage[/] {stage}: {took:.0f} s")
-
-    def total(self, before: dict[str, float]) -> dict[str, float]:
-        keys = [*before, *(k for k in self.seconds if k not in before)]
-        return {k: round(before.get(k, 0.0) + self.seconds.get(k, 0.0), 2) for k in keys}
 
 
 def _run_stages(st: Stage, clock: StageClock, scalars: Scalars | None = None) -> dict:
-    config = st.config
+    """The stages after `prepare`, this invocation recorded in results["invocations"] beside the earlier ones. An
+    invocation stopped early (Ctrl-C, a failed stage) writes results.json on its way out, so its time is kept
+    even before its first classifier finishes; rank 0 alone, with no collective (the other ranks may be gone)."""
     results = distributed.on_main(lambda: _load_previous(st))
-    before = results.pop("stage_seconds", {})
+    results["invocations"] = [*results.get("invocations", []), _invocation(st, clock)]
+    try:
+        return _stages(st, clock, results, scalars)
+    except BaseException:
+        if distributed.current().is_main:
+            with contextlib.suppress(Exception):  # the error on its way out is the one to report
+                write_json(st.out_dir / "results.json", results)
+        raise
+
+
+def _invocation(st: Stage, clock: StageClock) -> dict:
+    """This invocation's record: where it ran, and its seconds per stage — the clock's own dict, so every write of
+    results.json holds the stages finished so far."""
+    return {"device": describe(st.device), "processes": distributed.current().world_size,
+            "stage_seconds": clock.seconds}
+
+
+def _stages(st: Stage, clock: StageClock, results: dict, scalars: Scalars | None) -> dict:
+    config = st.config
     methods = list(config.methods)
     sweeper = make_sweeper(st) if st.selects else None
     if config.sweep:  # the chosen knobs replace the tuned methods' own before they run
@@ -171,7 +190,8 @@ def _run_stages(st: Stage, clock: StageClock, scalars: Scalars | None = None) ->
         with clock("replication"):  # the chosen recipes frozen, re-run on fresh draws (experiment.replicate)
             results["replication"] = replicate(st.out_dir, config.replicate, st.progress, config, results)
     with clock("report"):
-        results["stage_seconds"] = clock.total(before)
+        results["invocations"][-1]["stage_seconds"] = dict(clock.seconds)  # a copy: the results as written
+        results["stage_seconds"] = stage_totals(results["invocations"])
         distributed.on_main(lambda: _write_outputs(st, results, generated, filtered))
     return results
 
@@ -234,7 +254,7 @@ def _load_previous(st: Stage) -> dict:
             return fresh
         if _same_config(old.get("config"), st.config) and old.get("dataset") == fresh["dataset"]:
             fresh["runs"] = old.get("runs", [])
-            fresh["stage_seconds"] = old.get("stage_seconds", {})
+            fresh["invocations"] = invocations(old)  # (older results.json: its stage totals as one invocation)
     have = {(r["method"], r["classifier"], r["seed"]) for r in fresh["runs"]}
     fresh["runs"] += [r for r in previous_parts(st) if (r["method"], r["classifier"], r["seed"]) not in have]
     return fresh

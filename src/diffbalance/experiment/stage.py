@@ -68,7 +68,7 @@ def prepare_stage(config: ExperimentConfig, out_dir: Path, progress: bool = True
         c, h, w = imbalanced.images.shape[1:]
         check_memory(image_bytes(len(train) + len(test) + len(imbalanced) + 2 * sum(images_to_add), c, h, w),
                      f"this run ({sum(images_to_add)} fill images per method of {c}×{h}×{w})",
-                     "lower the target, or use smaller images")
+                     "lower sampling_strategy (fewer fill images), or use smaller images")
         folds = selection_folds(imbalanced, validation, config.validation)  # K-fold: every class in every fold
         return Stage(config, checked_out, device, train, test, imbalanced, validation, images_to_add, progress,
                      folds=folds)

@@ -1,4 +1,4 @@
-"""The sweep: choose a cfg method's sampling knobs on training data, one knob at a time, keeping the simpler point
+"""The sweep: choose a generative method's sampling knobs on training data, one knob at a time, keeping the simpler point
 unless a richer one wins by more than its noise.
 
 Strong guidance makes class-typical images that lack diversity; weak guidance diverse ones that may leave their
@@ -54,20 +54,22 @@ from typing import Any
 
 from diffbalance.infra import distributed
 from diffbalance.infra.atomic import write_json
-from diffbalance.classify.config import ModelName, TrainConfig
+from diffbalance.classify.config import ModelName, TrainConfig, check_model
 from diffbalance.classify.train import train_classifier
-from diffbalance.infra.configs import Config
+from diffbalance.infra.configs import Config, current_path
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.evaluate.consistency import class_consistency
 from diffbalance.evaluate.metrics import classification_metrics
 from diffbalance.generate.cfg.config import Init, Sampler
 from diffbalance.generate.guidance import ho_weight
 from diffbalance.infra.progress import console
+from diffbalance.rebalance.base import REBALANCERS
 from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import copy_fill
 from diffbalance.experiment.training_set import training_inputs
 
-KNOBS = ("sampler", "guidance_w", "init", "strength", "synthetic_share", "strength_max")  # rebalancer knobs
+KNOBS = ("sampler", "guidance_w", "init", "strength", "synthetic_share", "strength_max")  # rebalancer knobs; a
+# rebalancer declares the ones it takes (`@register(sweep_knobs=...)`, rebalance.base), and only those are swept
 TRAIN_KNOBS = ("soft_label_gamma", "swap_share")  # the anchors' training levers a sweep sets (the classifier recipe)
 LEVER_ZERO = {"strength_max": None, "soft_label_gamma": None, "swap_share": 0.0}  # each lever's zero point
 ZERO = "copies"  # the zero point's label: the fill of plain copies (oversampling), where every sweep starts
@@ -82,7 +84,7 @@ def chosen_on(score: str) -> str:
 
 @dataclass(frozen=True)
 class SweepConfig(Config):
-    method: str  # the name of the cfg method whose knobs are chosen
+    method: str  # the method whose knobs are chosen (its rebalancer declares sweep_knobs: cfg, ldm, ldm-img2img)
     guidance_w: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 7.5)  # stage 1: Ho & Salimans' w values tried
     samplers: tuple[Sampler, ...] = ()  # stage 1: samplers tried with every w; () = the method's own
     init: tuple[Init, ...] = ()  # stage 2: starts tried (noise | real | translate); () = the method's own
@@ -93,7 +95,8 @@ class SweepConfig(Config):
     soft_label_gamma: tuple[float, ...] = ()  # stage 6: Diff-Mix soft-label γ of translated images (0: hard labels),
     # translate starts only; () = the method's recipe's own
     swap_share: tuple[float, ...] = ()  # stage 7: Diff-Mix per-sample swap share (0: off); () = the recipe's own
-    also: tuple[str, ...] = ()  # other cfg methods (e.g. a filtered variant) that take the chosen knobs too
+    also: tuple[str, ...] = ()  # other methods of the same rebalancer (e.g. a filtered variant) that take the chosen
+    # knobs too
     max_images_per_class: int | None = None  # sweep fills stop at this many images per class (a cheaper proxy);
     # image i is the same in the sweep and in the final fill, so the final fill only adds the rest
     classifier: ModelName | None = None  # the quick classifier; None = the experiment's first
@@ -101,6 +104,8 @@ class SweepConfig(Config):
     seeds: tuple[int, ...] = (0, 1)  # its training seeds, on every fold: a point's score is the mean over both
 
     def validate(self) -> None:
+        if self.classifier is not None:
+            check_model(self.classifier, current_path("classifier"))
         self.require(all(w >= 0 for w in self.guidance_w), "guidance_w", "a list of Ho weights w ≥ 0")
         self.require(all(0 <= s <= 1 for s in self.strength), "strength", "a list of strengths in [0, 1]")
         self.require(all(0 <= r <= 1 for r in self.synthetic_share), "synthetic_share", "a list of shares in [0, 1]")
@@ -116,6 +121,10 @@ class SweepConfig(Config):
         """The quick classifier's recipe: the method's recipe with `train` on top (checked when the config is read)."""
         return TrainConfig.from_dict({**method_train.to_dict(), **self.train, "model": self.classifier or default_model},
                                      path=path)
+
+    def swept_knobs(self) -> set[str]:
+        """The rebalancer knobs (KNOBS) this sweep tries values of."""
+        return {k for _, candidates in self.stages() for c in candidates for k in c if k in KNOBS}
 
     def stages(self) -> list[tuple[str, list[dict[str, Any]]]]:
         """(stage name, the knob values each of its candidates sets), in search order; empty stages left out."""
@@ -162,18 +171,26 @@ def _by_split(point: dict) -> dict[tuple[int, int], float]:
     return {(0, s): acc for s, acc in zip(point.get("seeds", []), point.get("validation_accuracies", []))}
 
 
+def start(knobs: dict[str, Any]) -> str:
+    """Where a point's sampling starts: its `init`, or for a rebalancer without one, "real" when it takes a strength
+    (ldm-img2img) and "noise" otherwise."""
+    return knobs.get("init", "real" if "strength" in knobs else "noise")
+
+
 def point_label(knobs: dict[str, Any], train: bool = True) -> str:
     """A point's name, e.g. w2-dpmpp-sde, w2-dpmpp-sde-real0.5, w0.5-ddim-share0.25, w1-ddim-translate0.5-1-soft1,
-    w2-ddim-swap0.5 (folder-safe); `train=False`: the fill's part only (points that differ in training share it)."""
-    label = f"w{knobs['guidance_w']:g}-{knobs['sampler']}"
-    if knobs["init"] != "noise":
-        label += f"-{knobs['init']}{knobs['strength']:g}"
+    w2-ddim-swap0.5 (folder-safe); `train=False`: the fill's part only (points that differ in training share it).
+    A knob the method does not take (ldm has no sampler knob) is left out."""
+    label = "-".join(p for p in (f"w{knobs['guidance_w']:g}" if "guidance_w" in knobs else "",
+                                 knobs.get("sampler", "")) if p) or "default"
+    if start(knobs) != "noise":
+        label += f"-{start(knobs)}{knobs['strength']:g}"
         if knobs.get("strength_max") not in (None, knobs["strength"]):
             label += f"-{knobs['strength_max']:g}"
-    if knobs["synthetic_share"] < 1:
+    if knobs.get("synthetic_share", 1) < 1:
         label += f"-share{knobs['synthetic_share']:g}"
     if train:
-        if knobs.get("soft_label_gamma") and knobs["init"] == "translate":
+        if knobs.get("soft_label_gamma") and start(knobs) == "translate":
             label += f"-soft{knobs['soft_label_gamma']:g}"
         if knobs.get("swap_share"):
             label += f"-swap{knobs['swap_share']:g}"
@@ -182,9 +199,9 @@ def point_label(knobs: dict[str, Any], train: bool = True) -> str:
 
 def lever_skipped(stage: str, center: dict[str, Any]) -> str | None:
     """Why a stage does not apply at the centre so far (None when it does)."""
-    if stage in ("strength", "strength_max") and center["init"] == "noise":
+    if stage in ("strength", "strength_max") and start(center) == "noise":
         return "the centre so far starts from noise"
-    if stage == "soft_label_gamma" and center["init"] != "translate":
+    if stage == "soft_label_gamma" and start(center) != "translate":
         return "the centre so far translates no image"
     return None
 
@@ -215,10 +232,12 @@ class Sweeper:
             raise DiffbalanceError("the sweep chooses on validation folds, but the config has no validation section",
                                    "add validation: {folds: 5} (or per_class: N)")
         recipe = cfg.recipe(method.train, self.st.config.classifiers[0])
-        own = build_rebalancer("cfg", {k: v for k, v in method.params.items()
-                                       if k in (*KNOBS, "guidance_convention")}).get_params()
-        center = {**{k: own[k] for k in KNOBS}, "guidance_w": ho_weight(own["guidance_w"], own["guidance_convention"]),
-                  **{k: getattr(recipe, k) for k in TRAIN_KNOBS}}
+        declared = sweep_knobs(method.rebalancer)
+        own = build_rebalancer(method.rebalancer, {k: v for k, v in method.params.items()
+                                                   if k in (*declared, "guidance_convention")}).get_params()
+        center = {**{k: own[k] for k in declared}, **{k: getattr(recipe, k) for k in TRAIN_KNOBS}}
+        if "guidance_w" in declared:  # the sweep's w are Ho's
+            center["guidance_w"] = ho_weight(own["guidance_w"], own.get("guidance_convention", "ho"))
         points = {ZERO: self.measure(zero_method(method), {}, ZERO, recipe, cfg)}
         best, chosen, stages = None, ZERO, []
         for name, candidates in cfg.stages():
@@ -228,7 +247,7 @@ class Sweeper:
             tried = []
             for values in candidates:
                 knobs = {**center, **values}
-                if (knobs.get("strength_max") or 1.0) < knobs["strength"]:  # a range below its start: no point
+                if (knobs.get("strength_max") or 1.0) < knobs.get("strength", 0.0):  # a range below its start
                     continue
                 label = point_label(knobs)
                 if label != best and label not in tried:  # the centre so far is in the pool already
@@ -236,7 +255,7 @@ class Sweeper:
                     tried.append(label)
             pool = ([best] if best is not None else []) + tried  # ties: the centre so far, then list order
             best = max(pool, key=lambda lab: score(points[lab]))
-            center = {k: points[best][k] for k in (*KNOBS, *TRAIN_KNOBS)}
+            center = {k: points[best][k] for k in (*KNOBS, *TRAIN_KNOBS) if k in points[best]}
             margins = {lab: paired_margin(points[lab], points[chosen]) for lab in tried}
             winners = [lab for lab in tried if margins[lab]["beats"]]
             before = chosen
@@ -250,7 +269,7 @@ class Sweeper:
             knobs.update({k: LEVER_ZERO[k] for k in TRAIN_KNOBS if k in swept})  # and the recipe at its zero
         else:
             knobs = {k: points[chosen][k] for k in (*KNOBS, *TRAIN_KNOBS)
-                     if k in swept or (k == "strength" and "init" in swept)}
+                     if k in points[chosen] and (k in swept or (k == "strength" and "init" in swept))}
             if "guidance_w" in knobs:
                 knobs["guidance_convention"] = "ho"  # the sweep's w are Ho's
         zero_margin = paired_margin(points[chosen], points[ZERO]) if chosen != ZERO else None
@@ -290,7 +309,8 @@ class Sweeper:
                 histories.append(clf.history)  # the quick classifier's curve, one per fold × seed
         values = [r["score"] for r in scores]
         self.memo[key] = {
-            **knobs, "key": key, "folder": f"{method.name}-{fill_label}", "seeds": list(cfg.seeds), "folds": len(st.folds),
+            **knobs, "start": start(knobs), "key": key, "folder": f"{method.name}-{fill_label}",
+            "seeds": list(cfg.seeds), "folds": len(st.folds),
             "score_name": self.score_name, "score": statistics.fmean(values),
             "score_std": statistics.stdev(values) if len(values) > 1 else None,
             "score_se": statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None,
@@ -324,6 +344,11 @@ def sweep_fill_folder(out_dir: Path, name: str, fold) -> Path:
     /<fold name> folder per fold under cross-validation."""
     folder = Path(out_dir) / "sweep" / name
     return folder / fold.name if fold.count > 1 else folder
+
+
+def sweep_knobs(rebalancer: str) -> tuple[str, ...]:
+    """The knobs a sweep may choose for `rebalancer` (its registry entry's `sweep_knobs`; () when it has none)."""
+    return REBALANCERS.entry(rebalancer).get("sweep_knobs", ())
 
 
 def zero_method(method):

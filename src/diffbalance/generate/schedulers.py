@@ -24,19 +24,35 @@ import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from diffbalance.infra.registry import Registry
+
 if TYPE_CHECKING:
     import torch
 
-SchedulerName = Literal["ddpm", "ddim", "dpmpp", "dpmpp-sde", "euler_a", "default"]
+# sampler name → (diffusers class, the options that make it that sampler), with the models that offer it: `cfg`
+# (generate.cfg), `features` (generate.features) and `ldm` (generate.text2image). The one list of sampler names.
+SAMPLERS: Registry[tuple[str | None, dict[str, Any]]] = Registry("sampler")
+for _name, _cls, _options, _models, _help in (
+    ("ddpm", "DDPMScheduler", {}, ("cfg", "features"), "ancestral DDPM over all T steps (Ho et al. 2020, Alg. 2)"),
+    ("ddim", "DDIMScheduler", {}, ("cfg", "features", "ldm"), "DDIM (Song et al. 2021)"),
+    ("dpmpp", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}, ("cfg", "features", "ldm"),
+     "DPM-Solver++(2M), an ODE solver (Lu et al. 2022)"),
+    ("dpmpp-sde", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, ("cfg",),
+     "SDE-DPM-Solver++(2M): stochastic, like DDPM"),
+    ("euler_a", "EulerAncestralDiscreteScheduler", {}, ("ldm",), "Euler ancestral"),
+    ("default", None, {}, ("ldm",), "the scheduler saved with a pretrained model"),
+):
+    SAMPLERS.add(_name, (_cls, _options), help=_help, models=_models)
 
-# name → (diffusers class, options that make it that sampler)
-KINDS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ddpm": ("DDPMScheduler", {}),
-    "ddim": ("DDIMScheduler", {}),
-    "dpmpp": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
-    "dpmpp-sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-}
+
+def sampler_names(model: str | None = None) -> tuple[str, ...]:
+    """The samplers `model` ("cfg", "features", "ldm") offers, or all; for the configs' Literal choices."""
+    return tuple(e.name for e in SAMPLERS.entries() if model is None or model in e["models"])
+
+
+SchedulerName = Literal[sampler_names()]  # type: ignore[valid-type]
+BetaSchedule = Literal["linear", "squaredcos_cap_v2"]  # diffusers' β schedules the generators here train with
+
 # the keys that define the forward process q(x_t | x_0); everything else in a saved config is a sampler option
 FORWARD_PROCESS_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")
 
@@ -50,14 +66,11 @@ def make_scheduler(name: SchedulerName, base_config: Mapping[str, Any], **option
     """A new scheduler of kind `name` from `base_config` with `options` on top."""
     import diffusers
 
-    if name == "default":
+    cls_name, fixed = SAMPLERS.get(name)  # an unknown name: a one-line error listing the samplers
+    if cls_name is None:  # "default"
         if "_class_name" not in base_config:
             raise ValueError("scheduler 'default' needs a saved scheduler config (one with _class_name)")
-        cls_name, fixed = base_config["_class_name"], {}
-    elif name in KINDS:
-        cls_name, fixed = KINDS[name]
-    else:
-        raise ValueError(f"unknown scheduler {name!r}; use one of {', '.join([*KINDS, 'default'])}")
+        cls_name = base_config["_class_name"]
     config = {**dict(base_config), **fixed, **options}
     cls = getattr(diffusers, cls_name)
     if config.get("thresholding") and float(config.get("sample_max_value", 1.0)) == 1.0:

@@ -75,9 +75,9 @@ def named_dataset(spec: str, **options) -> ImageSet:
     is named NAME:ROOT[:SPLIT][:PROFILE=N], its SPLIT any split of the dataset (default train)."""
     name = spec.split(":", 1)[0]
     found = source(name)
-    if found.root_in_spec:
+    if found.get("root_in_spec", False):
         root, split, profile = parse_root_spec(spec)
-        data = found.load_split(DataConfig(name=name, root=root, **options), split)
+        data = found["load_split"](DataConfig(name=name, root=root, **options), split)
     else:
         name, split, profile = parse_dataset_spec(spec)
         train, test = load_train_test(DataConfig(name=name))

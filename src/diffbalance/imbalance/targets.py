@@ -20,7 +20,8 @@ def resolve_class(key, class_names: Sequence[str]) -> int:
         return list(class_names).index(key)
     if isinstance(key, str) and key.isdigit() and int(key) < len(class_names):
         return int(key)
-    raise DiffbalanceError(f"unknown class {key!r} in target", f"use one of {', '.join(class_names)} (or an index)")
+    raise DiffbalanceError(f"unknown class {key!r} in sampling_strategy",
+                           f"use one of {', '.join(class_names)} (or an index)")
 
 
 def generation_counts(
@@ -53,7 +54,8 @@ def generation_counts(
         return add
     if isinstance(strategy, (int, float)) and not isinstance(strategy, bool):
         if not 0 < strategy <= 1:  # NaN fails this too
-            raise DiffbalanceError(f"target ratio {strategy} outside (0, 1]", "give n_class / n_majority in (0, 1]")
+            raise DiffbalanceError(f"sampling_strategy ratio {strategy} outside (0, 1]",
+                                   "give n_class / n_majority in (0, 1]")
         want = int(round(strategy * n_max))
         return [max(0, want - n) for n in counts]
     if strategy in ("auto", "not majority", "all"):
@@ -65,5 +67,6 @@ def generation_counts(
         c = min(range(len(counts)), key=lambda i: counts[i])
         return [n_max - n if i == c else 0 for i, n in enumerate(counts)]
     raise DiffbalanceError(
-        f"unknown target {strategy!r}", f"use {', '.join(STRATEGIES)}, a ratio in (0, 1] or a {{class: count}} mapping"
+        f"unknown sampling_strategy {strategy!r}",
+        f"use {', '.join(STRATEGIES)}, a ratio in (0, 1] or a {{class: count}} mapping",
     )

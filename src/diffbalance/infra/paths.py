@@ -1,4 +1,5 @@
-"""Where diffbalance keeps caches (one environment variable, one default), and names that become folders."""
+"""Where diffbalance keeps caches (one environment variable, one default), where it looks for the developers' shared
+files, and names that become folders."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from diffbalance.infra.errors import DiffbalanceError
 
 CACHE_ENV = "DIFFBALANCE_CACHE"
+SHARED_ENV = "DIFFBALANCE_SHARED"  # a `shared/` folder elsewhere than beside the project's root
 
 
 def cache_dir(*parts: str) -> Path:
@@ -15,6 +17,15 @@ def cache_dir(*parts: str) -> Path:
     env = os.environ.get(CACHE_ENV)
     root = Path(env).expanduser() if env else Path.home() / ".cache" / "diffbalance"
     return root.joinpath(*parts)
+
+
+def shared_paths(*parts: str) -> list[Path]:
+    """Where the shared files may hold `parts`, in search order: `../shared/<parts>` from the current directory
+    (every checkout has `shared/` beside its root), then `$DIFFBALANCE_SHARED/<parts>` when it is set."""
+    paths = [Path.cwd().parent.joinpath("shared", *parts)]
+    if os.environ.get(SHARED_ENV):
+        paths.append(Path(os.environ[SHARED_ENV]).joinpath(*parts))
+    return paths
 
 
 def plain_name(name: str, what: str) -> str:

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+# emoji codes off: user text (method, class and run names) is printed as written; ":train:" in
+# "cifar10:train:linear=500" is one of rich's emoji codes
+console = Console(stderr=True, emoji=False)
 
 
 @contextlib.contextmanager
@@ -19,7 +21,7 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
         yield lambda n=1, **fields: None
         return
     bar = Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),  # a description holds user text
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -28,11 +28,10 @@ from diffbalance.infra.configs import at_path, coerce_fields, require, to_plain
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.device import entry_device
 from diffbalance.infra.errors import DiffbalanceError
-from diffbalance.generate.guidance import GUIDANCE_EXPECTED, ho_weight
 from diffbalance.imbalance.targets import generation_counts
 from diffbalance.infra.paths import cache_dir
-from diffbalance.rebalance.sources import copies
-from diffbalance.infra.seeding import derive_seed, derive_seeds, generator
+from diffbalance.infra.registry import Registry
+from diffbalance.infra.seeding import derive_seeds
 
 # image i of class c, its seed and the method's record
 Batch = tuple[int, list[int], torch.Tensor, list[dict[str, Any]]]
@@ -200,52 +199,6 @@ class Rebalancer(BaseEstimator, ABC):
         return to_plain(self.get_params(deep=False))
 
 
-@dataclasses.dataclass(kw_only=True, repr=False, eq=False)
-class GenerativeRebalancer(Rebalancer, ABC):
-    """A rebalancer that synthesises images with a learned model, with oversampling as its zero point.
-
-    `synthetic_share` r: per image, a draw u ~ U[0, 1) from the image's own seed (derive_seed(seed, "share")) decides
-    whether it is generated (u < r) or an exact copy of a real image of its class, picked as `oversample` picks it
-    (rebalance.sources). So image i of class c is the same whatever the class's total (the sweep's prefix proxy
-    holds), r = 0 is byte-identical to `oversample` and r = 1 to the method alone (the 2026 finding that synthetic
-    data did not beat duplicated real images, with its best share at 0.25, makes the share a knob to choose)."""
-
-    generative: ClassVar[bool] = True
-    synthetic_share: float = 1.0  # share of the fill images that are generated; the rest are copies of real images
-
-    def validate(self) -> None:
-        super().validate()
-        require(0 <= self.synthetic_share <= 1, "synthetic_share", self.synthetic_share,
-                "in [0, 1] (0: all copies, as oversample; 1: all generated)")
-
-    def validate_guided_sampling(self, steps_example: str) -> None:
-        """The checks every guided diffusion method (cfg, ldm: fields `num_inference_steps`, `guidance_w`,
-        `guidance_convention`) shares, written once: at least one step, and w ≥ 0 in Ho's convention (paper eq. 8)."""
-        require(self.num_inference_steps >= 1, "num_inference_steps", self.num_inference_steps,
-                f"≥ 1, e.g. {steps_example}")
-        require(ho_weight(self.guidance_w, self.guidance_convention) >= 0, "guidance_w", self.guidance_w,
-                GUIDANCE_EXPECTED)
-
-    def make_images(self, class_index: int, seeds: Sequence[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-        if self.synthetic_share >= 1:
-            return self.generate(class_index, seeds)
-        made = [is_generated(s, self.synthetic_share) for s in seeds]
-        parts = {True: self._pairs(class_index, [s for s, m in zip(seeds, made) if m], self.generate),
-                 False: self._pairs(class_index, [s for s, m in zip(seeds, made) if not m], self._copies)}
-        pairs = [next(parts[m]) for m in made]  # back in seed order
-        return (torch.stack([image for image, _ in pairs]),
-                [{**record, "synthetic": m} for (_, record), m in zip(pairs, made)])
-
-    def _copies(self, class_index: int, seeds: Sequence[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-        return copies(self.train_.images, self.train_.labels, class_index, seeds)
-
-    @staticmethod
-    def _pairs(class_index: int, seeds: list[int], make) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
-        """(image, record) of each seed, made in one call (none for no seeds)."""
-        images, records = make(class_index, seeds) if seeds else ((), ())
-        return iter(zip(images, records))
-
-
 def _append(X, y, new: torch.Tensor, rows: torch.Tensor | None, values: np.ndarray):
     """(X, y) followed by the new images — the uint8 images `new` (in X's layout), or its `rows` when given — and
     their label values, in the inputs' own kind (torch, numpy, a list), dtype and device; float X is taken as
@@ -277,21 +230,32 @@ def _flat(y):
     return y.reshape(-1) if hasattr(y, "reshape") else np.ravel(y).tolist()
 
 
-def is_generated(seed: int, share: float) -> bool:
-    """Whether the fill image of `seed` is generated (not a copy) at synthetic share `share`: u(seed) < share."""
-    return share >= 1 or float(torch.rand((), generator=generator(derive_seed(seed, "share")))) < share
-
-
 # parameters every rebalancer has that are set once for all methods, never per method: name → (experiment config
 # key, `diffbalance rebalance` option). The one table of the names a parameter goes by.
 SET_ONCE = {"sampling_strategy": ("sampling_strategy", "--sampling-strategy"), "random_state": ("fill_seed", "--seed"),
             "device": ("device", "--device")}
 
 
-# --- registry: filled by @register in each method's module; looked up through rebalance.registry --------------
-REGISTRY: dict[str, type[Rebalancer]] = {}
+# --- registry: every method registers itself in its module (`infra.registry`); looked up through rebalance.registry
+# The built-ins are found on the first lookup: the modules below, and `rebalancer.py` of every subpackage of
+# diffbalance.generate — a new generative method is that one module.
+REBALANCERS: Registry[type[Rebalancer]] = Registry(
+    "rebalancer", modules=("diffbalance.rebalance.oversample", "diffbalance.rebalance.mixing"),
+    discover=("diffbalance.generate.*.rebalancer",), plugins="diffbalance.rebalancers")
 
 
-def register(cls: type[Rebalancer]) -> type[Rebalancer]:
-    REGISTRY[cls.name] = cls
-    return cls
+def register(cls: type[Rebalancer] | None = None, /, *, tiny: Mapping[str, Any] | None = None,
+             bad: Mapping[str, Any] | None = None,
+             sweep_knobs: tuple[str, ...] = ()) -> Any:
+    """Class decorator, bare (`@register`) or with metadata: register a Rebalancer under its `name`, its help the
+    first line of its docstring.
+      tiny         parameters that make it CPU-fast on 8×8 images (the contract test runs every rebalancer with
+                   them); a value "fixture:NAME" is the test fixture NAME (a tiny model the suite builds)
+      bad          one bad parameter of its own (the contract test expects a one-line error naming it)
+      sweep_knobs  the knobs experiment.sweep may choose for it (guidance_w, sampler, init, strength, …)"""
+
+    def add(c: type[Rebalancer]) -> type[Rebalancer]:
+        return REBALANCERS.register(tiny=dict(tiny or {}), bad=dict(bad or {"batch_size": 0}),
+                                    sweep_knobs=tuple(sweep_knobs))(c)
+
+    return add if cls is None else add(cls)

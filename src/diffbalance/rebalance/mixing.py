@@ -62,7 +62,7 @@ class _MixFill(Rebalancer):
         return torch.stack(images), records
 
 
-@register
+@register(bad={"alpha": -1.0})
 @dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class MixupFill(_MixFill):
     """x̃ = λ·x_a + (1 − λ)·x_b (paper eq. 1) with x_a, x_b of the class being filled."""
@@ -74,7 +74,7 @@ class MixupFill(_MixFill):
         return v2.MixUp(alpha=self.alpha, num_classes=2)
 
 
-@register
+@register(bad={"alpha": 0.0})
 @dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class CutMixFill(_MixFill):
     """x̃ = M ⊙ x_a + (1 − M) ⊙ x_b (paper eq. 2), a random box M, x_a, x_b of the class being filled."""

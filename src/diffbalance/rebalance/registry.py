@@ -1,34 +1,31 @@
-"""Rebalancers by name. The built-in ones are imported here; generative ones (diffusers, transformers) on first use,
-so `import diffbalance` stays fast."""
+"""Rebalancers by name (`rebalance.base.REBALANCERS`): the built-ins are found and imported on the first lookup, so
+`import diffbalance` stays fast; a generative method imports diffusers only when it trains or loads a model."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
 from diffbalance.infra.configs import parse_fields
-from diffbalance.infra.errors import DiffbalanceError, DiffbalanceTypeError
-from diffbalance.rebalance import mixing, oversample  # noqa: F401  (their classes register themselves)
-from diffbalance.rebalance.base import REGISTRY, Rebalancer
-
-GENERATIVE_MODULES = {
-    "cfg": "diffbalance.generate.cfg.rebalancer",
-    "ldm": "diffbalance.generate.text2image.rebalancer",
-    "ldm-img2img": "diffbalance.generate.text2image.rebalancer",
-}
+from diffbalance.infra.errors import DiffbalanceTypeError
+from diffbalance.rebalance.base import REBALANCERS, Rebalancer
 
 
 def available_rebalancers() -> list[str]:
-    return sorted(set(REGISTRY) | set(GENERATIVE_MODULES))
+    return REBALANCERS.available()
+
+
+def generative_rebalancers() -> list[str]:
+    return [name for name in available_rebalancers() if rebalancer_class(name).generative]
+
+
+def sweepable_rebalancers() -> list[str]:
+    """Rebalancers whose knobs experiment.sweep can choose (they declare `sweep_knobs`)."""
+    return [name for name in available_rebalancers() if REBALANCERS.entry(name).get("sweep_knobs", ())]
 
 
 def rebalancer_class(name: str) -> type[Rebalancer]:
-    if name not in REGISTRY and name in GENERATIVE_MODULES:
-        importlib.import_module(GENERATIVE_MODULES[name])
-    if name not in REGISTRY:
-        raise DiffbalanceError(f"unknown rebalancer {name!r}", f"use one of {', '.join(available_rebalancers())}")
-    return REGISTRY[name]
+    return REBALANCERS.get(name)
 
 
 def build_rebalancer(name: str, params: Mapping[str, Any] | None = None, path: str = "", **kwargs: Any) -> Rebalancer:

@@ -37,6 +37,7 @@ from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.errors import DiffbalanceError, require_type
 from diffbalance.infra.paths import inside
 from diffbalance.infra.progress import progress_bar
+from diffbalance.infra.renames import renamed
 from diffbalance.rebalance.base import Rebalancer
 from diffbalance.rebalance.registry import build_rebalancer
 
@@ -304,9 +305,8 @@ def _saved_identity(old: dict) -> dict:
     """A saved header with its parameters normalised the way today's rebalancer writes them: rebuilt through the
     rebalancer, so a parameter added since (at its default) and older formats (parameters as given) still match."""
     params = {k: v for k, v in old.get("params", {}).items() if k not in NOT_IDENTITY}
-    if "guidance_scale" in params:  # format 1 of ldm: diffusers' s = 1 + w (s ≤ 1 is no guidance, i.e. w = 0)
-        params["guidance_w"] = max(0.0, float(params.pop("guidance_scale")) - 1.0)
     try:
+        params = renamed(params, ("guidance_scale",), "fill.json params")  # format 1 of ldm: diffusers' s = 1 + w
         return {**old, "params": identity_params(build_rebalancer(old["method"], params))}
     except (DiffbalanceError, KeyError):
         return {**old, "params": None}

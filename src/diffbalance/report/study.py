@@ -6,7 +6,7 @@
     choices         what each profile's sweeps chose (on validation)
     few-shot        per-class F1 of the few-shot classes (≤ 1/3 of the largest class), where generation should
                     matter most
-    wall time       per profile, summed over its stages
+    wall time       per profile, summed over its stages and invocations, on the device(s) those ran on
 Like the report, it takes plain data and imports nothing from the stages that make it.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from diffbalance.infra.atomic import write_text
 from diffbalance.report import tables
 from diffbalance.report.replication import replication_section
+from diffbalance.report.timing import invocations, stage_totals, where_ran
 from diffbalance.report.verdict import interval_cell, verdict_text
 
 FEW_SHOT = 1 / 3  # a class is few-shot when it has at most this share of the largest class's training images
@@ -145,10 +146,12 @@ def _choices(profiles: list[tuple[str, dict, dict]]) -> list[str]:
 
 def _wall_time(profiles: list[tuple[str, dict, dict]]) -> str:
     rows = []
-    for name, results, _ in profiles:
-        seconds = results.get("stage_seconds") or {}
-        rows.append([name, results.get("device", "–"), f"{sum(seconds.values()) / 60:.1f}",
+    total = 0.0
+    for name, results, _ in profiles:  # each profile's device(s) from its own invocations, not the last one's
+        invoked = invocations(results)
+        seconds = stage_totals(invoked)
+        total += sum(seconds.values())
+        rows.append([name, where_ran(invoked), f"{sum(seconds.values()) / 60:.1f}",
                      ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items())])
-    total = sum(sum((r.get("stage_seconds") or {}).values()) for _, r, _ in profiles)
     return ("## Wall time\n\n" + tables.markdown_table(["profile", "device", "minutes", "per stage (minutes)"], rows)
             + f"\n\nTotal: {total / 60:.1f} minutes.")

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from diffbalance.infra.atomic import write_text
+from diffbalance.infra.renames import renamed
 from diffbalance.data.imageset import ImageSet
 from diffbalance.report import figures, tables
 from diffbalance.report.replication import replication_section
+from diffbalance.report.timing import invocations, stage_totals, where_ran
 from diffbalance.report.verdict import completed, interval_cell, paired_verdict, verdict_text
 
 
@@ -114,8 +116,9 @@ def _sweep_section(sweep: dict, fig_dir: Path) -> list[str]:
                 q = p.get("quality") or {}
                 pr = q.get("precision_recall", {})
                 margin = (stage.get("margins") or {}).get(label, {}).get("margin_se")
-                rows.append([stage["stage"], label, f"{p['guidance_w']:g}", p["sampler"], p["init"],
-                             "–" if p["init"] == "noise" else f"{p['strength']:g}", f"{p['synthetic_share']:g}",
+                begin = p.get("start", p.get("init"))  # a knob the method does not take: "–"
+                rows.append([stage["stage"], label, _knob(p, "guidance_w"), p.get("sampler", "–"), begin,
+                             "–" if begin == "noise" else _knob(p, "strength"), _knob(p, "synthetic_share", 1),
                              _fmt(pr.get("precision")), _fmt(pr.get("recall")), _fmt(q.get("generated_fid")),
                              _fmt(p.get("consistency"), 1), _score(p),
                              "–" if margin is None else f"{margin:+.2f} vs {stage.get('against')}",
@@ -287,8 +290,8 @@ def _points(c: dict) -> str:
 
 
 def _provenance(results: dict, config: dict) -> str:
-    ds = results["dataset"]
-    to_add = ds.get("images_to_add", ds.get("fill_counts"))  # fill_counts: results.json written before the rename
+    ds = renamed(results["dataset"], ("fill_counts",), "results.json dataset")
+    to_add = ds["images_to_add"]
     v = results["versions"]
     command = " ".join(shlex.quote(a) for a in ["diffbalance", *sys.argv[1:]]) if sys.argv else "library call"
     lines = [
@@ -305,10 +308,14 @@ def _provenance(results: dict, config: dict) -> str:
     return "\n".join(lines)
 
 
+def _knob(point: dict, name: str, default: float | None = None) -> str:
+    value = point.get(name, default)
+    return "–" if value is None else f"{value:g}"
+
+
 def _quality_section(quality: dict) -> list[str]:
     first = next(iter(quality.values()))
-    features = first["features"]
-    label = "domain-FID (not Inception FID)" if features.startswith("domain") else "FID"
+    label = first.get("score", "FID")
     rows, hidden = [], []
     for m, q in quality.items():
         p, g = q["protocol_fid"], q["generated_fid"]
@@ -318,7 +325,8 @@ def _quality_section(quality: dict) -> list[str]:
                        _fmt(pr.get("precision")), _fmt(pr.get("recall")),
                        f"{_fmt(kid.get('kid_mean'), 4)} ± {_fmt(kid.get('kid_std'), 4)}"])
     per_class = [[m] + [_fmt(v["fid"]) for v in q["per_class_fid"].values()] for m, q in quality.items()]
-    meta = (f"Features: {features}; resize {first['resize']}; weights sha256 {str(first['weights_sha256'])[:16]}…; "
+    meta = (f"Features: {first['features']}; resize {first['resize']}; "
+            f"weights sha256 {str(first['weights_sha256'])[:16]}…; "
             f"features {first['feature_dtype']}, statistics {first['statistics_dtype']}; device {first['device']}.")
     return [f"## Generation quality — {label}",
             "The paper's Table 2: the rebalanced set (imbalanced real + fill images) against the original balanced "
@@ -369,13 +377,14 @@ def changed(recipe: Mapping[str, Any], base: Mapping[str, Any], prefix: str = ""
 
 def _stage_section(results: dict) -> str:
     """Wall time of each stage of the run (summed over the invocations that built this folder)."""
-    seconds = results.get("stage_seconds") or {}
+    invoked = invocations(results)
+    seconds = stage_totals(invoked)
     if not seconds:
         return ""
     rows = [[stage, f"{s:.1f}", f"{s / 60:.1f}"] for stage, s in seconds.items()]
     rows.append(["total", f"{sum(seconds.values()):.1f}", f"{sum(seconds.values()) / 60:.1f}"])
-    where = f"{results.get('processes', 1)} process(es), {results['device']}"
-    return (f"## Wall time per stage\n\nMeasured by the run on {where}; a resumed run adds each invocation's time.\n\n"
+    return (f"## Wall time per stage\n\nMeasured by the run on {where_ran(invoked)}, over {len(invoked)} invocation(s) "
+            "(a resumed run adds each invocation's time).\n\n"
             + tables.markdown_table(["stage", "seconds", "minutes"], rows))
 
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from diffbalance.infra import distributed
+from diffbalance.infra.device import DeviceLike, resolve_device
 from diffbalance.evaluate.fid.cache import Embedding, FeatureCache, entry_key, images_sha256
 from diffbalance.evaluate.fid.features import FeatureExtractor
 from diffbalance.evaluate.fid.frechet import GaussianStats, combine_stats, gaussian_stats
@@ -38,10 +39,11 @@ class Embedder:
     """One feature extractor and what it has embedded: every distinct image goes through the network once."""
 
     def __init__(self, extractor: FeatureExtractor, cache: FeatureCache | None = None,
-                 stats_device: torch.device | None = None):
+                 stats_device: DeviceLike | None = None):
         self.extractor, self.cache = extractor, cache
-        # the statistics where the features were made (CUDA: float64 there), given or the extractor's device
-        self.stats_device = stats_device or torch.device(getattr(extractor, "device", None) or "cpu")
+        # the statistics where the features were made (CUDA: float64 there): given, else the extractor's device,
+        # else (an extractor that runs where its model is) "auto"
+        self.stats_device = resolve_device(stats_device or getattr(extractor, "device", None) or "auto")
         self._rows: dict[bytes, torch.Tensor] = {}  # image digest → its feature row (D,), float32, CPU
         self._stats: dict[str, tuple[GaussianStats, bool]] = {}  # set sha256 → (μ, Σ, n), from the disk cache?
 

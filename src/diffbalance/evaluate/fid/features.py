@@ -30,14 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffbalance.evaluate.fid.extractors import register_extractor
-from diffbalance.infra.device import fast_gpu_path
+from diffbalance.infra.device import DeviceLike, fast_gpu_path, resolve_device
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.paths import shared_paths
 from diffbalance.infra.seeding import forked_rng, generator
 
 KNOWN_TORCHSCRIPT = "fid_inception_2015-12-05_pool3_torchscript.pt"
 KNOWN_TORCHSCRIPT_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 WEIGHTS_ENV = "DIFFBALANCE_FID_WEIGHTS"
-SHARED_ENV = "DIFFBALANCE_SHARED"
 # torch-fidelity's converted TF weights (the same file torchmetrics downloads)
 INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
@@ -53,6 +53,8 @@ MAX_LOADED_NETWORKS = 4  # (weights file, device) pairs kept loaded in one proce
 # images it is 44 MB (results/cpu/peer-benchmarks.txt: at 8, 1.24 GB peak and 1.58x pytorch-fid's images/s; at 256
 # the issue 21 table measured 5.65 GB and 0.63x).
 DEFAULT_BATCH = 256
+# the name of a Fréchet distance on a classifier's features (extractors without a `score` give "FID")
+DOMAIN_SCORE = "domain-FID (not Inception FID)"
 INCEPTION_CPU_BATCH = 8
 
 
@@ -75,12 +77,13 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def extraction_batch(batch_size: int | None, device: torch.device | str, cpu_batch: int = DEFAULT_BATCH) -> int:
+def extraction_batch(batch_size: int | None, device: DeviceLike, cpu_batch: int = DEFAULT_BATCH) -> int:
     """Images per forward pass: `batch_size`, or when it is None ("auto") `cpu_batch` on the CPU and DEFAULT_BATCH
     elsewhere. Features do not depend on it (each image's features are computed independently of the others)."""
     if batch_size is not None:
         return int(batch_size)
-    return cpu_batch if torch.device(device).type == "cpu" else DEFAULT_BATCH
+    kind = resolve_device(device).type if str(device) == "auto" else torch.device(device).type  # a name: no probe
+    return cpu_batch if kind == "cpu" else DEFAULT_BATCH
 
 
 def _batched(images: torch.Tensor, batch_size: int, fn) -> torch.Tensor:
@@ -180,13 +183,6 @@ def _load_state_dict_net(path: Path) -> nn.Module:
     return net
 
 
-def _default_weight_candidates() -> list[Path]:
-    out = [Path.cwd().parent / "shared" / "data" / "fid-inception" / KNOWN_TORCHSCRIPT]
-    if os.environ.get(SHARED_ENV):
-        out.append(Path(os.environ[SHARED_ENV]) / "data" / "fid-inception" / KNOWN_TORCHSCRIPT)
-    return out
-
-
 def resolve_inception_weights(path: str | Path | None = None) -> tuple[Path | None, bool]:
     """(weights file, given explicitly?). Order: `path`, $DIFFBALANCE_FID_WEIGHTS, ../shared/data/fid-inception,
     $DIFFBALANCE_SHARED/data/fid-inception; (None, False) means: use the online path."""
@@ -198,7 +194,7 @@ def resolve_inception_weights(path: str | Path | None = None) -> tuple[Path | No
             raise DiffbalanceError(f"Inception weights {p} (from {source}) do not exist",
                                    "give the path of an existing file")
         return p, True
-    for p in _default_weight_candidates():
+    for p in shared_paths("data", "fid-inception", KNOWN_TORCHSCRIPT):
         if p.is_file():
             return p, False
     return None, False
@@ -228,11 +224,11 @@ class InceptionPool3:
     dim = 2048
     feature_dtype = "float32"
 
-    def __init__(self, net: nn.Module, checksum: str, weights_path: str, device: torch.device,
+    def __init__(self, net: nn.Module, checksum: str, weights_path: str, device: DeviceLike,
                  batch_size: int | None = None, resize: str = "bilinear-torch"):
         if resize not in RESIZE_MODES:
             raise DiffbalanceError(f"unknown resize mode {resize!r}", f"use one of {', '.join(RESIZE_MODES)}")
-        device = torch.device(device)
+        device = resolve_device(device)
         self.fast = fast_gpu_path(device)
         self.net = net.to(device, memory_format=torch.channels_last if self.fast else torch.preserve_format)
         self.net = self.net.eval().float()
@@ -284,12 +280,12 @@ def _load_network(path: Path, device: torch.device, explicit: bool) -> tuple[nn.
     return net, checksum
 
 
-def load_inception(weights: str | Path | None = None, device: torch.device | str = "cpu",
+def load_inception(weights: str | Path | None = None, device: DeviceLike = "auto",
                    batch_size: int | None = None, resize: str = "bilinear-torch",
                    allow_download: bool = True) -> InceptionPool3:
     """Find and load the Inception weights (see `resolve_inception_weights`), else download them; a network
     already loaded in this process for the same file and device is reused. `batch_size` None: `extraction_batch`."""
-    device = torch.device(device)
+    device = resolve_device(device)  # "auto" too
     if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" share one loaded network
         device = torch.device("cuda", torch.cuda.current_device())
     path, explicit = resolve_inception_weights(weights)
@@ -316,7 +312,7 @@ class RandomConvFeatures:
     feature_dtype = "float32"
     resize = "none"
 
-    def __init__(self, dim: int = 32, seed: int = 0, device: torch.device | str = "cpu",
+    def __init__(self, dim: int = 32, seed: int = 0, device: DeviceLike = "auto",
                  batch_size: int | None = None):
         g = generator(seed)
         with forked_rng(seed):  # the layers' default init draws from the global RNG; the caller's stream is kept
@@ -328,7 +324,8 @@ class RandomConvFeatures:
         with torch.no_grad():
             for p in self.net.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * (1.0 / max(1, p[0].numel()) ** 0.5))
-        self.device, self.batch_size, self.dim = torch.device(device), extraction_batch(batch_size, device), dim
+        self.device = resolve_device(device)  # "auto" too
+        self.batch_size, self.dim = extraction_batch(batch_size, self.device), dim
         self.net.to(self.device).eval()
         self.checksum = _params_sha256(self.net)
         self.name = f"random-conv-{dim}d-seed{seed}"
@@ -354,6 +351,7 @@ class DomainFeatures:
 
     feature_dtype = "float32"
     resize = "classifier-native"
+    score = DOMAIN_SCORE  # what its distances are called, wherever they are reported
 
     def __init__(self, model, batch_size: int | None = None, checksum: str | None = None):
         if not callable(getattr(model, "features", None)):
@@ -362,7 +360,7 @@ class DomainFeatures:
         self.model = model
         self.batch_size = extraction_batch(batch_size, "cpu")  # None: DEFAULT_BATCH
         self.checksum = checksum or getattr(model, "checksum", None) or _model_sha256(model)
-        self.name = f"domain-FID (not Inception FID): {type(model).__name__}"
+        self.name = f"{DOMAIN_SCORE}: {type(model).__name__}"
         self.dim = -1  # known after the first call
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

@@ -21,14 +21,15 @@ import torch
 
 from diffbalance.infra.configs import Config, current_path
 from diffbalance.data.imageset import ImageSet
-from diffbalance.infra.device import DeviceLike, describe, entry_device
+from diffbalance.infra.device import DeviceLike, describe, entry_device, resolve_device
 from diffbalance.infra.distributed import current
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.registry import Entry
 from diffbalance.evaluate.fid.cache import FeatureCache
 from diffbalance.evaluate.fid.embedder import Embedder
 from diffbalance.evaluate.fid.extra import kid, per_class_fid, precision_recall
-from diffbalance.evaluate.fid.extractors import EXTRACTORS, ExtractorKind
-from diffbalance.evaluate.fid.features import FeatureExtractor, ResizeMode  # features registers the built-in kinds
+from diffbalance.evaluate.fid.extractors import EXTRACTORS, Builder
+from diffbalance.evaluate.fid.features import FeatureExtractor, ResizeMode
 from diffbalance.evaluate.fid.frechet import frechet_distance, gaussian_stats
 
 POSITIVE = ("max_images_pr", "pr_k", "kid_subsets", "kid_subset_size")  # batch_size: positive or None
@@ -36,20 +37,18 @@ POSITIVE = ("max_images_pr", "pr_k", "kid_subsets", "kid_subset_size")  # batch_
 
 def available_extractors() -> list[str]:
     """The names of every registered feature kind, sorted."""
-    return sorted(EXTRACTORS)
+    return EXTRACTORS.available()
 
 
-def extractor_kind(name: str, key: str = "") -> ExtractorKind:
-    """The feature kind `name`; a one-line error listing the available ones (naming config key `key` if given)."""
-    if name not in EXTRACTORS:
-        where = f" at {key}" if "." in key else ""
-        raise DiffbalanceError(f"unknown features {name!r}{where}", f"use one of {', '.join(available_extractors())}")
-    return EXTRACTORS[name]
+def extractor_kind(name: str, key: str = "") -> Entry[Builder]:
+    """The feature kind `name` (its builder `.obj`, `needs_classifier`); a one-line error listing the available
+    ones (naming config key `key` if given)."""
+    return EXTRACTORS.entry(name, where=key if "." in key else "")
 
 
 def describe_extractors() -> str:
     """Every feature kind with its one-line help, for command help texts: 'domain: …; inception: …; random: …'."""
-    return "; ".join(f"{name}: {EXTRACTORS[name].help}" for name in available_extractors())
+    return EXTRACTORS.describe()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +78,7 @@ class FidConfig(Config):
 
 def build_extractor(cfg: FidConfig, device: DeviceLike = "auto", domain_model=None) -> FeatureExtractor:
     """The feature network `cfg.features` names, on `device` (domain features run where the classifier is)."""
-    return extractor_kind(cfg.features).build(cfg, entry_device(device), domain_model)
+    return extractor_kind(cfg.features).obj(cfg, entry_device(device), domain_model)
 
 
 def fid_embedder(cfg: FidConfig = FidConfig(), device: DeviceLike = "auto", domain_model=None,
@@ -94,7 +93,7 @@ def fid_embedder(cfg: FidConfig = FidConfig(), device: DeviceLike = "auto", doma
 def _provenance(emb: Embedder) -> dict:
     """What every score states: features, preprocessing, weights, dtypes and the device the features ran on."""
     extractor = emb.extractor
-    device = torch.device(getattr(extractor, "device", None) or emb.stats_device)
+    device = resolve_device(getattr(extractor, "device", None) or emb.stats_device)
     name = extractor.name
     return {
         "features": name,
@@ -106,7 +105,7 @@ def _provenance(emb: Embedder) -> dict:
         "statistics_dtype": "float64",
         "device": describe(device),
         **({"processes": current().world_size} if current().active else {}),
-        **({"note": "domain-FID (not Inception FID)"} if name.startswith("domain") else {}),
+        "score": getattr(extractor, "score", "FID"),  # what the number is: FID, or domain-FID
     }
 
 

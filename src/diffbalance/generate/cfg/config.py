@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from diffbalance.generate.schedulers import BetaSchedule, sampler_names
 from diffbalance.infra.configs import Config
 
 
-Sampler = Literal["ddpm", "ddim", "dpmpp", "dpmpp-sde"]  # how a generator is sampled (generate.cfg.sampling)
+Sampler = Literal[sampler_names("cfg")]  # type: ignore[valid-type]  # how a generator is sampled (generate.cfg.sampling)
 Init = Literal["noise", "real", "translate"]  # where sampling starts (generate.cfg.rebalancer)
 
 # the global batch when batch_size is 0: the tiny CPU model keeps 32 (the demo's runs and their folder keys);
@@ -39,7 +40,7 @@ class CFGTrainConfig(Config):
     p_uncond: float = 0.1  # probability that a training label is replaced by the null class (label dropout)
     num_train_timesteps: int = 1000  # T of the forward process
     # linear: DDPM's β (Ho et al. 2020, paper-faithful) | squaredcos_cap_v2: cosine (Nichol & Dhariwal 2021)
-    beta_schedule: Literal["linear", "squaredcos_cap_v2"] = "linear"
+    beta_schedule: BetaSchedule = "linear"
     beta_start: float = 1e-4  # β_1 of the linear schedule
     beta_end: float = 0.02  # β_T of the linear schedule
     dropout: float = -1.0  # UNet dropout; < 0 = the size's default (0.1 for paper, 0 otherwise)

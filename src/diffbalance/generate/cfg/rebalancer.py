@@ -16,7 +16,7 @@ Where sampling starts (`init`), with oversampling as the zero point of the real-
     translate   a real image of a larger class (rebalance.sources.donor_pool), noised to `strength` and denoised
                 toward the target class (M2m, Kim et al. 2020; DBG): head classes carry their diversity to the tail.
 Real-guided images also record their source index (and, translated, the source class), the strength and the steps
-run. With `synthetic_share` < 1 (rebalance.base.GenerativeRebalancer) a seeded part of the fill are plain copies.
+run. With `synthetic_share` < 1 (generate.base.GenerativeRebalancer) a seeded part of the fill are plain copies.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,16 +33,19 @@ from diffbalance.infra.configs import require
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.cfg.config import CFGTrainConfig, Init, Sampler
-from diffbalance.generate.cfg.generator import CFGGenerator, load_generator
-from diffbalance.generate.cfg.sampling import build_sampler, sampling_steps, start_step
-from diffbalance.generate.cfg.train import train_generator
 from diffbalance.generate.guidance import Convention, guidance_record, ho_weight
-from diffbalance.rebalance.base import GenerativeRebalancer, register
+from diffbalance.generate.base import GenerativeRebalancer
+from diffbalance.rebalance.base import register
 from diffbalance.rebalance.sources import class_pool, donor_pool, picks
 from diffbalance.infra.seeding import derive_seed, generator
 
+if TYPE_CHECKING:  # diffusers is imported when a generator is trained or loaded, not to register the method
+    from diffbalance.generate.cfg.generator import CFGGenerator
 
-@register
+
+@register(tiny={"checkpoint": "fixture:cfg_generator", "sampler": "ddim", "num_inference_steps": 2},
+          bad={"guidance_w": -1.0},
+          sweep_knobs=("sampler", "guidance_w", "init", "strength", "synthetic_share", "strength_max"))
 @dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class CFGRebalancer(GenerativeRebalancer):
     """Class-conditional DDPM + classifier-free guidance (paper Section 3.1), from noise or from real images."""
@@ -89,6 +92,8 @@ class CFGRebalancer(GenerativeRebalancer):
 
     def check_data(self, train: ImageSet) -> None:
         """Before a fill writes anything: a given checkpoint matches the data; translation has another class."""
+        from diffbalance.generate.cfg.generator import load_generator
+
         if self.init == "translate" and len(set(train.labels.tolist())) < 2:
             raise DiffbalanceError("init 'translate' needs images of at least 2 classes to translate from",
                                    "use init: real (or noise) on a dataset with one class")
@@ -97,6 +102,9 @@ class CFGRebalancer(GenerativeRebalancer):
 
     def check(self) -> None:
         """The checkpoint loads as a class-conditional generator, and the step count fits its T."""
+        from diffbalance.generate.cfg.generator import load_generator
+        from diffbalance.generate.cfg.sampling import sampling_steps
+
         if self.checkpoint is None:
             timesteps = self.train.num_train_timesteps
         else:
@@ -106,6 +114,8 @@ class CFGRebalancer(GenerativeRebalancer):
     def trained_checkpoint(self, train: ImageSet, workdir: Path, device: torch.device | str = "auto") -> Path:
         """The generator folder a fill of `train` uses: `checkpoint`, or the model trained on `train` into `workdir`
         (trained now unless an earlier call left it finished there)."""
+        from diffbalance.generate.cfg.train import train_generator
+
         if self.checkpoint is not None:
             return Path(self.checkpoint)
         # one folder per training config (and data): other settings never clash with, or reuse, this model
@@ -114,6 +124,9 @@ class CFGRebalancer(GenerativeRebalancer):
                                compile=self.compile)
 
     def prepare(self, train: ImageSet, device: torch.device, workdir: Path) -> None:
+        from diffbalance.generate.cfg.generator import load_generator
+        from diffbalance.generate.cfg.sampling import build_sampler
+
         self.train_, self.device_ = train, device
         if self.synthetic_share == 0:  # every image a copy (oversampling itself): no generator to train or load
             return
@@ -128,6 +141,8 @@ class CFGRebalancer(GenerativeRebalancer):
                         **({"unet_precision": "bf16"} if self.bf16 and device.type == "cuda" else {})}
 
     def generate(self, class_index: int, seeds: Sequence[int]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        from diffbalance.generate.cfg.sampling import start_step
+
         num_classes = self.generator_.num_classes
         if not 0 <= int(class_index) < num_classes:
             raise DiffbalanceError(f"class {class_index} is outside the generator's classes 0..{num_classes - 1}",

@@ -18,7 +18,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from diffbalance.generate.schedulers import BetaSchedule, sampler_names
 from diffbalance.infra.configs import Config
+
+FeatureSampler = Literal[sampler_names("features")]  # type: ignore[valid-type]
 
 BETA_START, BETA_END = 1e-4, 0.02  # DDPM's linear β_1, β_T (Ho et al. 2020)
 
@@ -35,11 +38,11 @@ class FeatureFillConfig(Config):
     lr: float = 1e-3  # AdamW peak learning rate, cosine-decayed to 0 over train_steps
     p_uncond: float = 0.1  # probability that a training label is replaced by the null class ∅ (label dropout)
     guidance_w: float = 1.0  # Ho & Salimans' w: ε̃ = (1 + w)·ε(x, c) − w·ε(x, ∅); 0: the conditional model alone
-    sampler: Literal["ddim", "dpmpp", "ddpm"] = "ddim"  # ddim (η = 0) | DPM-Solver++(2M) | ancestral DDPM (all T)
+    sampler: FeatureSampler = "ddim"  # ddim (η = 0) | DPM-Solver++(2M) | ancestral DDPM (all T)
     num_inference_steps: int = 50  # denoising steps of ddim and dpmpp (ddpm always runs all T)
     num_train_timesteps: int = 1000  # T of the forward process
     # linear: DDPM's β 1e-4…0.02 | squaredcos_cap_v2: cosine (Nichol & Dhariwal 2021)
-    beta_schedule: Literal["linear", "squaredcos_cap_v2"] = "linear"
+    beta_schedule: BetaSchedule = "linear"
     checkpoint_every_steps: int = 500  # feature-model checkpoint every N steps (given a folder); 0: none mid-training
 
     def validate(self) -> None:

@@ -7,11 +7,12 @@ from typing import Literal
 
 import torch
 
+from diffbalance.generate.schedulers import sampler_names
 from diffbalance.infra.device import fast_gpu_path
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 Pipeline = Literal["auto", "sd"]  # auto: diffusers' AutoPipeline (SD, SDXL, SD-Turbo, ...); sd: StableDiffusion*Pipeline
-Scheduler = Literal["dpmpp", "ddim", "euler_a", "default"]  # generate.schedulers; default: the one saved with the model
+Scheduler = Literal[sampler_names("ldm")]  # type: ignore[valid-type]  # generate.schedulers; default: the model's own
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

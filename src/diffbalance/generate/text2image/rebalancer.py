@@ -43,11 +43,13 @@ from diffbalance.generate.loading import read_index
 from diffbalance.generate.text2image.pipeline import WHAT, default_size, load_pipeline, pipeline_class, size_multiple
 from diffbalance.generate.text2image.postprocess import canvas_size, to_dataset_images, to_pipeline_images
 from diffbalance.generate.text2image.prompts import check_overrides, class_prompt
-from diffbalance.rebalance.base import GenerativeRebalancer, register
+from diffbalance.generate.base import GenerativeRebalancer
+from diffbalance.rebalance.base import register
 from diffbalance.infra.seeding import derive_seed, generator, generators
 
 
-@register
+@register(tiny={"model": "fixture:tiny_sd", "num_inference_steps": 2}, bad={"guidance_w": -1.0},
+          sweep_knobs=("guidance_w", "synthetic_share"))
 @dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class TextToImageRebalancer(GenerativeRebalancer):
     """Fill images from a pretrained text-to-image diffusion model prompted with the class name."""
@@ -182,7 +184,8 @@ class TextToImageRebalancer(GenerativeRebalancer):
         }
 
 
-@register
+@register(tiny={"model": "fixture:tiny_sd", "num_inference_steps": 2}, bad={"strength": 0.0},
+          sweep_knobs=("guidance_w", "strength", "synthetic_share"))
 @dataclasses.dataclass(kw_only=True, repr=False, eq=False)
 class ImageToImageRebalancer(TextToImageRebalancer):
     """Real-guided fill (SDEdit / DA-Fusion): a real image of the class, upscaled to the pipeline's size,

@@ -1,0 +1,122 @@
+"""ImageNet backbones by name (classify.backbones): timm/<model> and tv/<model> in the classifier registry, their
+weights from a local safetensors file (no network here), their own normalisation and input size, and the
+fine-tuning modes (full with a backbone lr factor, linear probe)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from diffbalance.classify.config import TrainConfig
+from diffbalance.classify.models import build_classifier
+from diffbalance.classify.train import train_classifier
+from diffbalance.data.imageset import ImageSet
+from diffbalance.infra.errors import DiffbalanceError
+
+timm = pytest.importorskip("timm")
+
+
+def tiny_set(n: int = 16, size: int = 12, channels: int = 3) -> ImageSet:
+    labels = torch.arange(n) % 2
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 100, (n, channels, size, size), generator=g, dtype=torch.uint8)
+    images[labels == 1] += 120
+    return ImageSet(images, labels, ("dark", "bright"))
+
+
+@pytest.fixture(scope="module")
+def resnet18_file(tmp_path_factory):
+    """A randomly initialised timm resnet18 (with its 1000-class fc) saved as timm saves weights."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet18.safetensors"
+    save_file(timm.create_model("resnet18").state_dict(), str(path))
+    return path
+
+
+def recipe(**kw) -> TrainConfig:
+    return TrainConfig.from_dict({"model": "timm/resnet18", "input_size": 32, "epochs": 1, "batch_size": 8,
+                                  "lr": 0.01, "warmup_epochs": 0, **kw}, path="train")
+
+
+def backbone_state(model) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("head.")}
+
+
+def test_a_timm_backbone_loads_local_weights_and_keeps_its_stem(resnet18_file):
+    model = build_classifier("timm/resnet18", 5, 3, pretrained=str(resnet18_file), input_size=32)
+    saved = timm.create_model("resnet18", pretrained=True, num_classes=0,
+                              pretrained_cfg_overlay={"file": str(resnet18_file)})
+    assert torch.equal(model.body.conv1.weight, saved.conv1.weight)  # the weights of the file
+    assert model.body.conv1.stride == (2, 2) and model.body.conv1.kernel_size == (7, 7)  # the ImageNet stem
+    assert model.head.out_features == 5 and model.feature_dim == 512
+    assert model.normalization == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert model.forward_features(torch.randn(2, 3, 12, 12)).shape == (2, 512)  # resized to 32 inside
+    grey = build_classifier("timm/resnet18", 5, 1, input_size=32)
+    assert grey.body.conv1.in_channels == 1 and len(grey.normalization[0]) == 1
+
+
+def test_a_linear_probe_trains_the_head_alone(resnet18_file):
+    data = tiny_set()
+    before = build_classifier("timm/resnet18", 2, 3, pretrained=str(resnet18_file), input_size=32)
+    clf = train_classifier(data, recipe(pretrained=str(resnet18_file), finetune="linear-probe"), device="cpu",
+                           seed=0, progress=False)
+    after = backbone_state(clf.model)
+    assert all(torch.equal(after[k], v) for k, v in backbone_state(before).items())  # BN statistics too
+    assert clf.mean == [0.485, 0.456, 0.406]  # the backbone's normalisation, not the set's
+    assert not torch.equal(clf.model.head.weight, before.head.weight)
+
+
+def test_full_fine_tuning_scales_the_backbone_lr(resnet18_file):
+    data = tiny_set()
+    frozen = train_classifier(data, recipe(pretrained=str(resnet18_file), backbone_lr_factor=0.0, weight_decay=0.0),
+                              device="cpu", seed=0, progress=False)
+    moved = train_classifier(data, recipe(pretrained=str(resnet18_file), backbone_lr_factor=0.5), device="cpu",
+                             seed=0, progress=False)
+    start = build_classifier("timm/resnet18", 2, 3, pretrained=str(resnet18_file), input_size=32)
+    w0 = start.body.conv1.weight
+    assert torch.equal(frozen.model.body.conv1.weight, w0) and not torch.equal(moved.model.body.conv1.weight, w0)
+
+
+def test_torchvision_backbones_resolve_too():
+    model = build_classifier("tv/resnet18", 3, 1, input_size=32)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 3) and model.feature_dim == 512
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"model": "timm/not_a_model"}, "unknown classifier 'timm/not_a_model' at train.model"),
+    ({"model": "small_cnn", "pretrained": True}, "small_cnn trains from scratch"),
+    ({"pretrained": False, "finetune": "linear-probe"}, "finetune must be full when pretrained is false"),
+    ({"input_size": 8}, "input_size 8 is too small for timm/resnet18, which downsamples 32×"),
+])
+def test_bad_backbone_options_are_one_line(options, match):
+    with pytest.raises(DiffbalanceError, match=match) as err:
+        config = recipe(**options)
+        build_classifier(config.model, 2, 3, pretrained=config.pretrained, input_size=config.input_size)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_weights_are_one_line(tmp_path, resnet18_file):
+    other = tmp_path / "resnet34.safetensors"
+    save_file(timm.create_model("resnet34").state_dict(), str(other))
+    with pytest.raises(DiffbalanceError, match="are not those of timm/resnet18"):
+        build_classifier("timm/resnet18", 2, 3, pretrained=str(other), input_size=32)
+    pickled = tmp_path / "resnet18.pth"
+    pickled.write_bytes(b"not read")
+    with pytest.raises(DiffbalanceError, match="not a safetensors file .* pickled checkpoints are never loaded"):
+        build_classifier("timm/resnet18", 2, 3, pretrained=str(pickled))
+    with pytest.raises(DiffbalanceError, match="no weights file at"):
+        build_classifier("timm/resnet18", 2, 3, pretrained=str(tmp_path / "missing.safetensors"))
+
+
+def test_absent_weights_offline_name_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(DiffbalanceError) as err:
+        build_classifier("timm/resnet18", 2, 3, pretrained=True)
+    text = str(err.value)
+    assert "not in the Hugging Face cache" in text and "empty-cache" in text and "pretrained: PATH" in text
