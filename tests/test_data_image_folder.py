@@ -126,11 +126,12 @@ def test_keep_size_mode_reads_every_image_as_it_is(tmp_path):
     assert read_image(tmp_path / "a" / "img_00.png", image_size=6).shape == (3, 6, 6)
 
 
-def test_keep_size_mode_rejects_mixed_sizes_in_one_line(tmp_path):
+def test_keep_size_mode_for_fid_rejects_mixed_sizes_in_one_line(tmp_path):
     write_image_tree(tmp_path, {"a": 1}, size=(8, 8))
     write_image_tree(tmp_path, {"b": 1}, size=(9, 8))
+    assert load_image_folder(tmp_path).images.shape == (2, 3, 8, 8)  # by default: the median side, with a note
     with pytest.raises(DiffbalanceError, match=r"differ in size.*8×8.*b/img_00\.png is 9×8") as err:
-        load_image_folder(tmp_path)
+        load_image_folder(tmp_path, mixed_sizes="error")
     assert "\n" not in str(err.value)
     assert load_image_folder(tmp_path, image_size=8).images.shape == (2, 3, 8, 8)  # resizing makes them one size
 

@@ -89,7 +89,8 @@ def torchvision_classifier(model: str, num_classes: int, in_channels: int, pretr
     except OSError as err:
         raise DiffbalanceError(f"the pretrained weights of tv/{model} are not in torchvision's cache "
                                f"({torch.hub.get_dir()}) and could not be downloaded ({type(err).__name__})",
-                               "download them once online, or pass pretrained: PATH (a local safetensors file)") from None
+                               "download them once online, or pass pretrained: PATH (a local safetensors "
+                               "file)") from None
     if weights:
         _load_safetensors(body, weights, f"tv/{model}")
     feature_dim = _drop_classifier(body, f"tv/{model}")
@@ -107,7 +108,8 @@ def resolve_timm(name: str) -> Entry | None:
     if not timm.is_model(model):
         return None
     return Entry(name, f"timm's {model} (ImageNet stem)",
-                 lambda k, c, **opts: timm_classifier(model, k, c, **opts), {"min_size": 1, "pretrainable": True})
+                 lambda k, c, **opts: timm_classifier(model, k, c, **opts),
+                 {"min_size": 1, "pretrainable": True})
 
 
 def resolve_torchvision(name: str) -> Entry | None:
@@ -117,7 +119,8 @@ def resolve_torchvision(name: str) -> Entry | None:
     if model not in models.list_models(module=models):
         return None
     return Entry(name, f"torchvision's {model} (ImageNet stem)",
-                 lambda k, c, **opts: torchvision_classifier(model, k, c, **opts), {"min_size": 1, "pretrainable": True})
+                 lambda k, c, **opts: torchvision_classifier(model, k, c, **opts),
+                 {"min_size": 1, "pretrainable": True})
 
 
 def register_families(registry: Registry) -> None:

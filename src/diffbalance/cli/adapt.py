@@ -24,8 +24,12 @@ def adapt_command(
         = DEFAULT_MODEL,
     steps: Annotated[Optional[int], typer.Option(help="optimiser steps (default: the config's, 1000)")] = None,
     config: Annotated[str, typer.Option(help="further AdaptConfig options as JSON, e.g. '{\"rank\": 8}'")] = "{}",
-    image_size: Annotated[Optional[int], typer.Option(help="resize folder images to this side first "
-                                                           "(default: as they are, all one size)")] = None,
+    image_size: Annotated[Optional[int], typer.Option(
+        help="make every image N×N first (default: the images' own size when they share one)")] = None,
+    image_column: Annotated[Optional[str], typer.Option(
+        help="hf: the Image column (default: the dataset's one Image feature)")] = None,
+    label_column: Annotated[Optional[str], typer.Option(
+        help="hf: the label column (default: its one ClassLabel feature, or a column named label)")] = None,
     channels: Annotated[Optional[int], typer.Option(help="3 = RGB, 1 = grayscale (default: as the images are)")] = None,
     on_corrupt: Annotated[str, typer.Option(help="unreadable images: skip (with a one-line note) | error")] = "skip",
     seed: Annotated[int, typer.Option(help="adaptation seed")] = 0,
@@ -47,7 +51,7 @@ def adapt_command(
     options = {**options, "method": method, "seed": seed, **({"train_steps": steps} if steps is not None else {})}
     adapt_config = AdaptConfig.from_dict(options, path="--config")
     refuse_out_inside_data(out, data)
-    train = training_images(data, image_size, channels, on_corrupt)
+    train = training_images(data, image_size, channels, on_corrupt, image_column, label_column)
     folder = adapt_dataset(train, model, adapt_config, out, device=device, resume=resume, command={
         "data": data, "image_size": image_size, "channels": channels, "on_corrupt": on_corrupt})
     probe = json.loads((folder / "adapter.json").read_text())["probe_loss"]

@@ -25,7 +25,8 @@ import typer
 
 from diffbalance.infra import distributed
 
-from diffbalance.cli import adapt, fid, make_lt, rebalance, replicate, run, train_generator  # noqa: F401  (register the commands)
+from diffbalance.cli import (adapt, fid, make_lt, plugins, rebalance, replicate, run,  # noqa: F401  (register the
+                             train_generator)  # commands)
 from diffbalance.cli.app import app
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.paths import cache_dir

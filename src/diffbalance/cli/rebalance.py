@@ -25,7 +25,13 @@ def rebalance(
              "(default: auto)")] = None,
     target: Annotated[Optional[str], typer.Option(hidden=True, help="--sampling-strategy's name before 0.2")] = None,
     params: Annotated[str, typer.Option(help="the method's parameters as JSON")] = "{}",
-    image_size: Annotated[int, typer.Option(help="images are resized to this size")] = 32,
+    image_size: Annotated[Optional[int], typer.Option(
+        help="make every image N×N (shorter side to N, centre crop); default: the images' own size when they "
+             "share one, else the median shorter side (said in one line)")] = None,
+    image_column: Annotated[Optional[str], typer.Option(
+        help="hf: the Image column (default: the dataset's one Image feature)")] = None,
+    label_column: Annotated[Optional[str], typer.Option(
+        help="hf: the label column (default: its one ClassLabel feature, or a column named label)")] = None,
     channels: Annotated[int, typer.Option(help="3 = RGB, 1 = grayscale")] = 3,
     on_corrupt: Annotated[str, typer.Option(help="unreadable images: skip (with a one-line note) | error")] = "skip",
     seed: Annotated[int, typer.Option(help="base seed of the fill images")] = 0,
@@ -38,8 +44,10 @@ def rebalance(
     given = renamed_options({"sampling_strategy": sampling_strategy, "target": target}, ("target",))
     strategy = parse_sampling_strategy(given.get("sampling_strategy", "auto"))
     fills = rebalance_folder(folder, method, out, params=method_params, sampling_strategy=strategy,
-                             image_size=image_size, channels=channels, on_corrupt=on_corrupt, seed=seed, device=device)
-    say(f"{len(fills)} images written to {out} (per class: {fills.counts()})")
+                             image_size=image_size, channels=channels, on_corrupt=on_corrupt, seed=seed, device=device,
+                             image_column=image_column, label_column=label_column)
+    h, w = fills.image_size
+    say(f"{len(fills)} images of {h}×{w} written to {out} (per class: {fills.counts()})")
 
 
 def parse_sampling_strategy(text: str):

@@ -35,6 +35,8 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
+from diffbalance.infra.progress import note
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # the one list
 GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL modes that are one channel
 WIDE_INT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # integer grey wider than 8 bits, read as 16-bit
@@ -69,10 +71,30 @@ def read_image(path: Path | bytes, image_size: int | None = None, channels: int 
         img = img.convert("RGB" if channels == 3 else "L")  # grey repeated, or colour to luma
     x = torch.from_numpy(np.array(img, dtype=np.uint8))  # (H, W) or (H, W, 3)
     x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)  # (C, H, W)
-    if image_size is not None and tuple(x.shape[1:]) != (image_size, image_size):
-        x = TF.resize(x, [image_size], antialias=True)  # shorter side → image_size
-        x = TF.center_crop(x, [image_size, image_size])
+    return square(x, image_size) if image_size is not None else x.contiguous()
+
+
+def square(x: torch.Tensor, side: int) -> torch.Tensor:
+    """(C, H, W) → (C, side, side): the shorter side resized to `side` (antialias) and the centre cropped, so the
+    aspect is kept (nothing is stretched)."""
+    if tuple(x.shape[1:]) != (side, side):
+        x = TF.resize(x, [side], antialias=True)  # shorter side → side
+        x = TF.center_crop(x, [side, side])
     return x.contiguous()
+
+
+def one_size(images: list[torch.Tensor], where: str) -> list[torch.Tensor]:
+    """Images kept at their own size when they share one; otherwise each made `side`×`side` by `square`, `side` the
+    median shorter side (so most images are cropped, few enlarged), said in one note line."""
+    sizes = {tuple(x.shape[1:]) for x in images}
+    if len(sizes) <= 1:
+        return images
+    shorter = sorted(min(x.shape[1:]) for x in images)
+    side = int(shorter[len(shorter) // 2])
+    (lo_h, lo_w), (hi_h, hi_w) = min(sizes), max(sizes)
+    note(f"images in {where} have {len(sizes)} sizes ({lo_h}×{lo_w} … {hi_h}×{hi_w}): each resized to {side}×{side} "
+         f"(shorter side to {side}, the median, then the centre; aspect kept); set image_size to choose the size")
+    return [square(x, side) for x in images]
 
 
 def _upright(img: Image.Image) -> Image.Image:

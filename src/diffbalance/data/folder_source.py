@@ -19,7 +19,8 @@ def check_folder_options(config) -> None:
     check_read_options(config.image_size, config.channels, config.on_corrupt)
 
 
-@register_source("folder", help="your <root>/<class>/<image> folder, resized to image_size (needs a root)",
+@register_source("folder", help="your <root>/<class>/<image> folder, at its images' own size or image_size "
+                                "(needs a root)",
                  check=check_folder_options)
 def load_folder_train_test(config) -> tuple[ImageSet, ImageSet]:
     """A user image folder (plus optional test folder or a seeded stratified split), cached after the first decode."""

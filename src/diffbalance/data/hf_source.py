@@ -10,11 +10,11 @@ The training images are split `split` (default "train"); the test images split `
 dataset has one, or else a seeded stratified `test_fraction` of the training split (as for folders).
 
 Images are read from the column `image_column` (an `Image` feature; unnamed, the dataset's one Image feature —
-`img` in cifar10, `image` in most) as their encoded bytes and decoded by the one
-image reader (data.decode: the same rules for modes, 16-bit, alpha, EXIF and unreadable files as an image folder),
-resized to `image_size` with `channels`. Labels come from `label_column` (unnamed: the one `ClassLabel` feature, or
-else a column named label / labels): the `ClassLabel` feature's names when it is one (in its order), else the distinct values of the column, sorted (recorded in the sets' meta as
-`class_names_from: "sorted values"`). Decoded sets are cached under a key of the dataset's own fingerprints.
+`img` in cifar10, `image` in most) as their encoded bytes and decoded by the one image reader (data.decode: the
+same rules for modes, 16-bit, alpha, EXIF and unreadable files as an image folder), at their own size or
+`image_size` (data.decode.one_size), with `channels`. Labels come from `label_column` (unnamed: the one `ClassLabel`
+feature, or else a column named label / labels): the `ClassLabel` feature's names when it is one (in its order),
+else the distinct values of the column, sorted (recorded in the sets' meta as `class_names_from: "sorted values"`). Decoded sets are cached under a key of the dataset's own fingerprints.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from diffbalance.data.cache import cache_key, cached_sets
-from diffbalance.data.decode import decode_images
+from diffbalance.data.decode import decode_images, one_size
 from diffbalance.data.image_folder import check_read_options, note_skipped, stratified_split
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.registry import register_source
@@ -213,8 +213,10 @@ def decode_split(split, config, names: tuple[str, ...], source: str, how: str) -
             raise DiffbalanceError(report if kept else f"no readable images: {report}",
                                    "repair or drop those rows, or skip them (on_corrupt 'skip')")
         note_skipped(report)
-    return ImageSet(torch.stack([images[k] for k in kept]), torch.tensor([labels[k] for k in kept]), names, source,
-                    meta)
+    xs = [images[k] for k in kept]
+    if config.image_size is None:  # the images' own size when they share one (decode.one_size)
+        xs = one_size(xs, source)
+    return ImageSet(torch.stack(xs), torch.tensor([labels[k] for k in kept]), names, source, meta)
 
 
 def _column(split, name: str, option: str) -> None:

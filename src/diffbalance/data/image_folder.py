@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from diffbalance.infra.atomic import atomic_path, write_json
-from diffbalance.data.decode import IMAGE_EXTENSIONS, Unreadable, decode_images, read_image  # noqa: F401 (re-exported)
+from diffbalance.data.decode import IMAGE_EXTENSIONS, Unreadable, decode_images, one_size, read_image  # noqa: F401 (re-exported)
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.progress import note
@@ -100,11 +100,15 @@ def load_image_folder(
     channels: int | None = None,
     on_corrupt: str = "skip",
     class_names: Sequence[str] | None = None,
+    mixed_sizes: str = "resize",
 ) -> ImageSet:
     """Read `root/<class>/*` into an ImageSet (see the module docstring and `read_image`).
 
     With channels None a folder mixing grey and colour images becomes RGB (grey repeated to 3 channels); with
-    image_size None all images must have one size. Unreadable files: on_corrupt "skip" leaves them out and prints one
+    image_size None images keep their size when they share one, and otherwise (mixed_sizes "resize") are made one
+    square size, the median shorter side, with a note (decode.one_size) — or (mixed_sizes "error", for FID, which
+    must see every image as it is) refused in one line. Unreadable files: on_corrupt "skip" leaves them out and
+    prints one
     `note:` line on stderr, "error" raises a one-line DiffbalanceError; either way the count and the first few are
     named (meta: unreadable_count, unreadable_first, unreadable_report). `class_names`, if given, must match the
     folder's classes (used to read a test folder in the train folder's class order)."""
@@ -119,8 +123,10 @@ def load_image_folder(
         meta["unreadable_report"] = _unreadable_report(root, bad, len(items))
         _skip_or_fail(meta["unreadable_report"], on_corrupt, any_kept=bool(kept))
     xs = _same_channels([x for x, _, _ in kept])
-    if image_size is None:
+    if image_size is None and mixed_sizes == "error":
         _check_one_size(root, xs, [p for _, p, _ in kept])
+    elif image_size is None:
+        xs = one_size(xs, str(root))
     x = torch.stack(xs)  # (N, C, H, W)
     y = torch.tensor([label for _, _, label in kept], dtype=torch.int64)
     return ImageSet(x, y, names, str(Path(root)), meta)

@@ -38,7 +38,8 @@ class DataConfig(Config):
     root: str | None = None  # where the data is: a folder (hf: a Hub id, save_to_disk folder or parquet files);
     # None = env var / default search / download
     test_root: str | None = None  # folder datasets: separate test folder (else a stratified split)
-    image_size: int = 32  # folder and hf datasets: images are resized to image_size × image_size
+    image_size: int | None = None  # folder and hf datasets: None = each image's own size when all share one (else
+    # the median shorter side, square, aspect kept, with a note); N = every image N × N (shorter side to N, centre)
     channels: Literal[1, 3] = 3  # folder and hf datasets: 3 = RGB, 1 = grayscale
     test_fraction: float = 0.2  # folder datasets without test_root, hf datasets without a test split
     split_seed: int = 0  # the seed of that stratified split

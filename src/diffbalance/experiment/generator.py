@@ -8,7 +8,7 @@ from diffbalance.infra import distributed
 from diffbalance.infra.atomic import check_writable, write_json
 from diffbalance.data.sources import DataConfig, load_train_test
 from diffbalance.infra.device import DeviceLike, entry_device
-from diffbalance.generate.cfg.config import CFGTrainConfig
+from diffbalance.generate.cfg.config import CFGTrainConfig, check_pixel_size
 from diffbalance.generate.cfg.train import check_resume, train_generator
 from diffbalance.imbalance.subset import ImbalanceConfig, apply_profile
 
@@ -32,6 +32,7 @@ def train_generator_for(
     def checked():  # rank 0 first (it fills the data cache)
         train, _ = load_train_test(data)
         imbalanced = apply_profile(train, imbalance)
+        check_pixel_size(imbalanced.image_size)
         check_resume(out, config, imbalanced, resume)
         return imbalanced
 

@@ -32,7 +32,7 @@ def load_image_set(spec: str, on_corrupt: str = "error") -> ImageSet:
         return load_fill(path, json.loads((path / "fill.json").read_text())["class_names"])
     if path.is_dir():
         # not data.sources' folder loader: FID needs every image as it is
-        return load_image_folder(path, on_corrupt=on_corrupt)
+        return load_image_folder(path, on_corrupt=on_corrupt, mixed_sizes="error")
     if "@" in spec and Path(spec.rsplit("@", 1)[0]).is_dir():
         from diffbalance.experiment.stage import load_rebalanced  # the run stack is heavy: loaded on use
 

@@ -1,5 +1,5 @@
-"""The sweep: choose a generative method's sampling knobs on training data, one knob at a time, keeping the simpler point
-unless a richer one wins by more than its noise.
+"""The sweep: choose a generative method's sampling knobs on training data, one knob at a time, keeping the simpler
+point unless a richer one wins by more than its noise.
 
 Strong guidance makes class-typical images that lack diversity; weak guidance diverse ones that may leave their
 class; a real-guided start keeps a real image's content; a share of copies keeps the fill partly real. Which mix

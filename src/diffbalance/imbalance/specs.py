@@ -25,14 +25,21 @@ SPLITS = ("train", "test")
 
 
 def training_images(spec: str, image_size: int | None = None, channels: int | None = None,
-                    on_corrupt: str = "skip") -> ImageSet:
-    """The images a spec names (module docstring); `image_size`, `channels` and `on_corrupt` apply to a folder and
-    to a source that decodes files (hf)."""
+                    on_corrupt: str = "skip", image_column: str | None = None,
+                    label_column: str | None = None) -> ImageSet:
+    """The images a spec names (module docstring); `image_size` (None: the images' own size), `channels` and
+    `on_corrupt` apply to a folder and to a source that decodes files (hf); the columns to an hf dataset (None:
+    found by their features)."""
     path = Path(spec).expanduser()
+    columns = {k: v for k, v in (("image_column", image_column), ("label_column", label_column)) if v is not None}
     if path.is_dir():
+        if columns:
+            raise DiffbalanceError(f"{', '.join(columns)} name columns of a Hugging Face dataset; {spec} is a folder",
+                                   "drop --image-column / --label-column, or pass hf:PATH")
         return load_image_folder(path, image_size=image_size, channels=channels, on_corrupt=on_corrupt)
     if ":" in spec and not path.exists():
         options = {k: v for k, v in (("image_size", image_size), ("channels", channels)) if v is not None}
+        options.update(columns)
         return named_dataset(spec, on_corrupt=on_corrupt, **options)
     raise DiffbalanceError(f"{spec} is neither an image folder nor NAME:SPLIT",
                            "pass a folder with one subfolder per class, NAME:SPLIT with NAME one of "

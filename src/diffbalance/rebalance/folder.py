@@ -21,7 +21,18 @@ from diffbalance.rebalance.registry import build_rebalancer
 from diffbalance.rebalance.store import fill
 from diffbalance.infra.resources import check_memory, image_bytes
 
-# options the command sets for the method; --params must not repeat them
+
+def _first_size(items: list) -> tuple[int, int]:
+    """(H, W) of the folder's first image, from its header (the memory estimate before decoding)."""
+    from PIL import Image
+
+    for path, _ in items:
+        try:
+            with Image.open(path) as img:
+                return img.height, img.width
+        except OSError:
+            continue
+    return 1, 1
 
 
 def rebalance_folder(
@@ -31,8 +42,10 @@ def rebalance_folder(
     *,
     params: Mapping[str, Any] | None = None,
     sampling_strategy: str | float | Mapping = "auto",
-    image_size: int = 32,
+    image_size: int | None = None,
     channels: int = 3,
+    image_column: str | None = None,
+    label_column: str | None = None,
     on_corrupt: str = "skip",
     seed: int = 0,
     device: DeviceLike = "auto",
@@ -43,7 +56,8 @@ def rebalance_folder(
 
     Everything is checked before anything is written: the method and its parameters, the device, the checkpoint
     or model, the output folder, the images, the sampling strategy and the memory it needs. A folder that needs
-    no image (already balanced for the sampling strategy, or a single class) writes nothing. OUT/command.json records the options."""
+    no image (already balanced for the sampling strategy, or a single class) writes nothing. OUT/command.json
+    records the options."""
     params = dict(params or {})
     for key, (_, option) in SET_ONCE.items():
         if key in params:
@@ -61,14 +75,17 @@ def rebalance_folder(
                                    "give `diffbalance rebalance` a new or an earlier fill's --out folder")
         if Path(folder).expanduser().is_dir():  # the memory a folder needs is known before decoding it
             _, items = scan_image_folder(Path(folder).expanduser())
-            check_memory(image_bytes(len(items), channels, image_size, image_size), f"reading {len(items)} images "
-                         f"at {image_size}×{image_size}", "lower --image-size")
-        data = training_images(str(folder), image_size=image_size, channels=channels, on_corrupt=on_corrupt)
+            h, w = (image_size, image_size) if image_size else _first_size(items)
+            check_memory(image_bytes(len(items), channels, h, w), f"reading {len(items)} images at {h}×{w}",
+                         "pass a smaller --image-size")
+        data = training_images(str(folder), image_size=image_size, channels=channels, on_corrupt=on_corrupt,
+                               image_column=image_column, label_column=label_column)
+        h, w = data.image_size
         plan = reb.plan(data)  # an impossible sampling strategy fails here, before OUT exists
         reb.check_data(data)
         for name in class_folders(data.class_names):  # a class folder planted as a link out of OUT: before the lock
             inside(checked_out, name, "class")
-        check_memory(image_bytes(2 * sum(plan.values()), channels, image_size, image_size),
+        check_memory(image_bytes(2 * sum(plan.values()), channels, h, w),
                      f"{sum(plan.values())} fill images", "lower the sampling strategy")
         return reb, checked_out, data, plan
 
@@ -81,7 +98,9 @@ def rebalance_folder(
         return ImageSet(data.images[:0], data.labels[:0], data.class_names, f"{method} fill (nothing to add)")
     with distributed.held_output(out):
         distributed.on_main(lambda: write_json(out / "command.json", {
-            "folder": str(folder), "method": method, "params": params, "sampling_strategy": sampling_strategy, "image_size": image_size,
-            "channels": channels, "on_corrupt": on_corrupt, "seed": seed, "device": str(device),
+            "folder": str(folder), "method": method, "params": params, "sampling_strategy": sampling_strategy,
+            "image_size": image_size, "size": list(data.image_size), "channels": channels,
+            "image_column": image_column, "label_column": label_column, "on_corrupt": on_corrupt, "seed": seed,
+            "device": str(device),
             "world_size": distributed.current().world_size}))
         return fill(reb, data, out, workdir=out / ".work", progress=progress)

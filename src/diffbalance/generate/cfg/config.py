@@ -15,14 +15,27 @@ from typing import Any, Literal
 
 from diffbalance.generate.schedulers import BetaSchedule, sampler_names
 from diffbalance.infra.configs import Config
+from diffbalance.infra.errors import DiffbalanceError
 
 
+# the largest image side the pixel-space UNets are sized for (their named sizes reach 4×4 at 32 px): a larger image
+# needs a latent generator (ldm / ldm-img2img on a pretrained model) or a smaller image_size
+MAX_PIXEL_SIDE = 64
 Sampler = Literal[sampler_names("cfg")]  # type: ignore[valid-type]  # how a generator is sampled (generate.cfg.sampling)
 Init = Literal["noise", "real", "translate"]  # where sampling starts (generate.cfg.rebalancer)
 
 # the global batch when batch_size is 0: the tiny CPU model keeps 32 (the demo's runs and their folder keys);
 # the GPU sizes take DDPM's 128 (Ho et al. 2020, CIFAR-10), a batch that keeps an H100 busy
 DEFAULT_BATCH = {"tiny": 32, "small": 128, "paper": 128}
+
+
+def check_pixel_size(size: tuple[int, int]) -> None:
+    """A one-line error when images of `size` are larger than the pixel UNet is sized for."""
+    if max(size) > MAX_PIXEL_SIDE:
+        raise DiffbalanceError(f"cfg trains a pixel-space UNet sized for images up to {MAX_PIXEL_SIDE}×"
+                               f"{MAX_PIXEL_SIDE}; these are {size[0]}×{size[1]}",
+                               "use ldm or ldm-img2img (a pretrained latent diffusion model), or image_size "
+                               f"≤ {MAX_PIXEL_SIDE}")
 
 
 @dataclass(frozen=True)

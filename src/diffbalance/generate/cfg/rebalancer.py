@@ -32,7 +32,7 @@ import torch
 from diffbalance.infra.configs import require
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.errors import DiffbalanceError
-from diffbalance.generate.cfg.config import CFGTrainConfig, Init, Sampler
+from diffbalance.generate.cfg.config import CFGTrainConfig, Init, Sampler, check_pixel_size
 from diffbalance.generate.guidance import Convention, guidance_record, ho_weight
 from diffbalance.generate.base import GenerativeRebalancer
 from diffbalance.rebalance.base import register
@@ -99,6 +99,8 @@ class CFGRebalancer(GenerativeRebalancer):
                                    "use init: real (or noise) on a dataset with one class")
         if self.checkpoint is not None:
             _check_matches(load_generator(self.checkpoint, "cpu"), train)
+        elif self.synthetic_share > 0:  # a generator would be trained here, at the images' size
+            check_pixel_size(train.image_size)
 
     def check(self) -> None:
         """The checkpoint loads as a class-conditional generator, and the step count fits its T."""
