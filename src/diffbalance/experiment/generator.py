@@ -32,7 +32,8 @@ def train_generator_for(
     def checked():  # rank 0 first (it fills the data cache)
         train, _ = load_train_test(data)
         imbalanced = apply_profile(train, imbalance)
-        check_pixel_size(imbalanced.image_size)
+        if config.vae is None:  # a pixel-space UNet (a latent one works at any size)
+            check_pixel_size(imbalanced.image_size)
         check_resume(out, config, imbalanced, resume)
         return imbalanced
 

@@ -34,13 +34,15 @@ def check_pixel_size(size: tuple[int, int]) -> None:
     if max(size) > MAX_PIXEL_SIDE:
         raise DiffbalanceError(f"cfg trains a pixel-space UNet sized for images up to {MAX_PIXEL_SIDE}×"
                                f"{MAX_PIXEL_SIDE}; these are {size[0]}×{size[1]}",
-                               "use ldm or ldm-img2img (a pretrained latent diffusion model), or image_size "
-                               f"≤ {MAX_PIXEL_SIDE}")
+                               "train it in a VAE's latent space (train.vae), use ldm or ldm-img2img (a pretrained "
+                               f"latent diffusion model), or set image_size ≤ {MAX_PIXEL_SIDE}")
 
 
 @dataclass(frozen=True)
 class CFGTrainConfig(Config):
     model_size: Literal["tiny", "small", "paper"] = "tiny"  # tiny (CPU demo/tests) | small (~10M) | paper (35.7M DDPM)
+    vae: str | None = None  # a pretrained AutoencoderKL (a diffusers folder, a model's folder with vae/, or a Hub id):
+    # the UNet learns its latents (the class-conditional LDM, generate.cfg.latent); None = pixel space (≤ 64 px)
     block_out_channels: tuple[int, ...] = ()  # override the size's channels per level (tests); () = the size's
     layers_per_block: int = 0  # override the size's res blocks per level; 0 = the size's
     train_steps: int = 1000  # optimiser steps in total

@@ -5,6 +5,7 @@ own metadata.
     unet/              the EMA UNet2DModel (save_pretrained: config.json + diffusion_pytorch_model.safetensors)
     scheduler/         the training DDPMScheduler: the forward process (β schedule, T) the model was trained with
     generator.json     class names, image size (samples are centre-cropped to it), channels, counts, train config
+    vae/               a latent generator's AutoencoderKL (generate.cfg.latent): the UNet works on its latents
 
     DiffusionPipeline.from_pretrained(folder)                        # plain diffusers
     load_generator(folder, device)                                   # diffbalance: UNet + forward process + metadata
@@ -37,7 +38,7 @@ WHAT = "CFG generator"
 
 
 def generator_info(train: ImageSet, config: CFGTrainConfig, unet: UNet2DModel, step: int,
-                   history: list[dict] | None = None) -> dict[str, Any]:
+                   history: list[dict] | None = None, latent: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a sampler needs besides the weights and the scheduler: classes, sizes, p_uncond, the step; and the
     training curve so far (`history`: {"step", "loss", "lr"} records, generate.cfg.train) when given."""
     return {
@@ -47,6 +48,7 @@ def generator_info(train: ImageSet, config: CFGTrainConfig, unet: UNet2DModel, s
         "null_class": null_class(unet),
         "image_size": list(train.image_size),  # samples are centre-cropped back to this
         "sample_size": list(unet_sample_size(unet)),  # the (padded) size the UNet works at
+        **({"latent": latent} if latent else {}),  # the VAE's space the UNet works in (generate.cfg.latent)
         "channels": train.channels,
         "p_uncond": config.p_uncond,
         "model_size": config.model_size,
@@ -65,9 +67,14 @@ def model_index() -> dict[str, Any]:
             "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]}
 
 
-def save_generator(folder: Path, unet: UNet2DModel | None, scheduler: DDPMScheduler, info: dict[str, Any]) -> None:
-    """Write the pipeline folder (unet/ skipped when None: already there); model_index.json last."""
+def save_generator(folder: Path, unet: UNet2DModel | None, scheduler: DDPMScheduler, info: dict[str, Any],
+                   vae: Any = None) -> None:
+    """Write the pipeline folder (unet/ skipped when None: already there; vae/ for a latent generator);
+    model_index.json last."""
     folder = Path(folder)
+    if vae is not None:
+        with atomic_path(folder / "vae") as tmp:
+            vae.save_pretrained(tmp, safe_serialization=True)
     if unet is not None:
         with atomic_path(folder / "unet") as tmp:
             unet.save_pretrained(tmp, safe_serialization=True)
@@ -89,6 +96,7 @@ class CFGGenerator:
     noise_schedule: dict[str, Any]  # the training forward process (generate.schedulers.FORWARD_PROCESS_KEYS)
     info: dict[str, Any]  # generator.json
     folder: Path  # the folder it was loaded from (recorded with every image)
+    codec: Any = None  # a latent generator's VAE (generate.cfg.latent.LatentCodec); None: pixel space
 
     @property
     def num_classes(self) -> int:
@@ -143,7 +151,13 @@ def load_generator(path: str | Path, device: DeviceLike = "auto") -> CFGGenerato
     if unet.config.num_class_embeds is None:
         raise DiffbalanceError(f"{folder} is not a class-conditional UNet (no class embedding)",
                                "use a generator trained by diffbalance")
-    return CFGGenerator(unet.to(device).eval().requires_grad_(False), schedule, info, folder)
+    codec = None
+    if (folder / "vae").is_dir():  # a latent generator: its VAE is part of the folder
+        from diffbalance.generate.cfg.latent import LatentCodec, check_fits
+
+        codec = LatentCodec.load(folder / "vae", device)
+        check_fits(codec, int(unet.config.in_channels), folder)
+    return CFGGenerator(unet.to(device).eval().requires_grad_(False), schedule, info, folder, codec)
 
 
 def _load_unet(folder: Path) -> UNet2DModel:

@@ -99,7 +99,7 @@ class CFGRebalancer(GenerativeRebalancer):
                                    "use init: real (or noise) on a dataset with one class")
         if self.checkpoint is not None:
             _check_matches(load_generator(self.checkpoint, "cpu"), train)
-        elif self.synthetic_share > 0:  # a generator would be trained here, at the images' size
+        elif self.synthetic_share > 0 and self.train.vae is None:  # a pixel generator would be trained here
             check_pixel_size(train.image_size)
 
     def check(self) -> None:
@@ -137,7 +137,8 @@ class CFGRebalancer(GenerativeRebalancer):
         # the convention is resolved here, once: the sampler only ever sees Ho's w
         self.sampler_ = build_sampler(self.generator_.unet, self.generator_.noise_schedule, self.sampler,
                                       self.num_inference_steps, ho_weight(self.guidance_w, self.guidance_convention),
-                                      self.generator_.image_size, bf16=self.bf16)
+                                      self.generator_.image_size, bf16=self.bf16, codec=self.generator_.codec,
+                                      channels=self.generator_.channels)
         self.record_ = {**guidance_record(self.guidance_w, self.guidance_convention), "sampler": self.sampler,
                         "steps": self.sampler_.steps, "checkpoint": str(self.generator_.folder),
                         **({"unet_precision": "bf16"} if self.bf16 and device.type == "cuda" else {})}

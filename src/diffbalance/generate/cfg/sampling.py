@@ -140,6 +140,8 @@ class CFGSampler:
     steps: int  # denoising steps actually run
     image_size: tuple[int, int] | None = None  # crop the UNet's (padded) size back to this; None keeps it
     bf16: bool = False  # ε_θ under bf16 autocast (CUDA only; the CPU stays fp32); eq. 8 and the scheduler in fp32
+    codec: Any = None  # a latent generator's VAE (generate.cfg.latent.LatentCodec): samples are its latents
+    channels: int = 3  # the dataset's channels (a latent generator decodes to RGB: grey is its mean)
 
     def __call__(self, class_labels: Sequence[int], seeds: Sequence[int], init_images: torch.Tensor | None = None,
                  strength: float = 1.0) -> torch.Tensor:
@@ -161,11 +163,14 @@ class CFGSampler:
         gens = image_generators(seeds, device)
         latents = initial_latents(gens, (unet.config.in_channels, *unet_sample_size(unet)))  # ε for img2img
         if init_images is not None:
-            x0 = pad_images(to_model_range(to_device(init_images, device)), unet_sample_size(unet))
-            latents = noised(x0, latents, scheduler, start)
+            x0 = self.codec.encode(init_images) if self.codec else to_model_range(to_device(init_images, device))
+            latents = noised(pad_images(x0, unet_sample_size(unet)), latents, scheduler, start)
         eps = dataclasses.replace(self.eps, unet=Bf16(unet)) if self.bf16 and fast_gpu_path(device) else self.eps
         x = sample(eps, latents, labels, scheduler, gens if self.sampler in STOCHASTIC else None, start,
                    **STEP_OPTIONS.get(self.sampler, {}))
+        if self.codec is not None:  # the latent of the image's size, decoded and cropped to it
+            return self.codec.decode(crop_images(x, self.codec.latent_size(self.image_size)), self.image_size,
+                                     self.channels)
         return to_uint8(x if self.image_size is None else crop_images(x, self.image_size))
 
 
@@ -190,8 +195,10 @@ def build_sampler(
     guidance_w: float,
     image_size: tuple[int, int] | None = None,
     bf16: bool = False,
+    codec: Any = None,
+    channels: int = 3,
 ) -> CFGSampler:
     """A CFGSampler for `unet` (eval mode, on its device) with Ho's `guidance_w` (eq. 8); `bf16` on CUDA only."""
     steps = sampling_steps(sampler, num_inference_steps, int(noise_schedule["num_train_timesteps"]))
     return CFGSampler(GuidedEpsilon(unet, null_class(unet), float(guidance_w)), dict(noise_schedule), sampler, steps,
-                      None if image_size is None else tuple(image_size), bool(bf16))
+                      None if image_size is None else tuple(image_size), bool(bf16), codec, int(channels))

@@ -53,12 +53,14 @@ from diffbalance.generate.cfg import legacy
 from diffbalance.generate.cfg.config import CFGTrainConfig
 from diffbalance.generate.cfg.generator import generator_info, is_finished, save_generator
 from diffbalance.generate.cfg.loss import ddpm_loss
+from diffbalance.generate.cfg.latent import LatentCodec
 from diffbalance.generate.cfg.unet import build_unet, null_class, pad_images, to_model_range, unet_sample_size
 from diffbalance.infra.progress import progress_bar
 from diffbalance.infra.readout import AsyncScalar
 from diffbalance.infra.seeding import derive_seed, forked_rng, generator
 
 TRAIN_STATE = "train_state"
+LATENTS_FILE = "latents.safetensors"  # a latent generator's training latents (generate.cfg.latent), encoded once
 LOSS_EVERY_STEPS = 25  # the progress bar's loss and the curve's records: the mean over this many steps (and at
 # every checkpoint), read without waiting for the GPU
 
@@ -86,8 +88,11 @@ def train_generator(
     out_dir = Path(out_dir)
     if distributed.on_main(lambda: _start_folder(out_dir, config, train, resume)):
         return out_dir  # finished before (every rank was told by rank 0)
+    codec = LatentCodec.load(config.vae, device) if config.vae else None  # the LDM's VAE (generate.cfg.latent)
+    latent = codec.describe(train.image_size, config.vae) if codec else None
     with forked_rng(config.seed):  # diffusers initialises from the global RNG: seed a forked copy (CPU, then moved)
-        model = build_unet(config.model_size, train.num_classes, train.channels, train.image_size,
+        model = build_unet(config.model_size, train.num_classes, codec.channels if codec else train.channels,
+                           codec.latent_size(train.image_size) if codec else train.image_size,
                            config.block_out_channels, config.layers_per_block, config.dropout).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     fast = fast_gpu_path(device)
@@ -97,7 +102,8 @@ def train_generator(
     curve = LossCurve(_saved_history(out_dir, start) if start else [], on_record)
     net = _network(model, device, d, compile=compile and fast)
     alphas_cumprod = DDPMScheduler(**config.noise_schedule()).alphas_cumprod.to(device)  # ᾱ_t, (T,)
-    images = to_model_range(train.images).to(device)  # (N, C, H, W) in [-1, 1]
+    # (N, C, H, W) in [-1, 1], or the images' latents (N, c, h, w), encoded once
+    images = _latents(out_dir, train, codec, d) if codec else to_model_range(train.images).to(device)
     labels = train.labels.to(device)
     order = EpochOrder(len(images), config.seed, device)
     size = unet_sample_size(model)
@@ -133,10 +139,11 @@ def train_generator(
             advance(1, **({**shown.fields(), "img_s": seen / (time.perf_counter() - tic)} if report else {}))
             if save:
                 curve.read_back()
-                info = generator_info(train, config, ema, done, curve.records)
+                info = generator_info(train, config, ema, done, curve.records, latent)
                 distributed.on_main(lambda: _save_checkpoint(out_dir, done, model, ema, opt, info, config), share=False)
     distributed.on_main(lambda: save_generator(out_dir, ema, DDPMScheduler(**config.noise_schedule()),
-                                               generator_info(train, config, ema, config.train_steps, curve.records)),
+                                               generator_info(train, config, ema, config.train_steps, curve.records,
+                                                              latent), **({"vae": codec.vae} if codec else {})),
                         share=False)
     return out_dir
 
@@ -252,6 +259,25 @@ def _optimizer_step(model, opt, loss: torch.Tensor, config: CFGTrainConfig, step
 
 
 @torch.no_grad()
+def _latents(out_dir: Path, train: ImageSet, codec: LatentCodec, d: distributed.Dist) -> torch.Tensor:
+    """Every training image's latent, encoded once: OUT/latents.safetensors when an earlier start left it (the folder
+    is this data's and this config's: check_resume), else encoded now and saved by rank 0."""
+    from safetensors.torch import load_file, save_file
+
+    path = out_dir / LATENTS_FILE
+    device = next(codec.vae.parameters()).device
+    if path.is_file():
+        return load_file(str(path))["latents"].to(device)
+    latents = codec.encode(train.images)  # (N, c, h, w), the same on every rank
+
+    def save() -> None:
+        with atomic_path(path) as tmp:
+            save_file({"latents": latents.cpu().contiguous()}, str(tmp))
+
+    distributed.on_main(save, share=False)
+    return latents
+
+
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
     d = min(decay, (1 + step) / (10 + step))  # warm-up of the decay, as diffusers' EMAModel
     ema_p, p = list(ema.parameters()), list(model.parameters())
