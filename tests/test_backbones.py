@@ -4,6 +4,8 @@ fine-tuning modes (full with a backbone lr factor, linear probe)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -120,3 +122,28 @@ def test_absent_weights_offline_name_the_cache(monkeypatch, tmp_path):
         build_classifier("timm/resnet18", 2, 3, pretrained=True)
     text = str(err.value)
     assert "not in the Hugging Face cache" in text and "empty-cache" in text and "pretrained: PATH" in text
+
+
+def test_head_then_full_keeps_the_backbone_for_its_head_epochs(resnet18_file):
+    """Epoch 1 trains the head alone (the backbone's lr 0); epoch 2 every layer."""
+    data = tiny_set()
+    options = {"pretrained": str(resnet18_file), "finetune": "head-then-full", "weight_decay": 0.0}
+    start = build_classifier("timm/resnet18", 2, 3, pretrained=str(resnet18_file), input_size=32).body.conv1.weight
+    one = train_classifier(data, recipe(**options, epochs=2, head_epochs=1), device="cpu", seed=0, progress=False)
+    assert not torch.equal(one.model.body.conv1.weight, start)
+    from diffbalance.classify.schedule import lr_scheduler
+
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.05},  # the backbone (lr × factor)
+              {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1}]  # the head: the last group
+    opt = torch.optim.SGD(groups, lr=0.1)
+    sched = lr_scheduler(opt, schedule="cosine", warmup_steps=0, total_steps=6, frozen_steps=3)
+    seen = []
+    for _ in range(6):
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    assert [b for b, _ in seen[:3]] == [0.0] * 3 and all(b > 0 for b, _ in seen[3:5])
+    assert all(h > 0 for _, h in seen[:5]) and seen[3][0] / seen[3][1] == pytest.approx(0.5)
+    json.dumps(sched.state_dict()["lr_lambdas"])  # plain JSON, as every checkpointed scheduler
+    with pytest.raises(DiffbalanceError, match="head_epochs"):
+        recipe(**options, epochs=2, head_epochs=2)

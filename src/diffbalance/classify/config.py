@@ -57,8 +57,10 @@ class TrainConfig(Config):
     pretrained: bool | str = False  # backbones: true = the timm / torchvision weights (download or cache), a path = a
     # local safetensors file of the same model, false = random init; CIFAR-stem models train from scratch
     input_size: int | None = None  # backbones: the side images are resized to inside the model; None = its own
-    finetune: Literal["full", "linear-probe"] = "full"  # full: every layer learns | linear-probe: the head alone,
-    # the backbone frozen (batch norm included)
+    finetune: Literal["full", "linear-probe", "head-then-full"] = "full"  # full: every layer learns | linear-probe:
+    # the head alone, the backbone frozen (batch norm included) | head-then-full: the head alone for head_epochs
+    # (the backbone's lr 0), then every layer
+    head_epochs: int = 1  # head-then-full: the epochs the head learns alone
     backbone_lr_factor: float = 1.0  # lr of every layer but the head = lr × this (fine-tuning: e.g. 0.1)
     epochs: int = 30  # passes over the training set
     batch_size: int = 128  # images per optimiser step (the last partial batch of an epoch is dropped)
@@ -107,6 +109,8 @@ class TrainConfig(Config):
                      "full when pretrained is false (a linear probe of random features learns nothing)")
         self.require(self.input_size is None or self.input_size >= 1, "input_size", "a positive side or null")
         self.require(0 <= self.backbone_lr_factor < math.inf, "backbone_lr_factor", "a finite factor ≥ 0")
+        self.require(self.finetune != "head-then-full" or 1 <= self.head_epochs < self.epochs, "head_epochs",
+                     "in [1, epochs) with finetune head-then-full")
         if isinstance(self.pretrained, str) and not self.pretrained:
             raise DiffbalanceError(f"{current_path('pretrained')} is an empty path", "pass true, false or a file")
         self.require(self.epochs >= 1, "epochs", "at least 1")

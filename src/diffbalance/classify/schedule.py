@@ -45,8 +45,19 @@ def _cos_ramp(start: float, end: float, pct: float) -> float:
 
 
 def lr_scheduler(
-    optimizer: torch.optim.Optimizer, *, schedule: str, warmup_steps: int, total_steps: int
+    optimizer: torch.optim.Optimizer, *, schedule: str, warmup_steps: int, total_steps: int,
+    frozen_steps: int = 0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step LambdaLR on `lr_factor`; a `partial` (not a lambda) so its state_dict is plain JSON."""
+    """A per-step LambdaLR on `lr_factor`; a `partial` (not a lambda) so its state_dict is plain JSON. With
+    `frozen_steps` (fine-tuning head-then-full) every param group but the last (the head's) has lr 0 for that many
+    steps and then follows the schedule."""
     factor = partial(lr_factor, schedule=schedule, warmup_steps=warmup_steps, total_steps=total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if frozen_steps <= 0 or len(optimizer.param_groups) == 1:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    held = partial(_after, frozen_steps=frozen_steps, factor=factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [held] * (len(optimizer.param_groups) - 1) + [factor])
+
+
+def _after(step: int, *, frozen_steps: int, factor) -> float:
+    """0 for the first `frozen_steps` steps, then `factor(step)`."""
+    return 0.0 if step < frozen_steps else factor(step)

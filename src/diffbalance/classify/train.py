@@ -374,13 +374,15 @@ def _local_run(
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
     lr = scaled_lr(config.lr, batch_size, config.lr_reference_batch)
     optimizer = torch.optim.SGD(
-        parameter_groups(model, lr, config.backbone_lr_factor),
+        parameter_groups(model, lr, config.backbone_lr_factor, split=config.finetune == "head-then-full"),
         lr=lr,
         momentum=config.momentum,
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
     )
-    scheduler = lr_scheduler(optimizer, schedule=config.schedule, warmup_steps=warmup_steps, total_steps=total_steps)
+    frozen = config.head_epochs * steps_per_epoch if config.finetune == "head-then-full" else 0
+    scheduler = lr_scheduler(optimizer, schedule=config.schedule, warmup_steps=warmup_steps, total_steps=total_steps,
+                             frozen_steps=frozen)
     return Run(
         model=model,
         step_model=model,
@@ -424,11 +426,12 @@ def freeze_backbone(model: nn.Module) -> None:
     model.train = train  # type: ignore[method-assign]
 
 
-def parameter_groups(model: nn.Module, lr: float, backbone_lr_factor: float) -> list[dict]:
-    """The head at the recipe's lr, the rest (the backbone) at lr × backbone_lr_factor; frozen parameters left
-    out. One group when the factor is 1, as before this option existed (same optimizer state layout)."""
+def parameter_groups(model: nn.Module, lr: float, backbone_lr_factor: float, split: bool = False) -> list[dict]:
+    """The backbone at lr × backbone_lr_factor, then the head at the recipe's lr (the last group); frozen parameters
+    left out. One group when the factor is 1 and no `split` is asked, as before this option existed (the same
+    optimizer state layout)."""
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if backbone_lr_factor == 1:
+    if backbone_lr_factor == 1 and not split:
         return [{"params": [p for _, p in trainable]}]
     head = [p for n, p in trainable if n.startswith("head.")]
     body = [p for n, p in trainable if not n.startswith("head.")]
