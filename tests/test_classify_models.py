@@ -46,3 +46,15 @@ def test_bad_classifier_requests_are_one_line_errors(args):
     with pytest.raises(DiffbalanceError) as err:
         build_classifier(*args)
     assert "\n" not in str(err.value)
+
+
+def test_an_image_smaller_than_a_classifier_takes_is_one_line():
+    from diffbalance.classify.config import TrainConfig
+    from diffbalance.classify.train import train_classifier
+    from diffbalance.data.imageset import ImageSet
+
+    tiny = ImageSet(torch.zeros(4, 3, 6, 6, dtype=torch.uint8), torch.tensor([0, 0, 1, 1]), ("a", "b"))
+    with pytest.raises(DiffbalanceError, match="resnet18 needs images of at least 8×8; these are 6×6") as err:
+        train_classifier(tiny, TrainConfig(model="resnet18", epochs=1, batch_size=2), device="cpu", seed=0,
+                         progress=False)
+    assert "\n" not in str(err.value)

@@ -130,4 +130,12 @@ def build_classifier(name: str, num_classes: int, in_channels: int, pretrained: 
     return entry.obj(num_classes, in_channels)
 
 
+def check_input_size(name: str, image_size: tuple[int, int]) -> None:
+    """A one-line error when images of `image_size` are smaller than classifier `name` takes (its `min_size`)."""
+    smallest = CLASSIFIERS.entry(name).get("min_size", 1)
+    if min(image_size) < smallest:
+        raise DiffbalanceError(f"{name} needs images of at least {smallest}×{smallest}; these are "
+                               f"{image_size[0]}×{image_size[1]}", "use larger images (image_size), or small_cnn")
+
+
 register_families(CLASSIFIERS)  # timm/<model>, tv/<model>: resolved on demand

@@ -52,7 +52,7 @@ from diffbalance.classify.feature_fill import RNG_SCHEME as FILL_RNG_SCHEME
 from diffbalance.classify.head_retrain import HeadStage, build_head_stage, reset_head, retrain_head_epoch
 from diffbalance.classify.head_retrain import RNG_SCHEME as HEAD_RNG_SCHEME
 from diffbalance.classify.losses import build_loss
-from diffbalance.classify.models import build_classifier
+from diffbalance.classify.models import build_classifier, check_input_size
 from diffbalance.classify.schedule import lr_factor, lr_scheduler, scaled_lr
 from diffbalance.classify.swap import SwapPool, swap_probabilities
 from diffbalance.classify.step import Run, batch_layout, epoch_order, train_step
@@ -357,6 +357,7 @@ def _build_run(
 def _local_run(
     train: ImageSet, config: TrainConfig, device: torch.device, seed: int, synthetic: torch.Tensor, batch_size: int
 ) -> Run:
+    check_input_size(config.model, train.image_size)
     images = train.images.to(device)
     with forked_rng(derive_seed(seed, "init")):  # same seed → same initial weights, caller's RNG untouched
         model = build_classifier(config.model, train.num_classes, train.channels, pretrained=config.pretrained,
