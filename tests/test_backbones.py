@@ -147,3 +147,28 @@ def test_head_then_full_keeps_the_backbone_for_its_head_epochs(resnet18_file):
     json.dumps(sched.state_dict()["lr_lambdas"])  # plain JSON, as every checkpointed scheduler
     with pytest.raises(DiffbalanceError, match="head_epochs"):
         recipe(**options, epochs=2, head_epochs=2)
+
+
+def test_the_fid_inception_backbone_takes_small_inputs_and_grey_images():
+    model = build_classifier("inception-v3-fid", 3, 1, input_size=75).eval()  # random init: shapes only
+    with torch.inference_mode():
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 3) and model.feature_dim == 2048
+    assert model.normalization == ((0.5,), (0.5,))  # the network's x/127.5 − 1
+    with pytest.raises(DiffbalanceError, match="input_size 64 is too small for inception-v3-fid"):
+        build_classifier("inception-v3-fid", 3, 3, input_size=64)
+
+
+def test_the_fid_inception_backbone_gives_the_fid_features():
+    """Its weights are the FID TorchScript's, mapped onto blocks that take any size: at 299 px its pool3 features
+    are the FID extractor's."""
+    from diffbalance.evaluate.fid.features import load_inception, resolve_inception_weights
+
+    weights, _ = resolve_inception_weights()
+    if weights is None:
+        pytest.skip("no FID Inception weights (../shared/data/fid-inception or $DIFFBALANCE_FID_WEIGHTS)")
+    images = torch.randint(0, 256, (2, 3, 299, 299), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    expected = load_inception(weights, "cpu", batch_size=2)(images)
+    model = build_classifier("inception-v3-fid", 2, 3, pretrained=True).eval()
+    with torch.inference_mode():
+        ours = model.forward_features((images.float() / 255 - 0.5) / 0.5)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=2e-3)

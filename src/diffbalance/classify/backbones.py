@@ -2,6 +2,7 @@
 
     timm/<model>    any timm model, e.g. timm/resnet50, timm/convnext_tiny.fb_in1k (timm.list_models())
     tv/<model>      a torchvision ImageNet model, e.g. tv/resnet18, tv/efficientnet_b0
+    inception-v3-fid  the FID Inception-V3 up to pool3 (the ImageNet network this project has offline)
 
 Each keeps its ImageNet stem and is wrapped in the project's split (timm's own):
 
@@ -100,6 +101,22 @@ def torchvision_classifier(model: str, num_classes: int, in_channels: int, pretr
     return PretrainedClassifier(body, feature_dim, num_classes, size, mean, std, repeat_grey=in_channels == 1)
 
 
+def inception_classifier(num_classes: int, in_channels: int, pretrained: bool | str = False,
+                         input_size: int | None = None) -> PretrainedClassifier:
+    """The FID Inception-V3 (TF 2015-12-05, ImageNet) up to pool3, 2048 features: the one ImageNet network this
+    project can reach offline. Its input is x/127.5 − 1, i.e. mean 0.5, std 0.5 of x/255."""
+    from diffbalance.evaluate.fid.features import _Pool3Net, pool3_network
+
+    size = input_size or 299
+    _check_size("inception-v3-fid", size, 75)
+    if pretrained is False:
+        body = _Pool3Net()
+    else:
+        body = pool3_network(None if pretrained is True else pretrained)
+    return PretrainedClassifier(body, 2048, num_classes, size, (0.5,) * 3 if in_channels == 3 else (0.5,),
+                                (0.5,) * 3 if in_channels == 3 else (0.5,), repeat_grey=in_channels == 1)
+
+
 def resolve_timm(name: str) -> Entry | None:
     """The registry entry of "timm/<model>" when timm knows the model (None otherwise: an unknown name)."""
     import timm
@@ -126,6 +143,9 @@ def resolve_torchvision(name: str) -> Entry | None:
 def register_families(registry: Registry) -> None:
     registry.resolver("timm/", resolve_timm)
     registry.resolver("tv/", resolve_torchvision)
+    registry.add("inception-v3-fid", inception_classifier, pretrainable=True, min_size=1,
+                 help="the FID Inception-V3 (ImageNet) up to pool3, 2048 features; pretrained: true finds the FID "
+                      "weights as `diffbalance fid` does (299 px by default; ≥ 75 with input_size)")
 
 
 def _weights_file(pretrained: bool | str, name: str) -> Path | None:

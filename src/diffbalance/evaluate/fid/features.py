@@ -183,6 +183,27 @@ def _load_state_dict_net(path: Path) -> nn.Module:
     return net
 
 
+def pool3_network(weights: str | Path | None = None) -> nn.Module:
+    """The FID Inception-V3 up to pool3 built from blocks (`_Pool3Net`) that take any input of at least 75×75 in
+    [-1, 1] — a frozen ImageNet backbone (classify.backbones: inception-v3-fid). Weights are found as `load_inception`
+    finds them (the TorchScript mapped by evaluate.fid.mapping, or a .pth state dict); never downloaded here."""
+    path, explicit = resolve_inception_weights(weights)
+    if path is None:
+        raise DiffbalanceError("no Inception-V3 FID weights found for the inception-v3-fid backbone",
+                               f"set {WEIGHTS_ENV}=PATH to {KNOWN_TORCHSCRIPT} (or a .pth state dict), or pass "
+                               "pretrained: PATH")
+    checksum, torchscript = sha256_file(path), _is_torchscript(path)
+    if not torchscript:
+        return _load_state_dict_net(path)
+    _check_torchscript(path, checksum, torchscript, explicit)
+    from diffbalance.evaluate.fid.mapping import torchscript_state_dict
+
+    with forked_rng(0):  # default init (then overwritten) must not advance the caller's global RNG
+        net = _Pool3Net()
+    net.load_state_dict(torchscript_state_dict(path))
+    return net
+
+
 def resolve_inception_weights(path: str | Path | None = None) -> tuple[Path | None, bool]:
     """(weights file, given explicitly?). Order: `path`, $DIFFBALANCE_FID_WEIGHTS, ../shared/data/fid-inception,
     $DIFFBALANCE_SHARED/data/fid-inception; (None, False) means: use the online path."""
