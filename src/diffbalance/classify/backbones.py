@@ -44,6 +44,18 @@ class PretrainedClassifier(nn.Module):
         self.input_size = input_size  # the side images are resized to before the stem
         self.normalization = (tuple(mean), tuple(std))  # the backbone's, used instead of the training set's
         self.repeat_grey = repeat_grey  # torchvision stems take 3 channels: a grey image is repeated
+        self.frozen = False  # linear probe: the body learns nothing and keeps its batch-norm statistics
+
+    def freeze_backbone(self) -> None:
+        """Linear probe: only the head learns; the body stays in eval mode whatever `train()` says."""
+        self.body.requires_grad_(False)
+        self.frozen = True
+
+    def train(self, mode: bool = True) -> PretrainedClassifier:
+        super().train(mode)
+        if self.frozen:
+            self.body.eval()
+        return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (self.input_size, self.input_size):

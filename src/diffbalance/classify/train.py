@@ -365,8 +365,8 @@ def _local_run(
     # a pretrained backbone sees images normalised as in its pretraining; a model from scratch, by the set's stats
     mean, std = getattr(model, "normalization", None) or channel_mean_std(images)  # once, where the images are
     mean, std = list(mean), list(std)
-    if config.finetune == "linear-probe":
-        freeze_backbone(model)
+    if config.finetune == "linear-probe":  # only pretrained backbones (TrainConfig checks it) have a body to freeze
+        model.freeze_backbone()
     model = model.to(device)
     if fast_gpu_path(device) and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -408,23 +408,6 @@ def _local_run(
         world=Dist(),
         local=slice(0, batch_size),
     )
-
-
-def freeze_backbone(model: nn.Module) -> None:
-    """Linear probe: every parameter but the head's stops learning and batch norm keeps its statistics (the
-    backbone stays in eval mode whatever `model.train()` says)."""
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith("head."))
-    body = [m for name, m in model.named_children() if name != "head"]
-    original = model.train
-
-    def train(mode: bool = True) -> nn.Module:
-        original(mode)
-        for m in body:
-            m.eval()
-        return model
-
-    model.train = train  # type: ignore[method-assign]
 
 
 def parameter_groups(model: nn.Module, lr: float, backbone_lr_factor: float, split: bool = False) -> list[dict]:
