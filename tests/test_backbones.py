@@ -61,8 +61,8 @@ def test_a_timm_backbone_loads_local_weights_and_keeps_its_stem(resnet18_file):
 def test_a_linear_probe_trains_the_head_alone(resnet18_file):
     data = tiny_set()
     before = build_classifier("timm/resnet18", 2, 3, pretrained=str(resnet18_file), input_size=32)
-    clf = train_classifier(data, recipe(pretrained=str(resnet18_file), finetune="linear-probe"), device="cpu",
-                           seed=0, progress=False)
+    clf = train_classifier(data, recipe(pretrained=str(resnet18_file), finetune="linear-probe",
+                                        random_crop_padding=0), device="cpu", seed=0, progress=False)
     after = backbone_state(clf.model)
     assert all(torch.equal(after[k], v) for k, v in backbone_state(before).items())  # BN statistics too
     assert clf.mean == [0.485, 0.456, 0.406]  # the backbone's normalisation, not the set's
@@ -89,6 +89,7 @@ def test_torchvision_backbones_resolve_too():
     ({"model": "timm/not_a_model"}, "unknown classifier 'timm/not_a_model' at train.model"),
     ({"model": "small_cnn", "pretrained": True}, "small_cnn trains from scratch"),
     ({"pretrained": False, "finetune": "linear-probe"}, "finetune must be full when pretrained is false"),
+    ({"pretrained": True, "finetune": "linear-probe"}, "random_crop_padding 0, cutout 0 and batch_mix none"),
     ({"input_size": 8}, "input_size 8 is too small for timm/resnet18, which downsamples 32×"),
 ])
 def test_bad_backbone_options_are_one_line(options, match):
@@ -172,3 +173,41 @@ def test_the_fid_inception_backbone_gives_the_fid_features():
     with torch.inference_mode():
         ours = model.forward_features((images.float() / 255 - 0.5) / 0.5)
     torch.testing.assert_close(ours, expected, rtol=0, atol=2e-3)
+
+
+def test_a_linear_probe_runs_the_backbone_once_per_image(resnet18_file):
+    """Every later epoch, seed and prediction reads the kept features: the body sees each input (and its flip) once."""
+    from diffbalance.classify.feature_memo import MEMO
+
+    MEMO.clear()
+    data = tiny_set()
+    seen = []
+    config = recipe(pretrained=str(resnet18_file), finetune="linear-probe", random_crop_padding=0, epochs=3,
+                    horizontal_flip=False)
+    first = train_classifier(data, config, device="cpu", seed=0, progress=False)
+    hook = first.model.body.register_forward_hook(lambda m, inputs, out: seen.append(len(inputs[0])))
+    first.predict(data.images)
+    assert seen == [] and MEMO.misses == len(data)  # 3 epochs and a prediction: the backbone ran 16 times
+    other = train_classifier(data, config, device="cpu", seed=1, progress=False)
+    assert MEMO.misses == len(data) and not torch.equal(other.model.head.weight, first.model.head.weight)
+    hook.remove()
+    MEMO.clear()
+
+
+def test_the_feature_memo_keeps_what_its_budget_allows():
+    from diffbalance.classify.feature_memo import FeatureMemo
+
+    memo = FeatureMemo(budget_bytes=3 * 4 * 4)  # three 4-float features
+    calls = []
+
+    def compute(x):
+        calls.append(len(x))
+        return x.flatten(1)[:, :4] * 2
+
+    x = torch.arange(5 * 8, dtype=torch.float32).view(5, 8)
+    torch.testing.assert_close(memo.features("a", x, compute), x[:, :4] * 2)
+    assert calls == [5] and memo.bytes == 48  # the two least recent left
+    memo.features("a", x[3:], compute)
+    assert calls == [5] and memo.hits == 2  # the last three are kept
+    memo.features("b", x[3:], compute)
+    assert calls == [5, 2]  # another backbone: never the same entry

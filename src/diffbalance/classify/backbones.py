@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffbalance.classify.feature_memo import MEMO
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.registry import Entry, Registry
 
@@ -36,7 +37,7 @@ class PretrainedClassifier(nn.Module):
     """A pooled-feature backbone `body` (N, C, s, s) → (N, D) with a new linear head for `num_classes`."""
 
     def __init__(self, body: nn.Module, feature_dim: int, num_classes: int, input_size: int,
-                 mean: tuple[float, ...], std: tuple[float, ...], repeat_grey: bool = False):
+                 mean: tuple[float, ...], std: tuple[float, ...], repeat_grey: bool = False, identity: str = ""):
         super().__init__()
         self.body = body
         self.head = nn.Linear(feature_dim, num_classes)
@@ -45,6 +46,7 @@ class PretrainedClassifier(nn.Module):
         self.normalization = (tuple(mean), tuple(std))  # the backbone's, used instead of the training set's
         self.repeat_grey = repeat_grey  # torchvision stems take 3 channels: a grey image is repeated
         self.frozen = False  # linear probe: the body learns nothing and keeps its batch-norm statistics
+        self.identity = identity  # name, weights, input size, channels: a frozen body's features are kept under it
 
     def freeze_backbone(self) -> None:
         """Linear probe: only the head learns; the body stays in eval mode whatever `train()` says."""
@@ -58,6 +60,11 @@ class PretrainedClassifier(nn.Module):
         return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frozen and self.identity:  # a linear probe: each input's features once (classify.feature_memo)
+            return MEMO.features(self.identity, x, self._body_features)
+        return self._body_features(x)
+
+    def _body_features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
                               align_corners=False)
@@ -89,7 +96,8 @@ def timm_classifier(model: str, num_classes: int, in_channels: int, pretrained: 
         mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
     size = input_size or int(cfg.get("input_size", (3, 224, 224))[-1])
     _check_size(f"timm/{model}", size, _reduction(body))
-    return PretrainedClassifier(body, body.num_features, num_classes, size, mean, std)
+    return PretrainedClassifier(body, body.num_features, num_classes, size, mean, std,
+                                identity=_identity(f"timm/{model}", pretrained, size, in_channels))
 
 
 def torchvision_classifier(model: str, num_classes: int, in_channels: int, pretrained: bool | str = False,
@@ -110,7 +118,8 @@ def torchvision_classifier(model: str, num_classes: int, in_channels: int, pretr
     size = input_size or 224
     _check_size(f"tv/{model}", size, 32)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if in_channels == 3 else ((0.449,), (0.226,))
-    return PretrainedClassifier(body, feature_dim, num_classes, size, mean, std, repeat_grey=in_channels == 1)
+    return PretrainedClassifier(body, feature_dim, num_classes, size, mean, std, repeat_grey=in_channels == 1,
+                                identity=_identity(f"tv/{model}", pretrained, size, in_channels))
 
 
 def inception_classifier(num_classes: int, in_channels: int, pretrained: bool | str = False,
@@ -126,7 +135,8 @@ def inception_classifier(num_classes: int, in_channels: int, pretrained: bool | 
     else:
         body = pool3_network(None if pretrained is True else pretrained)
     return PretrainedClassifier(body, 2048, num_classes, size, (0.5,) * 3 if in_channels == 3 else (0.5,),
-                                (0.5,) * 3 if in_channels == 3 else (0.5,), repeat_grey=in_channels == 1)
+                                (0.5,) * 3 if in_channels == 3 else (0.5,), repeat_grey=in_channels == 1,
+                                identity=_identity("inception-v3-fid", pretrained, size, in_channels))
 
 
 def resolve_timm(name: str) -> Entry | None:
@@ -158,6 +168,19 @@ def register_families(registry: Registry) -> None:
     registry.add("inception-v3-fid", inception_classifier, pretrainable=True, min_size=1,
                  help="the FID Inception-V3 (ImageNet) up to pool3, 2048 features; pretrained: true finds the FID "
                       "weights as `diffbalance fid` does (299 px by default; ≥ 75 with input_size)")
+
+
+def _identity(name: str, pretrained: bool | str, size: int, channels: int) -> str:
+    """What makes a backbone's features what they are; "" (never kept) for random weights, which differ by seed."""
+    if pretrained is False:
+        return ""
+    weights = "default" if pretrained is True else _file_identity(Path(pretrained))
+    return f"{name}|{weights}|{size}|{channels}"
+
+
+def _file_identity(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.resolve()}@{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _weights_file(pretrained: bool | str, name: str) -> Path | None:

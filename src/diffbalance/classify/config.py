@@ -58,8 +58,8 @@ class TrainConfig(Config):
     # local safetensors file of the same model, false = random init; CIFAR-stem models train from scratch
     input_size: int | None = None  # backbones: the side images are resized to inside the model; None = its own
     finetune: Literal["full", "linear-probe", "head-then-full"] = "full"  # full: every layer learns | linear-probe:
-    # the head alone, the backbone frozen (batch norm included) | head-then-full: the head alone for head_epochs
-    # (the backbone's lr 0), then every layer
+    # the head alone on the frozen backbone's features, each image's computed once and kept (no crop, cutout or
+    # batch mixing) | head-then-full: the head alone for head_epochs (the backbone's lr 0), then every layer
     head_epochs: int = 1  # head-then-full: the epochs the head learns alone
     backbone_lr_factor: float = 1.0  # lr of every layer but the head = lr × this (fine-tuning: e.g. 0.1)
     epochs: int = 30  # passes over the training set
@@ -107,6 +107,10 @@ class TrainConfig(Config):
                      "timm/<model> or tv/<model> for a pretrained backbone)")
         self.require(self.finetune == "full" or self.pretrained is not False, "finetune",
                      "full when pretrained is false (a linear probe of random features learns nothing)")
+        if self.finetune == "linear-probe":  # each input's features are computed once (classify.feature_memo)
+            self.require(self.random_crop_padding == 0 and self.cutout == 0 and self.batch_mix == "none",
+                         "finetune", "full, or linear-probe with random_crop_padding 0, cutout 0 and batch_mix "
+                         "none (a probe computes each image's features once; a flip is kept as a second entry)")
         self.require(self.input_size is None or self.input_size >= 1, "input_size", "a positive side or null")
         self.require(0 <= self.backbone_lr_factor < math.inf, "backbone_lr_factor", "a finite factor ≥ 0")
         self.require(self.finetune != "head-then-full" or 1 <= self.head_epochs < self.epochs, "head_epochs",
