@@ -107,7 +107,7 @@ def test_the_old_target_option_is_read_as_sampling_strategy_with_a_note(tmp_path
         assert done.code in (0, None)
     captured = capsys.readouterr()
     said = " ".join((captured.out + captured.err).split())
-    assert "2 images written" in said and "(per class: [0, 0, 2])" in said  # 3 striped images filled up to 5
+    assert "2 images of 8×8 written" in said and "(per class: [0, 0, 2])" in said  # 3 striped images filled up to 5
     assert "note: --target is now called --sampling-strategy" in said
     with pytest.raises(SystemExit) as done:
         main([*argv, "--target", "auto", "--sampling-strategy", "auto"])

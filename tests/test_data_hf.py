@@ -105,7 +105,7 @@ def test_bad_columns_and_splits_are_one_line_errors(on_disk, options, match):
     assert "\n" not in str(err.value)
 
 
-def test_columns_are_found_by_their_features_when_unnamed(tmp_path):
+def test_columns_are_found_by_their_features_when_unnamed(tmp_path, capsys):
     """cifar10 on the Hub names its columns img / label, cifar100 img / fine_label + coarse_label: the one Image
     feature and the one ClassLabel feature are found; two of a kind must be named."""
     images, labels = rows()
@@ -124,6 +124,12 @@ def test_columns_are_found_by_their_features_when_unnamed(tmp_path):
     assert "2 ClassLabel columns (fine_label, coarse_label)" in str(err.value) and "--label-column" in str(err.value)
     train, _ = load_train_test(config(tmp_path / "two", label_column="coarse_label"))
     assert train.class_names == ("a", "b", "c")
+    spec = f"hf:{tmp_path / 'two'}:train"  # every command that reads hf: specs takes the column options
+    main(["fid", spec, spec, "--features", "random", "--label-column", "coarse_label"])
+    main(["rebalance", spec, "--method", "oversample", "--label-column", "fine_label", "--out", str(tmp_path / "f")])
+    with pytest.raises(SystemExit) as exit_code:
+        main(["fid", str(tmp_path / "f"), spec, "--features", "random", "--label-column", "fine_label"])
+    assert exit_code.value.code == 2 and "name columns of a Hugging Face dataset" in capsys.readouterr().err
 
     path = tmp_path / "plain.parquet"  # no ClassLabel feature: a column named label
     dataset(class_label=False).to_parquet(str(path))

@@ -36,7 +36,7 @@ def test_nothing_to_add_is_a_clean_no_op(tmp_path, capfd, method, per_class):
     assert run(["rebalance", str(folder), "--method", method, "--out", str(out), "--image-size", "8"]) == 0
     captured = capfd.readouterr()
     assert "nothing to add" in captured.err + captured.out
-    assert "0 images written" in captured.out
+    assert "0 images of 8×8 written" in captured.out
     assert not out.exists()  # nothing was there, nothing is written
 
 

@@ -44,6 +44,10 @@ def fid_command(
         "error", "--on-corrupt", help=f"{' | '.join(ON_CORRUPT)}: what an unreadable image in a folder does; error "
         "by default, as FID over silently dropped images would mislead (skip names them on stderr and counts them)"),
     json_out: Path = typer.Option(None, "--json", help="also write the result here (JSON)"),
+    image_column: Optional[str] = typer.Option(
+        None, help="hf: specs: the Image column (default: the dataset's one Image feature)"),
+    label_column: Optional[str] = typer.Option(
+        None, help="hf: specs: the label column (default: its one ClassLabel feature, or a column named label)"),
 ) -> None:
     """FID (the paper's equation 11) between two image sets; prints it with sample counts, resize, weights checksum."""
     from diffbalance.evaluate.fid import FidConfig
@@ -53,8 +57,9 @@ def fid_command(
         check_json_path(json_out)  # before minutes of feature extraction, not after
     cfg = FidConfig.from_dict({"features": features, "weights_path": str(weights) if weights else None,
                                "resize": resize, "batch_size": batch_size, "cache": not no_cache})
-    result = compare_image_sets(a, b, cfg, device, domain_classifier, on_corrupt=on_corrupt)
-    label = "domain-FID (not Inception FID)" if features == "domain" else f"FID ({features} features)"
+    columns = {k: v for k, v in (("image_column", image_column), ("label_column", label_column)) if v}
+    result = compare_image_sets(a, b, cfg, device, domain_classifier, on_corrupt=on_corrupt, columns=columns)
+    label = result["score"] if result["score"] != "FID" else f"FID ({features} features)"  # domain-FID says so
     say(f"{label}: {result['fid']:.4f}")
     for key in SHOWN:
         say(f"  {key}: {result[key]}")

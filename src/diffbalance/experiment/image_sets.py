@@ -24,10 +24,14 @@ from diffbalance.evaluate.fid.protocol import FidConfig, extractor_kind, fid
 from diffbalance.imbalance.specs import named_dataset
 from diffbalance.rebalance.store import load_fill
 
-def load_image_set(spec: str, on_corrupt: str = "error") -> ImageSet:
+def load_image_set(spec: str, on_corrupt: str = "error", columns: dict | None = None) -> ImageSet:
     """The ImageSet a spec names (see the module docstring); a one-line error for anything else.
-    on_corrupt ("error" or "skip") is what an unreadable file in an image folder does."""
+    on_corrupt ("error" or "skip") is what an unreadable file in an image folder does; `columns` (image_column,
+    label_column) name an hf: dataset's columns."""
     path = Path(spec).expanduser()
+    if columns and not (":" in spec and not path.exists()):
+        raise DiffbalanceError(f"{', '.join(columns)} name columns of a Hugging Face dataset; {spec} is not one",
+                               "drop --image-column / --label-column, or pass hf:PATH")
     if path.is_dir() and (path / "fill.json").is_file():
         return load_fill(path, json.loads((path / "fill.json").read_text())["class_names"])
     if path.is_dir():
@@ -39,7 +43,7 @@ def load_image_set(spec: str, on_corrupt: str = "error") -> ImageSet:
         run_dir, method = spec.rsplit("@", 1)
         return load_rebalanced(Path(run_dir), method)
     if ":" in spec and not path.exists():
-        return named_dataset(spec)
+        return named_dataset(spec, **(columns or {}))
     raise DiffbalanceError(
         f"{spec} is neither an image folder, RUN_DIR@METHOD nor NAME:SPLIT",
         "pass a folder with one subfolder per class, a fill folder, runs/x@cfg, or NAME:SPLIT with NAME one of "
@@ -48,7 +52,8 @@ def load_image_set(spec: str, on_corrupt: str = "error") -> ImageSet:
 
 
 def compare_image_sets(a_spec: str, b_spec: str, cfg: FidConfig = FidConfig(), device: DeviceLike = "auto",
-                       domain_classifier: Path | None = None, on_corrupt: str = "error") -> dict:
+                       domain_classifier: Path | None = None, on_corrupt: str = "error",
+                       columns: dict | None = None) -> dict:
     """FID (eq. 11) between the sets two specs name, with how it was measured and the config (`diffbalance fid`).
 
     Domain features (a kind that `needs_classifier`, e.g. "domain") come from a classifier saved by `diffbalance run`
@@ -65,8 +70,8 @@ def compare_image_sets(a_spec: str, b_spec: str, cfg: FidConfig = FidConfig(), d
 
         domain_model = TrainedClassifier.load(Path(domain_classifier), device)
     # rank 0 first under torchrun (it fills the data cache); every rank then embeds its share of each set
-    set_a, set_b = distributed.main_first(lambda: (load_image_set(a_spec, on_corrupt),
-                                                    load_image_set(b_spec, on_corrupt)))
+    set_a, set_b = distributed.main_first(lambda: (load_image_set(a_spec, on_corrupt, columns),
+                                                    load_image_set(b_spec, on_corrupt, columns)))
     skipped = {"skipped_a": set_a.meta.get("unreadable_count", 0), "skipped_b": set_b.meta.get("unreadable_count", 0)}
     return {"a": a_spec, "b": b_spec, **fid(set_a, set_b, cfg, device, domain_model=domain_model),
             "on_corrupt": on_corrupt, **skipped, "config": cfg.to_dict()}
