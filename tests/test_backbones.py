@@ -211,3 +211,32 @@ def test_the_feature_memo_keeps_what_its_budget_allows():
     assert calls == [5] and memo.hits == 2  # the last three are kept
     memo.features("b", x[3:], compute)
     assert calls == [5, 2]  # another backbone: never the same entry
+
+
+def test_a_run_probes_the_fid_inception(tmp_path):
+    """A study's classifier can be the frozen FID Inception (issue 27's CPU study): a run with two methods and two
+    seeds on a tiny folder, the features of every image computed once for the whole run."""
+    import yaml
+
+    from diffbalance.classify.feature_memo import MEMO
+    from diffbalance.cli.main import main
+    from diffbalance.evaluate.fid.features import resolve_inception_weights
+
+    if resolve_inception_weights()[0] is None:
+        pytest.skip("no FID Inception weights (../shared/data/fid-inception or $DIFFBALANCE_FID_WEIGHTS)")
+    from test_image_sizes import write_folder
+
+    data = write_folder(tmp_path / "d", {"a": 8, "b": 4}, size=(16, 16))
+    config = {"name": "probe", "data": {"name": "folder", "root": str(data), "test_fraction": 0.25, "cache": False},
+              "methods": ["oversample", {"name": "bs", "rebalancer": "none", "train": {"loss": "balanced_softmax"}}],
+              "classifiers": ["inception-v3-fid"], "seeds": [0, 1],
+              "train": {"pretrained": True, "input_size": 75, "finetune": "linear-probe", "random_crop_padding": 0,
+                        "horizontal_flip": False, "epochs": 2, "batch_size": 4, "lr": 0.05, "warmup_epochs": 0}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    MEMO.clear()
+    main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--quiet", "--device", "cpu"])
+    runs = json.loads((tmp_path / "run" / "results.json").read_text())["runs"]
+    assert {(r["method"], r["classifier"]) for r in runs} == {("oversample", "inception-v3-fid"),
+                                                             ("bs", "inception-v3-fid")}
+    assert MEMO.misses <= 12 and MEMO.hits > MEMO.misses  # 12 images in all: each through the network once
+    MEMO.clear()

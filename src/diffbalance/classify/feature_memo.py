@@ -32,7 +32,8 @@ class FeatureMemo:
         call); on x's device and in compute's dtype."""
         host = x.detach().contiguous().cpu()
         keys = [f"{identity}:{hashlib.blake2b(row.numpy().tobytes(), digest_size=16).hexdigest()}" for row in host]
-        missing = [i for i, k in enumerate(keys) if k not in self._store]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}  # a copy in the same batch is computed once
+        missing = sorted(i for k, i in first.items() if k not in self._store)  # kept in the batch's order
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         fresh = {}

@@ -180,17 +180,19 @@ class ExperimentConfig(Config):
         d = renamed(_mapping(d, path or "the config"), ("target",), path, fix="rename it in the config")
         resolved_here = ("methods", "train", "reference_train")
         raw = parse_fields(cls, {k: v for k, v in d.items() if k not in resolved_here}, path)
-        base = _mapping(d.get("train", {}), join(path, "train"))
+        classifiers = raw.get("classifiers", cls.classifiers)
+        for i, name in enumerate(classifiers):  # before the recipes borrow the first one
+            check_model(name, join(path, f"classifiers[{i}]"))
+        # the recipe's model is the first classifier unless it names one (each run sets its own classifier): a
+        # recipe for a pretrained backbone (pretrained, input_size, finetune) is checked against that backbone
+        base = {"model": classifiers[0] if classifiers else "small_cnn",
+                **_mapping(d.get("train", {}), join(path, "train"))}
         raw["train"] = TrainConfig.from_dict(base, join(path, "train"))
         methods = d.get("methods", ())
         if not isinstance(methods, (list, tuple)):
             raise DiffbalanceError(f"{join(path, 'methods')} must be a list", "write methods: [{name: none}, …]")
         raw["methods"] = tuple(_method(m, base, join(path, f"methods[{i}]")) for i, m in enumerate(methods))
-        classifiers = raw.get("classifiers", cls.classifiers)
-        for i, name in enumerate(classifiers):  # before the reference recipe borrows the first one
-            check_model(name, join(path, f"classifiers[{i}]"))
-        reference = {"model": classifiers[0] if classifiers else "small_cnn", **base,
-                     **_mapping(d.get("reference_train", {}), join(path, "reference_train"))}
+        reference = {**base, **_mapping(d.get("reference_train", {}), join(path, "reference_train"))}
         raw["reference_train"] = TrainConfig.from_dict(reference, join(path, "reference_train"))
         config = build(cls, raw, path)
         for i, m in enumerate(config.methods):  # every method's parameters, checked now rather than after hours
