@@ -147,3 +147,10 @@ def test_installed_packages_add_plug_ins_through_an_entry_point_group(tmp_path, 
     reg = Registry("dataset", plugins="diffbalance.test-plugins")
     assert reg.available() == ["their-data"] and "thirdparty" not in sys.modules
     assert reg.get("their-data")(None) == "loaded"
+
+
+def test_rebalancer_entries_say_which_generate():
+    from diffbalance.rebalance.registry import generative_rebalancers, rebalancer_class
+
+    assert generative_rebalancers() == ["cfg", "ldm", "ldm-img2img"]
+    assert all(REBALANCERS.entry(n)["generative"] == rebalancer_class(n).generative for n in REBALANCERS.available())

@@ -252,10 +252,11 @@ def register(cls: type[Rebalancer] | None = None, /, *, tiny: Mapping[str, Any] 
       tiny         parameters that make it CPU-fast on 8×8 images (the contract test runs every rebalancer with
                    them); a value "fixture:NAME" is the test fixture NAME (a tiny model the suite builds)
       bad          one bad parameter of its own (the contract test expects a one-line error naming it)
-      sweep_knobs  the knobs experiment.sweep may choose for it (guidance_w, sampler, init, strength, …)"""
+      sweep_knobs  the knobs experiment.sweep may choose for it (guidance_w, sampler, init, strength, …)
+    and, from the class, `generative` (it synthesises images with a learned model)."""
 
     def add(c: type[Rebalancer]) -> type[Rebalancer]:
         return REBALANCERS.register(tiny=dict(tiny or {}), bad=dict(bad or {"batch_size": 0}),
-                                    sweep_knobs=tuple(sweep_knobs))(c)
+                                    sweep_knobs=tuple(sweep_knobs), generative=bool(c.generative))(c)
 
     return add if cls is None else add(cls)

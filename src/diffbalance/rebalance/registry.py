@@ -16,7 +16,7 @@ def available_rebalancers() -> list[str]:
 
 
 def generative_rebalancers() -> list[str]:
-    return [name for name in available_rebalancers() if rebalancer_class(name).generative]
+    return REBALANCERS.select(generative=True)
 
 
 def sweepable_rebalancers() -> list[str]:
