@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffbalance.classify.feature_memo import MEMO
+from diffbalance.generate.loading import error_text
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.registry import Entry, Registry
 
@@ -113,7 +114,9 @@ def torchvision_classifier(model: str, num_classes: int, in_channels: int, pretr
                                "download them once online, or pass pretrained: PATH (a local safetensors "
                                "file)") from None
     if weights:
-        _load_safetensors(body, weights, f"tv/{model}")
+        from safetensors.torch import load_file
+
+        _load_strict(body, load_file(str(weights)), weights, f"tv/{model}")
     feature_dim = _drop_classifier(body, f"tv/{model}")
     size = input_size or 224
     _check_size(f"tv/{model}", size, 32)
@@ -210,21 +213,16 @@ def _load_timm_file(body: nn.Module, path: Path, model: str, in_channels: int) -
     first = f"{cfg.get('first_conv')}.weight"
     if in_channels != 3 and first in state:
         state[first] = adapt_input_conv(in_channels, state[first])
+    _load_strict(body, state, path, f"timm/{model}")
+
+
+def _load_strict(model: nn.Module, state: dict, path: Path, name: str) -> None:
+    """`state` (read from `path`) into `model`, every key matching: another architecture is one line."""
     try:
-        body.load_state_dict(state)
+        model.load_state_dict(state)
     except RuntimeError as err:
-        raise DiffbalanceError(f"weights in {path} are not those of timm/{model} ({_first_line(err)})",
-                               f"pass a safetensors file saved from timm/{model}, or pretrained: true") from None
-
-
-def _load_safetensors(model: nn.Module, path: Path, name: str) -> None:
-    from safetensors.torch import load_file
-
-    try:
-        model.load_state_dict(load_file(str(path)))
-    except RuntimeError as err:
-        raise DiffbalanceError(f"weights in {path} are not those of {name} ({_first_line(err)})",
-                               f"pass a safetensors file saved from {name}") from None
+        raise DiffbalanceError(f"weights in {path} are not those of {name} ({error_text(err)})",
+                               f"pass a safetensors file saved from {name}, or pretrained: true") from None
 
 
 def _drop_classifier(model: nn.Module, name: str) -> int:
@@ -264,8 +262,3 @@ def _hub_cache() -> str:
     except ImportError:
         return "~/.cache/huggingface/hub"
     return str(constants.HF_HUB_CACHE)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:160]

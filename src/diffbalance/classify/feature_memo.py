@@ -42,7 +42,7 @@ class FeatureMemo:
                 computed = compute(x[missing])
             for i, f in zip(missing, computed):
                 fresh[keys[i]] = f.detach().cpu().clone()
-        rows = [fresh.get(k) if k in fresh else self._store[k] for k in keys]
+        rows = [fresh[k] if k in fresh else self._store[k] for k in keys]
         for k in keys:
             if k in self._store:
                 self._store.move_to_end(k)

@@ -34,8 +34,9 @@ from diffbalance.imbalance.subset import ImbalanceConfig
 from diffbalance.imbalance.targets import STRATEGIES
 from diffbalance.imbalance.validation import ValidationConfig
 from diffbalance.presets import PRESETS
-from diffbalance.rebalance.base import REBALANCERS, SET_ONCE
-from diffbalance.rebalance.registry import build_rebalancer, generative_rebalancers, sweepable_rebalancers
+from diffbalance.rebalance.base import SET_ONCE
+from diffbalance.rebalance.registry import (build_rebalancer, generative_rebalancers, sweep_knobs,
+                                            sweepable_rebalancers)
 
 # set once for the whole experiment (top-level keys), never per method
 CEILING = "balanced-ceiling"  # the row trained on the original balanced set (`ceiling: true`)
@@ -145,7 +146,7 @@ class ExperimentConfig(Config):
                      "reference_images_per_class", "a positive count or null")
 
     def _check_sweeps(self) -> None:
-        knobs = {m.name: REBALANCERS.entry(m.rebalancer).get("sweep_knobs", ()) for m in self.methods}
+        knobs = {m.name: sweep_knobs(m.rebalancer) for m in self.methods}
         sweepable = [name for name, declared in knobs.items() if declared]
         if self.validation is None:
             raise DiffbalanceError("sweep chooses on validation folds, but there is no validation section",

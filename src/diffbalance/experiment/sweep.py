@@ -63,8 +63,7 @@ from diffbalance.evaluate.metrics import classification_metrics
 from diffbalance.generate.cfg.config import Init, Sampler
 from diffbalance.generate.guidance import ho_weight
 from diffbalance.infra.progress import console
-from diffbalance.rebalance.base import REBALANCERS
-from diffbalance.rebalance.registry import build_rebalancer
+from diffbalance.rebalance.registry import build_rebalancer, sweep_knobs
 from diffbalance.rebalance.store import copy_fill
 from diffbalance.experiment.training_set import training_inputs
 
@@ -344,11 +343,6 @@ def sweep_fill_folder(out_dir: Path, name: str, fold) -> Path:
     /<fold name> folder per fold under cross-validation."""
     folder = Path(out_dir) / "sweep" / name
     return folder / fold.name if fold.count > 1 else folder
-
-
-def sweep_knobs(rebalancer: str) -> tuple[str, ...]:
-    """The knobs a sweep may choose for `rebalancer` (its registry entry's `sweep_knobs`; () when it has none)."""
-    return REBALANCERS.entry(rebalancer).get("sweep_knobs", ())
 
 
 def zero_method(method):

@@ -19,9 +19,14 @@ def generative_rebalancers() -> list[str]:
     return REBALANCERS.select(generative=True)
 
 
+def sweep_knobs(name: str) -> tuple[str, ...]:
+    """The knobs experiment.sweep may choose for rebalancer `name` (its entry's `sweep_knobs`; () when none)."""
+    return tuple(REBALANCERS.entry(name).get("sweep_knobs", ()))
+
+
 def sweepable_rebalancers() -> list[str]:
     """Rebalancers whose knobs experiment.sweep can choose (they declare `sweep_knobs`)."""
-    return [name for name in available_rebalancers() if REBALANCERS.entry(name).get("sweep_knobs", ())]
+    return [name for name in available_rebalancers() if sweep_knobs(name)]
 
 
 def rebalancer_class(name: str) -> type[Rebalancer]:
