@@ -240,3 +240,39 @@ def test_a_run_probes_the_fid_inception(tmp_path):
                                                              ("bs", "inception-v3-fid")}
     assert MEMO.misses <= 12 and MEMO.hits > MEMO.misses  # 12 images in all: each through the network once
     MEMO.clear()
+
+
+def test_a_run_compares_a_cnn_and_a_probe_each_with_its_own_recipe(tmp_path, resnet18_file):
+    """`classifiers:` takes {name, model, train}: one run trains the CIFAR-stem CNN from scratch and a frozen timm
+    backbone as a linear probe on the same fills, each with its recipe; a backbone's '/' stays out of folder names."""
+    import yaml
+
+    from diffbalance.classify.feature_memo import MEMO
+    from diffbalance.cli.main import main
+    from diffbalance.experiment.config import load_config
+    from test_image_sizes import write_folder
+
+    data = write_folder(tmp_path / "d", {"a": 8, "b": 4}, size=(16, 16))
+    probe = {"name": "probe", "model": "timm/resnet18",
+             "train": {"pretrained": str(resnet18_file), "input_size": 32, "finetune": "linear-probe",
+                       "random_crop_padding": 0, "horizontal_flip": False}}
+    config = {"name": "two", "data": {"name": "folder", "root": str(data), "test_fraction": 0.25, "cache": False},
+              "methods": ["oversample"], "classifiers": ["small_cnn", probe, "timm/resnet18"], "seeds": [0],
+              "train": {"epochs": 1, "batch_size": 4, "lr": 0.05, "warmup_epochs": 0}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    MEMO.clear()
+    main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--quiet", "--device", "cpu"])
+    runs = json.loads((tmp_path / "run" / "results.json").read_text())["runs"]
+    assert [r["classifier"] for r in runs] == ["small_cnn", "probe", "timm/resnet18"]
+    assert MEMO.misses > 0  # the probe's features were kept: its recipe (linear-probe) was the one it trained with
+    assert {p.name for p in (tmp_path / "run" / "checkpoints").iterdir()} >= {
+        "oversample--small_cnn--seed0", "oversample--probe--seed0", "oversample--timm+resnet18--seed0"}
+    saved = load_config(tmp_path / "run" / "config.resolved.json")
+    assert saved.run_recipe(saved.methods[0].train, "probe").finetune == "linear-probe"
+    assert saved.run_recipe(saved.methods[0].train, "small_cnn").finetune == "full"
+    MEMO.clear()
+    clash = {**config, "classifiers": ["small_cnn", {"model": "small_cnn", "train": {"epochs": 2}}]}
+    (tmp_path / "clash.yaml").write_text(yaml.safe_dump(clash))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(tmp_path / "clash.yaml"), "--out", str(tmp_path / "run2"), "--quiet", "--device", "cpu"])
+    assert exit_info.value.code == 2 and not (tmp_path / "run2").exists()

@@ -40,9 +40,9 @@ def run(
     for (name, cfg), results in zip(experiments, run_study(experiments, out, progress=not quiet)):
         methods = cfg.row_names()
         say(f"\n{cfg.name}\nTest accuracy (%), mean ± std over seeds:\n")
-        say(metric_table(results["runs"], methods, list(cfg.classifiers), "accuracy"))
+        say(metric_table(results["runs"], methods, cfg.classifier_names(), "accuracy"))
         say("\nMacro-F1 (%):\n")
-        say(metric_table(results["runs"], methods, list(cfg.classifiers), "macro_f1"))
+        say(metric_table(results["runs"], methods, cfg.classifier_names(), "macro_f1"))
         for verdict in (results.get("verdict") or {}).values():
             if verdict:
                 say("\n" + verdict_text(verdict, results.get("ledger")).replace("**", ""))

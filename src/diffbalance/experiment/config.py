@@ -44,6 +44,22 @@ RESULT_FREE = ("log_dir", "expected_time", "replicate")  # keys that change no r
 
 
 @dataclass(frozen=True)
+class ClassifierConfig(Config):
+    """A classifier of the comparison with a recipe of its own, e.g. a frozen pretrained backbone beside a CNN
+    trained from scratch on the same fills: `{name: inception-probe, model: inception-v3-fid, train: {pretrained:
+    true, finetune: linear-probe, input_size: 75}}`. Its `train` goes on top of each method's recipe in its runs."""
+    model: ModelName  # a registered classifier, timm/<model> or tv/<model>
+    name: str = ""  # the label in tables, results and run folders; "" = the model's name
+    train: dict[str, Any] = field(default_factory=dict)  # recipe overrides for this classifier's runs
+
+    def validate(self) -> None:
+        check_model(self.model, current_path("model"))
+        if not self.name:
+            object.__setattr__(self, "name", self.model)
+        TrainConfig.from_dict({**self.train, "model": self.model}, path=current_path("train"))
+
+
+@dataclass(frozen=True)
 class MethodConfig(Config):
     name: str  # label in tables and folder names, e.g. "cfg-w7.5"
     rebalancer: str = ""  # a registered rebalancer (none, oversample, mixup, cutmix, cfg, ldm, ldm-img2img); "" = name
@@ -77,8 +93,10 @@ class ExperimentConfig(Config):
     # not majority | not minority | minority | all | a ratio in (0, 1] | {class: n}
     sampling_strategy: str | float | dict[int | str, int] = "auto"
     methods: tuple[MethodConfig, ...] = ()  # the rebalancing methods compared
-    classifiers: tuple[ModelName, ...] = field(default=("small_cnn",), metadata={"what": "classifier"})  # small_cnn,
-    # resnet18, resnet50
+    # the classifiers every method is trained with: a registered name (small_cnn, resnet18, timm/resnet50, …) or
+    # {name, model, train} with a recipe of its own (ClassifierConfig); choices (sweep, row selection) use the first
+    classifiers: tuple[ModelName | ClassifierConfig, ...] = field(default=("small_cnn",),
+                                                                 metadata={"what": "classifier"})
     train: TrainConfig = field(default_factory=TrainConfig)  # the classifier recipe shared by all runs
     seeds: tuple[int, ...] = (0,)  # classifier seeds; every method × classifier is trained once per seed
     fill_seed: int = 0  # base seed of the fill images (the first classifier seed's fill, and the sweep's)
@@ -109,6 +127,27 @@ class ExperimentConfig(Config):
     expected_time: ExpectedTime | None = None  # the wall time this config took on a CPU and that machine's speed:
     # `diffbalance run` prints the time it expects on this machine (experiment.speed); changes no result
 
+    def classifier_names(self) -> list[str]:
+        """The classifiers' labels, as tables, results and run folders name them."""
+        return [c if isinstance(c, str) else c.name for c in self.classifiers]
+
+    def run_recipe(self, train: TrainConfig, classifier: str) -> TrainConfig:
+        """A method's recipe `train` for the runs of the classifier labelled `classifier` (its model and overrides)."""
+        spec = self.classifiers[self.classifier_names().index(classifier)]
+        if isinstance(spec, str):
+            return train.replace(model=spec)
+        return TrainConfig.from_dict({**train.to_dict(), **spec.train, "model": spec.model},
+                                     path=f"classifiers[{spec.name}].train")
+
+    def classifier_model(self, i: int) -> str:
+        spec = self.classifiers[i]
+        return spec if isinstance(spec, str) else spec.model
+
+    def choice_recipe(self, train: TrainConfig, classifier: str | None = None) -> TrainConfig:
+        """The recipe choices are made with (sweeps, row selection): the first classifier's, unless a sweep names
+        a `classifier` model of its own (then the method's recipe as it is)."""
+        return train if classifier else self.run_recipe(train, self.classifier_names()[0])
+
     def row_names(self) -> list[str]:
         """The rows of every table: the methods, then the ceiling row when there is one."""
         return [m.name for m in self.methods] + ([CEILING] if self.ceiling else [])
@@ -119,8 +158,16 @@ class ExperimentConfig(Config):
         if len(set(names)) != len(names):
             raise DiffbalanceError(f"method names repeat: {names}", "give every method a distinct name")
         self.require(len(self.classifiers) > 0, "classifiers", "a list of at least one classifier")
-        for i, name in enumerate(self.classifiers):
-            check_model(name, current_path(f"classifiers[{i}]"))
+        for i, spec in enumerate(self.classifiers):
+            if isinstance(spec, str):
+                check_model(spec, current_path(f"classifiers[{i}]"))
+        labels = self.classifier_names()
+        if len(set(labels)) != len(labels):
+            raise DiffbalanceError(f"classifier names repeat: {labels}",
+                                   "give the same model with two recipes distinct names ({name: …, model: …})")
+        for i, spec in enumerate(self.classifiers):  # every run's recipe, checked now rather than after hours
+            for m in self.methods:
+                self.run_recipe(m.train, labels[i])
         if isinstance(self.sampling_strategy, str):
             self.require(self.sampling_strategy in STRATEGIES, "sampling_strategy",
                          f"one of {', '.join(STRATEGIES)}, a ratio or a mapping")
@@ -165,7 +212,7 @@ class ExperimentConfig(Config):
                 if name not in sweepable or not sweep.swept_knobs() <= set(knobs[name]):
                     raise DiffbalanceError(f"sweep[{i}].also names {name!r}, which cannot take the knobs this sweep "
                                            "chooses", "list only methods of the same rebalancer as the swept one")
-            sweep.recipe(method.train, self.classifiers[0], path=f"sweep[{i}].train")  # checked now, not after hours
+            sweep.recipe(self.choice_recipe(method.train, sweep.classifier), self.classifier_model(0), path=f"sweep[{i}].train")  # checked now, not after hours
             tuned += [sweep.method, *sweep.also]
         twice = sorted({n for n in tuned if tuned.count(n) > 1})
         if twice:
@@ -182,11 +229,13 @@ class ExperimentConfig(Config):
         resolved_here = ("methods", "train", "reference_train")
         raw = parse_fields(cls, {k: v for k, v in d.items() if k not in resolved_here}, path)
         classifiers = raw.get("classifiers", cls.classifiers)
-        for i, name in enumerate(classifiers):  # before the recipes borrow the first one
-            check_model(name, join(path, f"classifiers[{i}]"))
-        # the recipe's model is the first classifier unless it names one (each run sets its own classifier): a
+        for i, spec in enumerate(classifiers):  # before the recipes borrow the first one
+            if isinstance(spec, str):
+                check_model(spec, join(path, f"classifiers[{i}]"))
+        # the recipe's model is the first classifier's unless it names one (each run sets its own classifier): a
         # recipe for a pretrained backbone (pretrained, input_size, finetune) is checked against that backbone
-        base = {"model": classifiers[0] if classifiers else "small_cnn",
+        first = classifiers[0] if classifiers else "small_cnn"
+        base = {"model": first if isinstance(first, str) else first.model,
                 **_mapping(d.get("train", {}), join(path, "train"))}
         raw["train"] = TrainConfig.from_dict(base, join(path, "train"))
         methods = d.get("methods", ())

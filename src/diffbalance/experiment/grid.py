@@ -27,7 +27,7 @@ from diffbalance.infra.device import describe
 from diffbalance.evaluate.metrics import classification_metrics
 from diffbalance.experiment.config import CEILING, RESULT_FREE, ExperimentConfig, MethodConfig
 from diffbalance.experiment.training_set import training_inputs
-from diffbalance.experiment.stage import Stage, fill_draw_seed, fill_folder
+from diffbalance.experiment.stage import Stage, fill_draw_seed, fill_folder, run_name
 from diffbalance.infra.progress import console
 from diffbalance.infra.tensorboard import Scalars
 from diffbalance.rebalance.registry import rebalancer_class
@@ -52,7 +52,7 @@ def train_runs(st: Stage, methods: list[MethodConfig], fills: dict[str, ImageSet
     `draws`: {(method, seed): fill} where a seed trains on its own fill draw (experiment.fills.fill_draws)."""
     config = st.config
     rows = [*methods, *([ceiling_method(config)] if config.ceiling else [])]
-    grid = [(m, clf, seed) for m in rows for clf in config.classifiers for seed in config.seeds]
+    grid = [(m, clf, seed) for m in rows for clf in config.classifier_names() for seed in config.seeds]
     todo = [(m, clf, seed) for m, clf, seed in grid if find_run(results, m.name, clf, seed) is None]
     # the ceiling's training set is found once, for all its runs
     ceiling = ceiling_train_set(st) if any(m.name == CEILING for m, _, _ in todo) else None
@@ -96,7 +96,7 @@ def _save_runs(st: Stage, results: dict) -> None:
 
 
 def _part_path(st: Stage, run: dict) -> Path:
-    return st.out_dir / RUN_PARTS / f"{run['method']}--{run['classifier']}--seed{run['seed']}.json"
+    return st.out_dir / RUN_PARTS / f"{run_name(run['method'], run['classifier'], run['seed'])}.json"
 
 
 def _config_key(config: ExperimentConfig) -> str:
@@ -142,12 +142,12 @@ def train_and_evaluate(st: Stage, m: MethodConfig, classifier: str, seed: int, f
     images given whole with `fills` None: the ceiling row), and evaluate it. `ddp`: as `train_classifier` (None:
     DDP over the ranks under torchrun; False: this rank alone). `scalars`: a TensorBoard log for its curve.
     `fill_dir`, `fill_random_state`: the fill's folder (its manifest) and base seed (a swap run's copies)."""
-    cfg = m.train.replace(model=classifier)
+    cfg = st.config.run_recipe(m.train, classifier)
     inputs = {}
     if train is None:  # the real images + the fill, as the recipe asks (experiment.training_set)
         train, inputs = training_inputs(st.imbalanced, fills, cfg, fill_dir, st.config.sampling_strategy,
                                         fill_random_state)
-    run_id = f"{m.name}--{classifier}--seed{seed}"
+    run_id = run_name(m.name, classifier, seed)
     console.print(f"[bold]train[/] {run_id} on {len(train)} images" + (" (a spread grid)" if ddp is False else ""))
     prefix = run_prefix({"method": m.name, "classifier": classifier, "seed": seed})
     clf = train_classifier(

@@ -178,14 +178,14 @@ def _stages(st: Stage, clock: StageClock, results: dict, scalars: Scalars | None
     if st.selects:
         with clock("selection"):
             results["selection"] = {clf: row_scores(st, sweeper, methods, results.get("sweep"), results["runs"], clf)
-                                    for clf in config.classifiers}
+                                    for clf in config.classifier_names()}
         results["verdict"] = {clf: _verdict(config, results["runs"], results["selection"][clf], clf)
-                              for clf in config.classifiers}
+                              for clf in config.classifier_names()}
         results["ledger"] = distributed.on_main(lambda: _ledger(st))
     if config.compare_with:
         rows = config.row_names()
         results["comparisons"] = {clf: comparisons(results["runs"], clf, list(config.compare_with), rows)
-                                  for clf in config.classifiers}
+                                  for clf in config.classifier_names()}
     if config.replicate is not None and any((results.get("verdict") or {}).values()):
         with clock("replication"):  # the chosen recipes frozen, re-run on fresh draws (experiment.replicate)
             results["replication"] = replicate(st.out_dir, config.replicate, st.progress, config, results)

@@ -40,7 +40,7 @@ def row_scores(st: Stage, sweeper: Sweeper | None, methods: list[MethodConfig], 
             v = config.validation
             quick = SweepConfig(method=m.name, seeds=v.seeds, train=dict(v.train),
                                 max_images_per_class=v.max_images_per_class if generative else None)
-            recipe = TrainConfig.from_dict({**m.train.to_dict(), **v.train, "model": config.classifiers[0]},
+            recipe = TrainConfig.from_dict({**config.choice_recipe(m.train).to_dict(), **v.train},
                                            path="validation.train")
             point = sweeper.measure(m, {}, "row", recipe, quick)
             out[m.name] = {**_summary(point), "generative": generative, "fell_back": False,

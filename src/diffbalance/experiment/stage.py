@@ -85,9 +85,9 @@ def check_run_folder(out_dir: Path, config: ExperimentConfig) -> Path:
                                "give `diffbalance run` a new or an earlier run's --out folder")
     for m in config.methods:
         inside(out_dir / "fills", m.name, "method")
-        for clf in config.classifiers:
+        for clf in config.classifier_names():
             for seed in config.seeds:
-                inside(out_dir / "checkpoints", f"{m.name}--{clf}--seed{seed}", "run")
+                inside(out_dir / "checkpoints", run_name(m.name, clf, seed), "run")
     for sub in ("fills", "fill-draws", "checkpoints", "sweep", "generators", "judges", "runs", "figures", "replication"):
         inside(out_dir, sub, "run folder")
     return out_dir
@@ -99,6 +99,11 @@ def fill_folder(out_dir: Path, method: str, seed: int | None = None) -> Path:
     if seed is None:
         return Path(out_dir) / "fills" / method
     return Path(out_dir) / "fill-draws" / method / f"seed{seed}"
+
+
+def run_name(method: str, classifier: str, seed: int) -> str:
+    """A run's folder and file name: <method>--<classifier>--seed<k>, a backbone's '/' as '+' (timm+resnet50)."""
+    return f"{method}--{classifier.replace('/', '+')}--seed{seed}"
 
 
 def fill_draw_seed(fill_seed: int, classifier_seed: int) -> int:

@@ -230,7 +230,8 @@ class Sweeper:
         if not self.st.folds:
             raise DiffbalanceError("the sweep chooses on validation folds, but the config has no validation section",
                                    "add validation: {folds: 5} (or per_class: N)")
-        recipe = cfg.recipe(method.train, self.st.config.classifiers[0])
+        config = self.st.config
+        recipe = cfg.recipe(config.choice_recipe(method.train, cfg.classifier), config.classifier_model(0))
         declared = sweep_knobs(method.rebalancer)
         own = build_rebalancer(method.rebalancer, {k: v for k, v in method.params.items()
                                                    if k in (*declared, "guidance_convention")}).get_params()

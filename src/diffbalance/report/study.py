@@ -26,7 +26,7 @@ FEW_SHOT = 1 / 3  # a class is few-shot when it has at most this share of the la
 def write_study_summary(out_dir: Path, profiles: list[tuple[str, dict, dict]]) -> Path:
     """Write `out_dir/summary.md` for [(profile name, results, resolved config as a dict)]."""
     first_config = profiles[0][2]
-    classifiers = list(first_config["classifiers"])
+    classifiers = tables.classifier_labels(first_config)
     parts = [f"# diffbalance study — {first_config['name'].split(' — ')[0]}",
              "One experiment per profile (each has its own `report.md` and `results.json` in its folder); every "
              "choice is made on the training data (validation folds or a held-out split), every difference is paired "

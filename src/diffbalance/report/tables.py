@@ -7,6 +7,11 @@ import statistics
 from collections import defaultdict
 
 
+def classifier_labels(config: dict) -> list[str]:
+    """The classifiers' labels of a saved config: a name, or a {name, model, train} entry's name."""
+    return [c if isinstance(c, str) else c.get("name") or c["model"] for c in config["classifiers"]]
+
+
 def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     if not values:
         return "–"

@@ -38,7 +38,7 @@ def write_report(out_dir: Path, results: dict, imbalanced: ImageSet, generated: 
     runs = results["runs"]
     methods = [m["name"] for m in config["methods"]]
     methods += sorted({r["method"] for r in runs} - set(methods))  # rows beyond the methods: the ceiling
-    classifiers = list(config["classifiers"])
+    classifiers = tables.classifier_labels(config)
     names = ds["class_names"]
     parts = [f"# diffbalance report — {config['name']}", _provenance(results, config)]
 
@@ -352,14 +352,25 @@ def _choices_section(config: dict, train_defaults: Mapping[str, Any] | None) -> 
              "(first n in original order is the CIFAR-10-LT convention).",
              "- Mixup/CutMix fill: each fill image mixes two real images *of the class being filled* (torchvision v2 "
              "MixUp/CutMix, per-image seed), so its label is that class exactly.",
-             "- Fill images are made once per method (fill seed) and shared by all classifier seeds.",
+             _draws_line(config),
              "- Classifier recipe: " + (", ".join(f"{k}={v}" for k, v in recipe.items()) or "the defaults")]
+    for c in config["classifiers"]:
+        if not isinstance(c, str):
+            lines.append(f"- Classifier `{c['name']}`: model `{c['model']}`, recipe overrides {c.get('train') or {}}")
     for m in config["methods"]:
         overrides = changed(m.get("train") or {}, config["train"])
         if m.get("params") or overrides:
             lines.append(f"- `{m['name']}`: rebalancer `{m['rebalancer']}` with {m.get('params') or {}}; "
                          f"recipe overrides {overrides}")
     return "\n".join(lines)
+
+
+def _draws_line(config: dict) -> str:
+    if config.get("fill_draws", "shared") == "shared" or len(config.get("seeds", ())) < 2:
+        return "- Fill images are made once per method (fill seed) and shared by all classifier seeds."
+    generators = " from a generator of its own" if config.get("generator_seeds") else ""
+    return (f"- Every classifier seed after the first trains on its own fill draw{generators} (per-image seeds "
+            "derived from it); the first uses the fill seed's.")
 
 
 def changed(recipe: Mapping[str, Any], base: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
