@@ -31,8 +31,10 @@ from diffbalance.infra.seeding import forked_rng
 
 
 def channel_mean_std(images: torch.Tensor, chunk_size: int = 8192) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images (N, C, H, W) in [0, 1] units, accumulated in float64 by chunks."""
+    """Per-channel mean and std of uint8 images (N, C, H, W) in [0, 1] units, accumulated in float64 by chunks (of
+    at most 2^25 values: 256 MB, whatever the image size)."""
     c = images.shape[1]
+    chunk_size = max(1, min(chunk_size, 2**25 // max(1, c * images.shape[2] * images.shape[3])))
     total = torch.zeros(c, dtype=torch.float64)
     total_sq = torch.zeros(c, dtype=torch.float64)
     for start in range(0, len(images), chunk_size):

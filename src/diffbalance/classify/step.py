@@ -40,7 +40,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     loss_fn: LossFn
     mix: object  # a torchvision v2 transform or None
-    images: torch.Tensor  # (N, C, H, W) uint8, on the device
+    images: torch.Tensor  # (N, C, H, W) uint8, on the device (a stored set: classify.loader.StreamedImages)
     labels: torch.Tensor  # (N,) int64, on the device
     weighted: torch.Tensor | None  # (N,) bool on the device, the generated images, when they weigh ≠ 1; else None
     mean: list[float]  # per-channel training-set mean, [0, 1] units
@@ -92,11 +92,11 @@ def batch_layout(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
 
 
-def train_step(run: Run, idx: torch.Tensor, step: int) -> torch.Tensor:
+def train_step(run: Run, idx: torch.Tensor, step: int, batch: torch.Tensor | None = None) -> torch.Tensor:
     """One optimiser step on the global batch `idx` (B,) at 0-based step `step`; returns this rank's loss (0-dim,
-    detached, on the device)."""
+    detached, on the device). `batch`: images[idx] already read (a stored set's loader), else indexed here."""
     cfg = run.config
-    x = run.images[idx]  # (B, C, H, W) uint8: the global batch
+    x = run.images[idx] if batch is None else batch  # (B, C, H, W) uint8: the global batch
     if run.swap is not None:  # Diff-Mix: some samples replaced by generated images of their class
         x = swap_batch(run.swap, x, run.labels[idx], derive_seed(run.seed, "swap", step))
     y = run.labels[idx] if run.targets is None else run.targets[idx]  # (B,) class indices or (B, K) probabilities

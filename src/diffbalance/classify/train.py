@@ -56,7 +56,9 @@ from diffbalance.classify.models import build_classifier, check_input_size
 from diffbalance.classify.schedule import lr_factor, lr_scheduler, scaled_lr
 from diffbalance.classify.swap import SwapPool, swap_probabilities
 from diffbalance.classify.step import Run, batch_layout, epoch_order, train_step
+from diffbalance.classify.loader import StreamedImages, epoch_batches
 from diffbalance.data.imageset import ImageSet
+from diffbalance.data.store import StoredImages, pixel_chunks
 from diffbalance.infra.device import DeviceLike, fast_gpu_path, entry_device
 from diffbalance.infra import distributed
 from diffbalance.infra.distributed import Dist
@@ -103,7 +105,7 @@ class TrainedClassifier:
 
     @torch.no_grad()
     def _batched(self, images: torch.Tensor, batch_size: int | None, fn) -> torch.Tensor:
-        images = torch.as_tensor(images)
+        images = images if isinstance(images, StoredImages) else torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != len(self.mean):
             raise DiffbalanceError(
                 f"classifier input must be uint8 (N, {len(self.mean)}, H, W), got {images.dtype} {tuple(images.shape)}",
@@ -358,7 +360,8 @@ def _local_run(
     train: ImageSet, config: TrainConfig, device: torch.device, seed: int, synthetic: torch.Tensor, batch_size: int
 ) -> Run:
     check_input_size(config.model, train.image_size)
-    images = train.images.to(device)
+    # a set that fits moves to the device once; a stored one is read in batches (classify.loader)
+    images = StreamedImages(train.images, device) if train.stored else train.images.to(device)
     with forked_rng(derive_seed(seed, "init")):  # same seed → same initial weights, caller's RNG untouched
         model = build_classifier(config.model, train.num_classes, train.channels, pretrained=config.pretrained,
                                  input_size=config.input_size)
@@ -458,9 +461,12 @@ def _train_one_epoch(run: Run, epoch: int, advance, since: float) -> None:
     loss_sum = torch.zeros((), device=run.device)
     readout = AsyncScalar(run.device)
     images_done = 0
+    read_ahead = (epoch_batches(run.images, order, run.batch_size, run.steps_per_epoch)
+                  if isinstance(run.images, StreamedImages) else None)  # a stored set: batches from workers
     for i in range(run.steps_per_epoch):
         idx = order[i * run.batch_size : (i + 1) * run.batch_size]  # (B,) the global batch
-        loss_sum += train_step(run, idx, epoch * run.steps_per_epoch + i)
+        batch = None if read_ahead is None else next(read_ahead)
+        loss_sum += train_step(run, idx, epoch * run.steps_per_epoch + i, batch)
         images_done += run.batch_size
         if (i + 1) % LOG_EVERY_STEPS == 0:
             img_s = images_done / max(1e-9, time.perf_counter() - since)
@@ -590,7 +596,9 @@ def _weights_config(config: dict) -> dict:
 
 def _fingerprint(train: ImageSet) -> dict:
     """What identifies the training images: their shape, class counts and a SHA-256 of pixels and labels."""
-    h = hashlib.sha256(train.images.contiguous().numpy().reshape(-1))  # hashes the buffer, no copy
+    h = hashlib.sha256()
+    for rows in pixel_chunks(train.images):  # in memory: views, no copy; stored: read a chunk at a time
+        h.update(rows)
     h.update(train.labels.contiguous().numpy())
     return {"shape": list(train.images.shape), "counts": train.counts(), "sha256": h.hexdigest()}
 

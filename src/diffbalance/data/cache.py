@@ -19,8 +19,8 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from diffbalance.infra.atomic import atomic_path
 from diffbalance.data.imageset import ImageSet
+from diffbalance.infra.atomic import atomic_path
 from diffbalance.infra.paths import CACHE_ENV, cache_dir
 
 CACHE_FORMAT = 2  # bump when the stored layout or the decoding changes (2: 16-bit scaling, EXIF, alpha rule)

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffbalance.infra.atomic import atomic_path
 from diffbalance.data.cache import cache_key, cached_sets
 from diffbalance.data.image_folder import decode_images
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.registry import register_source
+from diffbalance.infra.atomic import atomic_path
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.paths import cache_dir, shared_paths
 

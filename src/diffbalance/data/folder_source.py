@@ -6,9 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffbalance.data.cache import cache_key, cached_sets
-from diffbalance.data.image_folder import check_read_options, load_image_folder, note_skipped, stratified_split
+from diffbalance.data.folder_store import header_size
+from diffbalance.data.image_folder import (
+    check_read_options,
+    load_image_folder,
+    note_skipped,
+    scan_image_folder,
+    stratified_split,
+)
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.registry import register_source
+from diffbalance.data.store import use_store
 from diffbalance.infra.errors import DiffbalanceError
 
 
@@ -46,10 +54,30 @@ def load_folder_train_test(config) -> tuple[ImageSet, ImageSet]:
             f"test folder {test_root} does not exist", "pass an existing folder or leave test_root out"
         )
     key = cache_key("folder", [root, test_root], options)
+    if use_store(estimated_bytes(root, config.image_size, config.channels)
+                 + (estimated_bytes(test_root, config.image_size, config.channels) if test_root else 0)):
+        return _stored(config, root, test_root)
     train, test = cached_sets(key, build, enabled=config.cache)
     if train.meta.get("cache", {}).get("hit"):
         _rewarn_unreadable(train, test)
     return train, test
+
+
+def estimated_bytes(root: Path, image_size: int | None, channels: int) -> int:
+    """Decoded bytes of a folder: its files × channels × the pixels of `image_size` or of the first image."""
+    _, items = scan_image_folder(root)
+    h, w = (image_size, image_size) if image_size else (header_size(items[0][0]) or (1, 1))
+    return len(items) * channels * h * w
+
+
+def _stored(config, root: Path, test_root: Path | None) -> tuple[ImageSet, ImageSet]:
+    """The folder (and test folder) decoded into on-disk image stores in the cache, read by index (data.store,
+    data.folder_store); a split is two index views of one store."""
+    read = dict(image_size=config.image_size, channels=config.channels, on_corrupt=config.on_corrupt)
+    whole = load_image_folder(root, store=True, **read)
+    if test_root is None:
+        return stratified_split(whole, config.test_fraction, config.split_seed)
+    return whole, load_image_folder(test_root, class_names=whole.class_names, store=True, **read)
 
 
 def _rewarn_unreadable(*sets: ImageSet) -> None:

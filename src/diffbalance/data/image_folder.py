@@ -12,86 +12,32 @@ Pixels are decoded by `data.decode`: EXIF orientation, 16-bit scaling, the alpha
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import torch
 from PIL import Image
 
-from diffbalance.infra.atomic import atomic_path, write_json
 from diffbalance.data.decode import IMAGE_EXTENSIONS, Unreadable, decode_images, one_size, read_image  # noqa: F401 (re-exported)
+from diffbalance.data.folder_scan import (  # noqa: F401 (CLASSES_FILE, ON_CORRUPT, OnCorrupt: re-exported)
+    CLASSES_FILE,
+    ON_CORRUPT,
+    SHOWN_UNREADABLE,
+    OnCorrupt,
+    align_classes,
+    check_read_options,
+    note_skipped,
+    scan_image_folder,
+    skip_or_fail,
+    unreadable_report,
+)
 from diffbalance.data.imageset import ImageSet
+from diffbalance.infra.atomic import atomic_path, write_json
 from diffbalance.infra.errors import DiffbalanceError
-from diffbalance.infra.progress import note
-
-OnCorrupt = Literal["skip", "error"]  # what an unreadable image does: left out with a note | an error
-ON_CORRUPT: tuple[str, ...] = get_args(OnCorrupt)
-CLASSES_FILE = "classes.json"
-SHOWN_UNREADABLE = 3  # unreadable files named in a report
-
-
-def scan_image_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
-    """Class names and (path, class index) for every image under `root`; one-line errors for missing/empty folders."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DiffbalanceError(
-            f"image folder {root} does not exist", "pass a folder laid out as <root>/<class>/<image>"
-        )
-    names, folders, listed = _class_folders(root)
-    if not folders:
-        raise DiffbalanceError(
-            f"image folder {root} has no class subfolders", "put each class's images in <root>/<class>/"
-        )
-    items: list[tuple[Path, int]] = []
-    for index, folder in enumerate(folders):
-        # every entry with an image suffix, a folder named x.png or a broken link included: those are reported
-        # as unreadable rather than silently passed over
-        # hidden files are never images of the set: macOS `._x.png` metadata, temporaries of an interrupted write
-        try:
-            files = sorted(p for p in folder.iterdir()
-                           if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-        except OSError as err:  # a folder that cannot be listed (/proc/<pid> of another user, no permission)
-            raise DiffbalanceError(f"class folder {folder} cannot be listed ({err.strerror or err})",
-                                   "pass a folder laid out as <root>/<class>/<image> that you can read") from None
-        if not files:
-            raise DiffbalanceError(
-                f"class folder {folder} has no images",
-                f"add {'/'.join(IMAGE_EXTENSIONS)} files to it or remove the class"
-                + (f" from {CLASSES_FILE}" if listed else " folder"),
-            )
-        items += [(p, index) for p in files]
-    return names, items
-
-
-def _class_folders(root: Path) -> tuple[tuple[str, ...], list[Path], bool]:
-    """(class names, their folders, whether they come from classes.json)."""
-    listing = root / CLASSES_FILE
-    if listing.is_file():
-        try:
-            info = json.loads(listing.read_text())
-            names, folders = tuple(info["class_names"]), [root / f for f in info["folders"]]
-        except (ValueError, KeyError, TypeError):
-            raise DiffbalanceError(f"{listing} is damaged", "delete it to use the sorted subfolder names") from None
-        missing = [f for f in folders if not f.is_dir()]
-        if missing:
-            raise DiffbalanceError(
-                f"class folder {missing[0]} listed in {listing} is missing", "restore it or delete the listing"
-            )
-        return names, folders, True
-    try:
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError as err:  # no permission to list it
-        raise DiffbalanceError(f"image folder {root} cannot be listed ({err.strerror or err})",
-                               "pass a folder laid out as <root>/<class>/<image> that you can read") from None
-    return tuple(p.name for p in folders), folders, False
-
 
 
 def load_image_folder(
@@ -101,6 +47,7 @@ def load_image_folder(
     on_corrupt: str = "skip",
     class_names: Sequence[str] | None = None,
     mixed_sizes: str = "resize",
+    store: bool | None = None,
 ) -> ImageSet:
     """Read `root/<class>/*` into an ImageSet (see the module docstring and `read_image`).
 
@@ -111,17 +58,25 @@ def load_image_folder(
     prints one
     `note:` line on stderr, "error" raises a one-line DiffbalanceError; either way the count and the first few are
     named (meta: unreadable_count, unreadable_first, unreadable_report). `class_names`, if given, must match the
-    folder's classes (used to read a test folder in the train folder's class order)."""
+    folder's classes (used to read a test folder in the train folder's class order). `store`: keep the decoded
+    images on disk (True), in memory (False) or, None, on disk when they would take more than memory allows
+    (data.store.use_store; an on-disk image store in the cache, read by index: data.folder_store)."""
     check_read_options(image_size, channels, on_corrupt)
+    from diffbalance.data.folder_store import load_folder_store  # it reads folders with this module's rules
+
+    stored = None if store is False else load_folder_store(Path(root), image_size, channels, on_corrupt, class_names,
+                                                          mixed_sizes, force=bool(store))
+    if stored is not None:  # too large for memory: an on-disk image store, read by index
+        return stored
     names, items = scan_image_folder(root)
     if class_names is not None:
-        names, items = _align_classes(root, names, items, tuple(class_names))
+        names, items = align_classes(root, names, items, tuple(class_names))
     images, bad = decode_images([p for p, _ in items], image_size, channels)
     kept = [(x, p, label) for x, (p, label) in zip(images, items) if x is not None]
     meta = {"unreadable_count": len(bad), "unreadable_first": [str(b.path) for b in bad[:SHOWN_UNREADABLE]]}
     if bad:
-        meta["unreadable_report"] = _unreadable_report(root, bad, len(items))
-        _skip_or_fail(meta["unreadable_report"], on_corrupt, any_kept=bool(kept))
+        meta["unreadable_report"] = unreadable_report(root, bad, len(items))
+        skip_or_fail(meta["unreadable_report"], on_corrupt, any_kept=bool(kept))
     xs = _same_channels([x for x, _, _ in kept])
     if image_size is None and mixed_sizes == "error":
         _check_one_size(root, xs, [p for _, p, _ in kept])
@@ -130,32 +85,6 @@ def load_image_folder(
     x = torch.stack(xs)  # (N, C, H, W)
     y = torch.tensor([label for _, _, label in kept], dtype=torch.int64)
     return ImageSet(x, y, names, str(Path(root)), meta)
-
-
-def _unreadable_report(root: Path, bad: list[Unreadable], total: int) -> str:
-    """'3 unreadable image(s) of 120 in ROOT, first: a/x.png (truncated), ...' — one line."""
-    def short(path: Path) -> str:
-        with contextlib.suppress(ValueError):
-            return path.relative_to(root).as_posix()
-        return str(path)
-
-    first = ", ".join(f"{short(b.path)} ({b.reason})" for b in bad[:SHOWN_UNREADABLE])
-    more = ", ..." if len(bad) > SHOWN_UNREADABLE else ""
-    return f"{len(bad)} unreadable image(s) of {total} in {root}, first: {first}{more}"
-
-
-def _skip_or_fail(report: str, on_corrupt: str, any_kept: bool) -> None:
-    """A one-line error for on_corrupt "error" or when nothing is left; else the one `note:` line."""
-    if on_corrupt == "error":
-        raise DiffbalanceError(report, "repair or delete them, or skip them (on_corrupt 'skip', --on-corrupt skip)")
-    if not any_kept:
-        raise DiffbalanceError(f"no readable images: {report}", "check the files are valid images")
-    note_skipped(report)
-
-
-def note_skipped(report: str) -> None:
-    """`note: skipped <report>` as exactly one line on stderr (infra.progress.note)."""
-    note(f"skipped {report}")
 
 
 def _same_channels(images: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -174,26 +103,6 @@ def _check_one_size(root: Path, images: list[torch.Tensor], paths: list[Path]) -
                 f"{path.parent.name}/{path.name} is {x.shape[1]}×{x.shape[2]}",
                 "resize them to one size first, or read them with an image_size",
             )
-
-
-def _align_classes(root: Path, names: tuple[str, ...], items: list, wanted: tuple[str, ...]) -> tuple:
-    if set(names) != set(wanted):
-        raise DiffbalanceError(
-            f"classes in {root} ({', '.join(names)}) differ from the training classes ({', '.join(wanted)})",
-            "give the test folder the same class subfolders",
-        )
-    remap = {i: wanted.index(n) for i, n in enumerate(names)}
-    return wanted, [(p, remap[c]) for p, c in items]
-
-
-def check_read_options(image_size: int | None, channels: int | None, on_corrupt: str) -> None:
-    """The reader's options, checked once for every entry point (the folder source, `rebalance`, `fid`)."""
-    if image_size is not None and image_size < 1:
-        raise DiffbalanceError(f"image_size {image_size} is not positive", "use a size such as 32 or 64")
-    if channels not in (None, 1, 3):
-        raise DiffbalanceError(f"channels {channels} is not 1 or 3", "use 3 for RGB or 1 for grayscale")
-    if on_corrupt not in ON_CORRUPT:
-        raise DiffbalanceError(f"on_corrupt {on_corrupt!r} is unknown", f"use one of {', '.join(ON_CORRUPT)}")
 
 
 def stratified_split(data: ImageSet, test_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:

@@ -1,4 +1,5 @@
-"""The one in-memory image-set type every stage passes around."""
+"""The one image-set type every stage passes around: in memory (a uint8 tensor), or on disk for sets larger than
+memory (`data.store.StoredImages`, read by index; subsets and joins are index views)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from diffbalance.data.store import StoredImages
 from diffbalance.infra.errors import DiffbalanceError, DiffbalanceTypeError, require_type
 
 
@@ -14,20 +16,21 @@ from diffbalance.infra.errors import DiffbalanceError, DiffbalanceTypeError, req
 class ImageSet:
     """Images with integer labels.
 
-    images: uint8 tensor (N, C, H, W), C = 1 (grayscale) or 3 (RGB), on the CPU.
+    images: uint8 tensor (N, C, H, W), C = 1 (grayscale) or 3 (RGB), on the CPU — or `StoredImages` (the same
+        shape, read from disk by index: `images[idx]` is a tensor of those images).
     labels: int64 tensor (N,), values in [0, num_classes).
     class_names: one name per class index; the number of classes is len(class_names).
     source: where the images came from (a path, "cifar10:train", "mixup fill", ...).
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | StoredImages
     labels: torch.Tensor
     class_names: tuple[str, ...]
     source: str = ""
     meta: dict = field(default_factory=dict)  # free-form provenance (e.g. profile, kept indices)
 
     def __post_init__(self):
-        require_type(self.images, torch.Tensor, "images", "a uint8 torch tensor (N, C, H, W)")
+        require_type(self.images, (torch.Tensor, StoredImages), "images", "a uint8 torch tensor (N, C, H, W)")
         require_type(self.labels, torch.Tensor, "labels", "an int64 torch tensor (N,)")
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise DiffbalanceError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
@@ -62,6 +65,16 @@ class ImageSet:
     def image_size(self) -> tuple[int, int]:
         return int(self.images.shape[2]), int(self.images.shape[3])
 
+    @property
+    def stored(self) -> bool:
+        """Whether the images are read from disk (data.store) rather than held in memory."""
+        return isinstance(self.images, StoredImages)
+
+    def batches(self, batch_size: int):
+        """The images in order, `batch_size` at a time, as uint8 tensors (memory bounded by the batch)."""
+        for start in range(0, len(self), batch_size):
+            yield self.images[start:start + batch_size]
+
     def counts(self) -> list[int]:
         """Images per class, indexed by class."""
         return torch.bincount(self.labels, minlength=self.num_classes).tolist()
@@ -71,7 +84,8 @@ class ImageSet:
 
     def subset(self, indices: torch.Tensor | list[int], source: str | None = None) -> ImageSet:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return ImageSet(self.images[idx], self.labels[idx], self.class_names, source or self.source, dict(self.meta))
+        images = self.images.take(idx) if self.stored else self.images[idx]  # a stored set: an index view
+        return ImageSet(images, self.labels[idx], self.class_names, source or self.source, dict(self.meta))
 
     def concat(self, other: ImageSet, source: str | None = None) -> ImageSet:
         if other.class_names != self.class_names:
@@ -81,8 +95,10 @@ class ImageSet:
                 f"cannot join images of shape {tuple(self.images.shape[1:])} and {tuple(other.images.shape[1:])}",
                 "resize both sets to the same size",
             )
+        joined = (StoredImages.of(self.images).concat(other.images) if self.stored or other.stored
+                  else torch.cat([self.images, other.images]))
         return ImageSet(
-            torch.cat([self.images, other.images]),
+            joined,
             torch.cat([self.labels, other.labels]),
             self.class_names,
             source or f"{self.source} + {other.source}",

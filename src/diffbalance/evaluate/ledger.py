@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from diffbalance.data.store import pixel_chunks
 from diffbalance.infra.paths import cache_dir
 from diffbalance.infra.progress import note
 
@@ -31,7 +32,8 @@ def set_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
     if images.dtype != torch.uint8:
         raise TypeError(f"set_digest hashes uint8 pixels, got {images.dtype}")
     h = hashlib.sha256(f"shape={tuple(images.shape)};".encode())
-    h.update(images.detach().cpu().contiguous().numpy().tobytes())
+    for rows in pixel_chunks(images):  # the same bytes in memory or on disk (data.store)
+        h.update(rows)
     h.update(b";labels=")
     h.update(labels.detach().cpu().to(torch.int64).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]

@@ -21,6 +21,7 @@ recorded, and the same call resumes once there is room.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -33,7 +34,11 @@ import torch
 from diffbalance.infra import distributed
 from diffbalance.infra.atomic import atomic_path, one_line_when_full, open_no_follow, write_json, write_text
 from diffbalance.data.image_folder import class_folders, read_image, write_class_listing, write_png
+from diffbalance.data.cache import cache_key
+from diffbalance.data.folder_store import store_files
 from diffbalance.data.imageset import ImageSet
+from diffbalance.data.store import use_store
+from diffbalance.infra.paths import cache_dir
 from diffbalance.infra.errors import DiffbalanceError, require_type
 from diffbalance.infra.paths import inside
 from diffbalance.infra.progress import progress_bar
@@ -224,6 +229,11 @@ def load_fill(out_dir: Path | str, class_names: Sequence[str], images_to_add: Se
         shape = json.loads((out_dir / "fill.json").read_text())["image_shape"]
         return ImageSet(torch.zeros((0, *shape), dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
                         tuple(class_names), f"fill {out_dir}")
+    shape = tuple(json.loads((out_dir / "fill.json").read_text())["image_shape"])
+    if use_store(len(keys) * math.prod(shape)):  # a fill larger than memory: decoded once into a store, read by index
+        key = cache_key("fill", [out_dir], {"keys": len(keys)})
+        return store_files([out_dir / done[k] for k in keys], [c for c, _ in keys], class_names,
+                           cache_dir("stores", key), key, shape, f"fill {out_dir}")
     images = [read_image(out_dir / done[k]) for k in keys]
     return ImageSet(torch.stack(images), torch.tensor([c for c, _ in keys]), tuple(class_names), f"fill {out_dir}")
 

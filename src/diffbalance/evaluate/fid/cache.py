@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from diffbalance.data.store import pixel_chunks
 from diffbalance.infra.atomic import atomic_path
 from diffbalance.evaluate.fid.features import FeatureExtractor
 from diffbalance.evaluate.fid.frechet import GaussianStats
@@ -32,7 +33,8 @@ class Embedding:
 
 def images_sha256(images: torch.Tensor) -> str:
     h = hashlib.sha256(f"{images.dtype}{tuple(images.shape)}".encode())
-    h.update(images.contiguous().cpu().numpy().tobytes())
+    for rows in pixel_chunks(images):  # the same bytes in memory or on disk (data.store)
+        h.update(rows)
     return h.hexdigest()
 
 

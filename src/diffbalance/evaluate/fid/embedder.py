@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
+from diffbalance.data.store import is_stored, pixel_chunks
 from diffbalance.infra import distributed
 from diffbalance.infra.device import DeviceLike, resolve_device
 from diffbalance.evaluate.fid.cache import Embedding, FeatureCache, entry_key, images_sha256
@@ -29,10 +30,12 @@ from diffbalance.evaluate.fid.frechet import GaussianStats, combine_stats, gauss
 from diffbalance.evaluate.fid.sharded import extract_features
 
 
+STREAM_CHUNK = 4096  # images of a stored set embedded at a time
+
+
 def image_digests(images: torch.Tensor) -> list[bytes]:
     """One 16-byte BLAKE2b digest per image (of its bytes; every image of a tensor has the same shape)."""
-    rows = images.contiguous().cpu().numpy().reshape(len(images), -1)  # (N, C·H·W) uint8
-    return [hashlib.blake2b(row, digest_size=16).digest() for row in rows]
+    return [hashlib.blake2b(row, digest_size=16).digest() for rows in pixel_chunks(images) for row in rows]
 
 
 class Embedder:
@@ -48,7 +51,11 @@ class Embedder:
         self._stats: dict[str, tuple[GaussianStats, bool]] = {}  # set sha256 → (μ, Σ, n), from the disk cache?
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Features (N, D) float32 (CPU) of `images` in their order; only images not seen before are embedded."""
+        """Features (N, D) float32 (CPU) of `images` in their order; only images not seen before are embedded. A
+        stored set (data.store) is embedded a chunk at a time and its rows are not kept for later sets."""
+        if is_stored(images):
+            parts = [extract_features(chunk, self.extractor) for chunk in images.batches(STREAM_CHUNK)]
+            return torch.cat(parts) if parts else torch.zeros(0, max(0, getattr(self.extractor, "dim", 0)))
         digests = image_digests(images)
         todo: dict[bytes, int] = {}  # digest → first position, for images never embedded
         for i, h in enumerate(digests):
@@ -69,6 +76,8 @@ class Embedder:
             return Embedding(stats, self.features(images) if need_features else None, cache_hit=hit)
         key = entry_key(set_hash, self.extractor) if self.cache is not None and self.extractor.checksum else None
         emb = self._from_disk(key, need_features) if key else None
+        if emb is None and is_stored(images) and not need_features and len(images) >= 2:
+            emb = Embedding(self._streamed_stats(images), None)  # memory bounded by a chunk, not by the set
         if emb is None:
             features = self.features(images)
             emb = Embedding(gaussian_stats(features, self.stats_device), features if need_features else None)
@@ -80,6 +89,18 @@ class Embedder:
             self._rows.update(zip(image_digests(images), emb.features))
         self._stats[set_hash] = (emb.stats, emb.cache_hit)
         return emb
+
+    def _streamed_stats(self, images) -> GaussianStats:
+        """(μ, Σ, n) of a stored set, combined exactly (combine_stats) from chunks of ≥ 2 images."""
+        starts = list(range(0, len(images), STREAM_CHUNK))
+        if len(images) - starts[-1] < 2 and len(starts) > 1:  # a last chunk of one image joins the one before
+            starts.pop()
+        stops = starts[1:] + [len(images)]
+        stats = None
+        for a, b in zip(starts, stops):
+            part = gaussian_stats(extract_features(images[a:b], self.extractor), self.stats_device)
+            stats = part if stats is None else combine_stats(stats, part)
+        return stats
 
     def _from_disk(self, key: str, need_features: bool) -> Embedding | None:
         """The disk cache's entry, if every rank has it (ranks must take the same path: all embed, or none)."""

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
+from diffbalance.data.store import pixel_chunks
 from diffbalance.data.imageset import ImageSet
 from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.generate.adapt.config import AdaptConfig
@@ -76,7 +77,9 @@ def training_pixels(images: torch.Tensor, size: tuple[int, int], flip: bool, gen
 def fingerprint(train: ImageSet) -> str:
     """sha256 of the images and labels: an adapter is reused or resumed only on the very same data."""
     digest = hashlib.sha256()
-    for tensor in (train.images, train.labels):
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.contiguous().cpu().numpy().tobytes())
+    digest.update(str(tuple(train.images.shape)).encode())
+    for rows in pixel_chunks(train.images):  # in memory or on disk (data.store): the same bytes
+        digest.update(rows)
+    digest.update(str(tuple(train.labels.shape)).encode())
+    digest.update(train.labels.contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()

@@ -103,7 +103,7 @@ def train_generator(
     net = _network(model, device, d, compile=compile and fast)
     alphas_cumprod = DDPMScheduler(**config.noise_schedule()).alphas_cumprod.to(device)  # ᾱ_t, (T,)
     # (N, C, H, W) in [-1, 1], or the images' latents (N, c, h, w), encoded once
-    images = _latents(out_dir, train, codec, d) if codec else to_model_range(train.images).to(device)
+    images = _latents(out_dir, train, codec, d) if codec else to_model_range(train.images[:]).to(device)
     labels = train.labels.to(device)
     order = EpochOrder(len(images), config.seed, device)
     size = unet_sample_size(model)
