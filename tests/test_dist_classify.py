@@ -7,6 +7,7 @@ BN-free model built only here (standard DDP normalises each rank's slice with it
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ CASES = {  # the same global batch at world size 1 and 2
     "mixed_ema": dict(batch_mix="mixup_or_cutmix", synthetic_weight=0.5, loss="balanced_softmax",
                       label_smoothing=0.1, ema_decay=0.9),
 }
+STORED = dict(cutout=3, synthetic_weight=0.25)  # crop (padding 1) + flip + cutout, weighted: reads a share per rank
 RESUMED = dict(batch_mix="cutmix", synthetic_weight=0.5)  # interrupted at world 2 after epoch 1, resumed at world 1
 CLOSE = dict(rtol=1e-5, atol=1e-6)  # fp32: DDP sums the gradient in another order (seen: 5e-8; a wrong Σw: 2e-4)
 
@@ -88,6 +90,22 @@ def _rank(rank: int, port: int, out: str) -> None:
     for name, changes in CASES.items():
         got[name] = weights(train(changes, device=device))
     got["alone"] = weights(train(CASES["augmented_weighted"], device=device, ddp=False))
+    got["stored_memory"] = weights(train(STORED, device=device))
+    from diffbalance.data import store as store_mod
+    from diffbalance.data.store_build import open_store
+
+    real_read, lengths = store_mod.DiskArray.read, []
+    store_mod.DiskArray.read = lambda self, rows: (lengths.append(len(rows)), real_read(self, rows))[1]
+    stored = open_store(Path(out) / "store")
+    _, synthetic = real_and_fills()
+    for workers in ("0", "1"):  # in this process (reads counted), then one loader worker
+        os.environ["DIFFBALANCE_LOADER_WORKERS"] = workers
+        got[f"stored_{workers}"] = weights(train_classifier(stored, TrainConfig(**{**BASE, **STORED}), seed=0,
+                                                            progress=False, synthetic=synthetic, device=device))
+        if workers == "0":
+            got["read_lengths"] = list(lengths)
+    store_mod.DiskArray.read = real_read
+    os.environ.pop("DIFFBALANCE_LOADER_WORKERS")
 
     saves = []
     real_save, real_epoch = train_mod.save_training_state, train_mod._train_one_epoch
@@ -122,6 +140,9 @@ def _rank(rank: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> tuple[list[dict], Path]:
     out = tmp_path_factory.mktemp("ddp")
+    from diffbalance.data.store_build import write_store
+
+    write_store(out / "store", real_and_fills()[0])  # the same images on disk (data.store), for the STORED case
     # fork, not spawn: the ranks inherit this process's imports (torch, torchvision) and start in a blink; each sets
     # one intra-op thread before any work, so the parent's thread pools do not matter
     mp.start_processes(_rank, args=(free_port(), str(out)), nprocs=WORLD, join=True, start_method="fork")
@@ -181,3 +202,16 @@ def test_batch_norm_model_is_the_same_on_every_rank(ranks):
     (r0, r1), _ = ranks
     assert_equal(r0["bn"], r1["bn"])  # rank 0's running statistics handed to every rank
     assert all(torch.isfinite(v.float()).all() for v in r0["bn"].values())
+
+
+def test_two_ranks_on_a_stored_set_read_their_share_and_train_the_same_weights(ranks):
+    """Over an on-disk store each rank reads only its half of every batch (the crop, flip and cutout draws of the
+    whole batch applied to its rows): the same weights as the in-memory DDP run, at 0 and 1 loader workers."""
+    (r0, r1), _ = ranks
+    for r in (r0, r1):
+        assert_equal(r["stored_0"], r["stored_memory"])
+        assert_equal(r["stored_1"], r["stored_memory"])
+    steps = BASE["epochs"] * (64 // BASE["batch_size"])
+    for r in (r0, r1):
+        assert r["read_lengths"].count(BASE["batch_size"] // WORLD) == steps  # every step: this rank's 8 of 16
+        assert BASE["batch_size"] not in r["read_lengths"]  # never a whole batch

@@ -16,10 +16,12 @@ def folder_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def fill_on_rank(rank: int, out: str, method: str, batch_size: int, die_after: int | None = None):
+def fill_on_rank(rank: int, out: str, method: str, batch_size: int, die_after: int | None = None,
+                 stored: str | None = None):
     import diffbalance.rebalance.store as store
+    from diffbalance.data.store_build import open_store
 
-    data = tiny_set()
+    data = tiny_set() if stored is None else open_store(stored)  # in memory, or read by index from disk
     writes = []
     for name in ("write_json", "write_text", "write_class_listing"):  # who writes the shared files
         real = getattr(store, name)
@@ -70,3 +72,15 @@ def test_a_rank_dying_mid_fill_then_resume_at_world_size_one(tmp_path):
     keys = [(r["class_index"], r["index"]) for r in after]
     assert len(keys) == len(set(keys)) == sum(ADD)  # none lost, none twice
     assert folder_bytes(tmp_path / "cut") == folder_bytes(tmp_path / "whole")
+
+
+def test_two_ranks_fill_from_an_on_disk_store_the_same_bytes_as_one_in_memory(tmp_path):
+    """The source images read by index from an image store (data.store), each rank reading the images its share of
+    the fill copies and mixes: the same folder as one process on the in-memory set."""
+    from diffbalance.data.store_build import write_store
+
+    write_store(tmp_path / "store", tiny_set())
+    one = run_ranks(fill_on_rank, 1, str(tmp_path / "one"), "cutmix", 3)
+    two = run_ranks(fill_on_rank, 2, str(tmp_path / "two"), "cutmix", 2, None, str(tmp_path / "store"))
+    assert folder_bytes(tmp_path / "one") == folder_bytes(tmp_path / "two")
+    assert one[0]["images"] == two[0]["images"] == two[1]["images"]

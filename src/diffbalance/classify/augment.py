@@ -47,6 +47,7 @@ def channel_mean_std(images: torch.Tensor, chunk_size: int = 8192) -> tuple[list
     return mean.tolist(), std.tolist()
 
 
+Part = tuple[int, slice] | None  # (rows of the whole batch, the rows at hand): one rank's share of a batch
 Stats = list[float] | torch.Tensor  # per-channel values: a list, or a float32 (1, C, 1, 1) tensor (`stats_tensor`)
 
 
@@ -64,11 +65,14 @@ def normalize(images: torch.Tensor, mean: Stats, std: Stats) -> torch.Tensor:
     return (images.to(torch.float32) / 255 - m) / s
 
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by `padding` and crop back to H×W at a per-image random offset; 0 returns the input."""
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator, part: Part = None) -> torch.Tensor:
+    """Zero-pad by `padding` and crop back to H×W at a per-image random offset; 0 returns the input. `part`: the
+    images are rows `part[1]` of a batch of `part[0]` (one rank's share): the whole batch's offsets are drawn, so
+    every row gets the draw it gets in the whole batch."""
     if padding == 0:
         return images
-    offsets = torch.randint(0, 2 * padding + 1, (len(images), 2), generator=generator, device=generator.device)
+    n, rows = part or (len(images), slice(None))
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=generator.device)[rows]
     return crop_at(images, padding, offsets.to(images.device))  # offsets (N, 2): dy, dx
 
 
@@ -83,20 +87,24 @@ def crop_at(images: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.
     return padded.view(n, c, -1).gather(2, flat).view(n, c, h, w)  # one gather, already (N, C, H, W)
 
 
-def random_horizontal_flip(images: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    """Mirror each image left-right with probability p."""
-    flip = (torch.rand(len(images), generator=generator, device=generator.device) < p).to(images.device)  # (N,)
+def random_horizontal_flip(images: torch.Tensor, generator: torch.Generator, p: float = 0.5,
+                           part: Part = None) -> torch.Tensor:
+    """Mirror each image left-right with probability p (`part` as in `random_crop`)."""
+    n, rows = part or (len(images), slice(None))
+    flip = (torch.rand(n, generator=generator, device=generator.device) < p)[rows].to(images.device)  # (N,)
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
-def cutout(images: torch.Tensor, side: int, generator: torch.Generator) -> torch.Tensor:
+def cutout(images: torch.Tensor, side: int, generator: torch.Generator, part: Part = None) -> torch.Tensor:
     """Zero a side×side square, clipped at the border, centred at a uniform pixel of each image; 0 returns the input.
-    Rows [cy − ⌊L/2⌋, cy − ⌊L/2⌋ + L) and the same columns, so an interior hole is exactly L×L."""
+    Rows [cy − ⌊L/2⌋, cy − ⌊L/2⌋ + L) and the same columns, so an interior hole is exactly L×L. `part` as in
+    `random_crop`."""
     if side == 0:
         return images
-    n, _, h, w = images.shape
-    cy = torch.randint(0, h, (n, 1), generator=generator, device=generator.device).to(images.device) - side // 2
-    cx = torch.randint(0, w, (n, 1), generator=generator, device=generator.device).to(images.device) - side // 2
+    _, _, h, w = images.shape
+    n, rows = part or (len(images), slice(None))
+    cy = torch.randint(0, h, (n, 1), generator=generator, device=generator.device)[rows].to(images.device) - side // 2
+    cx = torch.randint(0, w, (n, 1), generator=generator, device=generator.device)[rows].to(images.device) - side // 2
     rows = torch.arange(h, device=images.device)  # (H,)
     cols = torch.arange(w, device=images.device)  # (W,)
     in_rows = (rows >= cy) & (rows < cy + side)  # (N, H)
@@ -106,12 +114,13 @@ def cutout(images: torch.Tensor, side: int, generator: torch.Generator) -> torch
 
 
 def augment_batch(
-    images: torch.Tensor, *, padding: int, horizontal_flip: bool, generator: torch.Generator
+    images: torch.Tensor, *, padding: int, horizontal_flip: bool, generator: torch.Generator, part: Part = None
 ) -> torch.Tensor:
-    """Crop then flip a uint8 batch; the generator is consumed in that order, so a seed fixes both."""
-    images = random_crop(images, padding, generator)
+    """Crop then flip a uint8 batch; the generator is consumed in that order, so a seed fixes both. `part`: the
+    images are rows part[1] of a batch of part[0] (see `random_crop`)."""
+    images = random_crop(images, padding, generator, part)
     if horizontal_flip:
-        images = random_horizontal_flip(images, generator)
+        images = random_horizontal_flip(images, generator, part=part)
     return images
 
 

@@ -55,17 +55,17 @@ class _Rows(Dataset):
 
 
 class _EpochBatches(Sampler):
-    """The run's batches for one epoch, from step `first` on: order[i·B : (i+1)·B] for every full batch."""
+    """The run's batches for one epoch: order[i·B : (i+1)·B] for every full batch, or its `rows` (a rank's share)."""
 
-    def __init__(self, order: torch.Tensor, batch_size: int, steps: int, first: int = 0):
-        self.order, self.batch_size, self.steps, self.first = order.cpu(), batch_size, steps, first
+    def __init__(self, order: torch.Tensor, batch_size: int, steps: int, rows: slice = slice(None)):
+        self.order, self.batch_size, self.steps, self.rows = order.cpu(), batch_size, steps, rows
 
     def __len__(self) -> int:
-        return self.steps - self.first
+        return self.steps
 
     def __iter__(self) -> Iterator[list[int]]:
-        for i in range(self.first, self.steps):
-            yield self.order[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+        for i in range(self.steps):
+            yield self.order[i * self.batch_size:(i + 1) * self.batch_size][self.rows].tolist()
 
 
 def _whole(batch: torch.Tensor) -> torch.Tensor:
@@ -82,10 +82,11 @@ def loader_workers(workers: int | None = None) -> int:
 
 
 def epoch_batches(images: StreamedImages, order: torch.Tensor, batch_size: int, steps: int,
-                  workers: int | None = None) -> Iterator[torch.Tensor]:
-    """Each step's batch (B, C, H, W) uint8 on the device, in the order `order` gives, read ahead by workers."""
+                  workers: int | None = None, rows: slice = slice(None)) -> Iterator[torch.Tensor]:
+    """Each step's batch (B, C, H, W) uint8 on the device — or its `rows`, a rank's share under DDP — in the order
+    `order` gives, read ahead by workers."""
     n = loader_workers(workers)
-    loader = DataLoader(_Rows(images.stored), batch_sampler=_EpochBatches(order, batch_size, steps),
+    loader = DataLoader(_Rows(images.stored), batch_sampler=_EpochBatches(order, batch_size, steps, rows),
                         num_workers=n, collate_fn=_whole, pin_memory=images.device.type == "cuda",
                         prefetch_factor=PREFETCH if n else None)
     for batch in loader:

@@ -22,6 +22,7 @@ from torch import nn
 from diffbalance.classify.augment import augment_batch, cutout, mix_batch, mix_values, normalize
 from diffbalance.classify.config import TrainConfig
 from diffbalance.classify.ema import ema_update
+from diffbalance.classify.loader import StreamedImages
 from diffbalance.classify.losses import LossFn
 from diffbalance.classify.swap import SwapPool, swap_batch
 from diffbalance.infra.device import fast_gpu_path
@@ -72,6 +73,13 @@ def epoch_order(run: Run, epoch: int) -> torch.Tensor:
     return order.to(run.device)
 
 
+def reads_share(run: Run) -> bool:
+    """Whether a rank reads only its share of each batch: a stored set (classify.loader) under DDP, when nothing
+    mixes or swaps images across the batch (batch mixing pairs rows of other ranks' shares)."""
+    return (run.world.active and isinstance(run.images, StreamedImages) and run.mix is None
+            and run.swap is None)
+
+
 def loss_weights(run: Run, idx: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor | None:
     """(B,) loss weights of a batch: synthetic_weight for a generated image, 1 for a real one, λ-mixed like the
     labels under batch mixing (a mixed sample weighs λ w_i + (1 − λ) w_j); None when every image weighs 1."""
@@ -96,17 +104,24 @@ def train_step(run: Run, idx: torch.Tensor, step: int, batch: torch.Tensor | Non
     """One optimiser step on the global batch `idx` (B,) at 0-based step `step`; returns this rank's loss (0-dim,
     detached, on the device). `batch`: images[idx] already read (a stored set's loader), else indexed here."""
     cfg = run.config
-    x = run.images[idx] if batch is None else batch  # (B, C, H, W) uint8: the global batch
+    part = (len(idx), run.local) if reads_share(run) else None  # this rank reads, augments its rows only
+    if batch is not None:
+        x = batch
+    else:
+        x = run.images[idx if part is None else idx[run.local]]  # (B or B / P, C, H, W) uint8
     if run.swap is not None:  # Diff-Mix: some samples replaced by generated images of their class
         x = swap_batch(run.swap, x, run.labels[idx], derive_seed(run.seed, "swap", step))
     y = run.labels[idx] if run.targets is None else run.targets[idx]  # (B,) class indices or (B, K) probabilities
     run.rng.manual_seed(derive_seed(run.seed, "augment", step))
-    x = augment_batch(x, padding=cfg.random_crop_padding, horizontal_flip=cfg.horizontal_flip, generator=run.rng)
-    x = cutout(normalize(x, *run.norm), cfg.cutout, run.rng)  # (B, C, H, W) float32
+    x = augment_batch(x, padding=cfg.random_crop_padding, horizontal_flip=cfg.horizontal_flip, generator=run.rng,
+                      part=part)
+    x = cutout(normalize(x, *run.norm), cfg.cutout, run.rng, part)  # (B, C, H, W) float32
     weights = loss_weights(run, idx, x, step)  # (B,) or None
     if run.mix is not None:
         x, y = mix_batch(run.mix, x, y, derive_seed(run.seed, "mix", step))  # y: (B, K) soft labels
-    x, y = x[run.local], y[run.local]  # this rank's slice (B / P images)
+    if part is None:
+        x = x[run.local]
+    y = y[run.local]  # this rank's slice (B / P images)
     weight_total = None
     if weights is not None:  # the global Σw / P (losses.py): the ranks' averaged gradient is the world-1 gradient
         weight_total = weights.sum() / run.world.world_size

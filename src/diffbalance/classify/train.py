@@ -55,7 +55,7 @@ from diffbalance.classify.losses import build_loss
 from diffbalance.classify.models import build_classifier, check_input_size
 from diffbalance.classify.schedule import lr_factor, lr_scheduler, scaled_lr
 from diffbalance.classify.swap import SwapPool, swap_probabilities
-from diffbalance.classify.step import Run, batch_layout, epoch_order, train_step
+from diffbalance.classify.step import Run, batch_layout, epoch_order, reads_share, train_step
 from diffbalance.classify.loader import StreamedImages, epoch_batches
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.store import StoredImages, pixel_chunks
@@ -461,7 +461,8 @@ def _train_one_epoch(run: Run, epoch: int, advance, since: float) -> None:
     loss_sum = torch.zeros((), device=run.device)
     readout = AsyncScalar(run.device)
     images_done = 0
-    read_ahead = (epoch_batches(run.images, order, run.batch_size, run.steps_per_epoch)
+    read_ahead = (epoch_batches(run.images, order, run.batch_size, run.steps_per_epoch,
+                                rows=run.local if reads_share(run) else slice(None))
                   if isinstance(run.images, StreamedImages) else None)  # a stored set: batches from workers
     for i in range(run.steps_per_epoch):
         idx = order[i * run.batch_size : (i + 1) * run.batch_size]  # (B,) the global batch
