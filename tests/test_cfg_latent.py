@@ -59,6 +59,7 @@ def test_the_generator_learns_latents_and_carries_its_vae(latent_generator):
     assert info["latent"]["latent_size"] == [6, 6] and info["latent"]["latent_channels"] == 4
     assert info["image_size"] == [12, 12] and info["channels"] == 3 and info["sample_size"] == [6, 6]
     assert (latent_generator / "vae" / "config.json").is_file() and (latent_generator / LATENTS_FILE).is_file()
+    assert info["block_out_channels"] == [8, 16]  # the levels the UNet has, recorded (here the test's own)
     gen = load_generator(latent_generator, "cpu")
     assert gen.codec is not None and gen.unet.config.in_channels == 4
 
@@ -120,3 +121,18 @@ def test_a_vae_that_does_not_fit_the_unet_is_one_line(latent_generator, tmp_path
     assert "\n" not in str(err.value)
     with pytest.raises(DiffbalanceError, match="VAE"):
         train_generator(tiny_data(), latent_config(tmp_path / "no-vae"), tmp_path / "g2", "cpu", progress=False)
+
+
+def test_the_unet_is_deepened_by_resolution_and_records_it():
+    """One level more per doubling of the side past 32 (the last channel count repeated), so the deepest level
+    works at the positions it has at 32 px; 32 px and below keep the named size; explicit channels are kept."""
+    from diffbalance.generate.cfg.unet import build_unet, levels_for
+
+    assert levels_for((16, 32, 64), 28) == levels_for((16, 32, 64), 32) == (16, 32, 64)
+    assert levels_for((16, 32, 64), 64) == (16, 32, 64, 64)
+    assert levels_for((64, 128, 128, 128), 128) == (64, 128, 128, 128, 128, 128)
+    for side, levels in ((32, 3), (64, 4), (128, 5)):
+        unet = build_unet("tiny", 3, 4, (side, side))
+        assert len(unet.config.block_out_channels) == levels
+        assert side // 2 ** (levels - 1) == 8  # the deepest level's side, the same as at 32 px
+    assert build_unet("tiny", 3, 4, (64, 64), block_out_channels=(8, 16)).config.block_out_channels == (8, 16)

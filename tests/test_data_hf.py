@@ -223,3 +223,19 @@ def test_unlabelled_rows_are_left_out_with_a_note(tmp_path, capsys):
     datasets.Dataset.from_dict({"image": images, "label": labels}, features=features).save_to_disk(str(folder))
     train, test = load_train_test(config(folder, test_fraction=0.3))
     assert len(train) + len(test) == 9 and "2 unlabelled row(s) (label -1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("image_size", [8, None])
+def test_a_dataset_read_into_an_on_disk_store_gives_the_in_memory_pixels(on_disk, tmp_path, monkeypatch, image_size):
+    """$DIFFBALANCE_STORE=disk: the rows decoded a chunk at a time into an image store (data.store), the odd and the
+    unreadable rows as in memory; the same pixels, labels and meta, read by index."""
+    monkeypatch.setenv("DIFFBALANCE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DIFFBALANCE_STORE", "memory")
+    memory = load_train_test(DataConfig(name="hf", root=str(on_disk), image_size=image_size))
+    monkeypatch.setenv("DIFFBALANCE_STORE", "disk")
+    disk = load_train_test(DataConfig(name="hf", root=str(on_disk), image_size=image_size))
+    for m, d in zip(memory, disk):
+        assert d.stored and not m.stored
+        assert torch.equal(d.images[:], m.images) and torch.equal(d.labels, m.labels)
+        assert d.meta["unreadable_report"] == m.meta["unreadable_report"] if m.meta.get("unreadable_count") else True
+        assert d.meta["class_names_from"] == m.meta["class_names_from"]

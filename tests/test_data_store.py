@@ -154,7 +154,8 @@ def test_a_store_build_killed_with_sigkill_resumes_where_it_stopped(tmp_path, mo
     monkeypatch.setenv("DIFFBALANCE_CACHE", str(cache))
     decoded = []
     real = folder_store.decode_images
-    monkeypatch.setattr(folder_store, "decode_images", lambda paths, *a: decoded.append(len(paths)) or real(paths, *a))
+    monkeypatch.setattr(folder_store, "decode_images",
+                        lambda paths, *a, **k: decoded.append(len(paths)) or real(paths, *a, **k))
     monkeypatch.setattr(folder_store, "CHUNK", 8)
     disk = _folder_sets(root, monkeypatch, "disk", test_root=str(root))
     assert decoded == [8, 8, 8] + [8] * 5  # train resumed at file 16 of 40 (24 left), then the test store: 40

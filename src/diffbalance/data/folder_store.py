@@ -8,6 +8,7 @@ resumes at its last finished chunk; a full disk is one line before any decoding.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -34,16 +35,17 @@ CHUNK = 1024  # images decoded (in threads) and written per step
 TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
-def header_size(path: Path) -> tuple[int, int] | None:
+def header_size(path: Path | bytes) -> tuple[int, int] | None:
     """(height, width) as the image will be decoded (EXIF orientation applied), from the header; None if unreadable."""
     found = _header(path)
     return None if found is None else found[:2]
 
 
-def _header(path: Path) -> tuple[int, int, int] | None:
-    """(height, width, channels the decoder gives when it keeps the file's own: 1 grey, else 3) from the header."""
+def _header(path: Path | bytes) -> tuple[int, int, int] | None:
+    """(height, width, channels the decoder gives when it keeps the file's own: 1 grey, else 3) from the header of
+    a file or of its bytes."""
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as img:
             w, h = img.size
             if img.getexif().get(0x0112) in TURNED:
                 w, h = h, w
@@ -79,12 +81,13 @@ def load_folder_store(root: Path, image_size: int | None, channels: int | None, 
     return data
 
 
-def target_size(paths: list[Path], image_size: int | None, where: str) -> tuple[tuple[int, int], bool]:
-    """((H, W), resize): `image_size` square; the one size the files share; or the median shorter side, square, for
-    mixed sizes (said in one note, as `decode.one_size` does)."""
+def target_size(found: list, image_size: int | None, where: str) -> tuple[tuple[int, int], bool]:
+    """((H, W), resize): `image_size` square; the one size the images share (`found`: their header sizes, None for
+    unreadable ones); or the median shorter side, square, for mixed sizes (said in one note, as `decode.one_size`
+    does)."""
     if image_size is not None:
         return (image_size, image_size), False
-    sizes = [s for s in map(header_size, paths) if s is not None]
+    sizes = [s for s in found if s is not None]
     distinct = set(sizes)
     if len(distinct) <= 1:
         return (next(iter(distinct)) if distinct else (1, 1)), False
@@ -100,36 +103,53 @@ def store_image_folder(root: Path, folder: Path, key: str, image_size: int | Non
                        on_corrupt: str = "skip", class_names=None, progress: bool = True) -> ImageSet:
     """`root/<class>/<image>` decoded into the store at `folder` (resuming a killed build), opened lazily."""
     check_read_options(image_size, channels, on_corrupt)
+    names, items = scan_image_folder(root)
+    if class_names is not None:
+        names, items = align_classes(root, names, items, tuple(class_names))
+    paths = [p for p, _ in items]
+    return decode_into_store(folder, key, lambda a, b: (paths[a:b], None), [label for _, label in items], names,
+                             str(Path(root)), image_size, channels, on_corrupt,
+                             lambda bad, total: unreadable_report(root, bad, total), progress,
+                             sizes=lambda: map(header_size, paths))
+
+
+def decode_into_store(folder: Path, key: str, blobs, labels: list[int], class_names, source: str,
+                      image_size: int | None, channels: int, on_corrupt: str, report, progress: bool = True,
+                      sizes=None, meta: dict | None = None) -> ImageSet:
+    """Encoded images decoded chunk by chunk into the store at `folder` (resuming a killed build) and opened lazily:
+    `blobs(start, stop)` → (files or their bytes, names for errors or None) of items start…stop; `labels` one per
+    item; `sizes()` their (H, W) from the headers (None where unreadable), read only when `image_size` is None;
+    `report(unreadable, total)` the one-line report of unreadable items. Unreadable items are left out with that
+    note (on_corrupt "skip") or stop the build ("error")."""
     if (folder / INFO).is_file():
         try:
             return open_store(folder, key)
         except Exception:  # noqa: BLE001 — a stale or damaged store is rebuilt
             pass
-    names, items = scan_image_folder(root)
-    if class_names is not None:
-        names, items = align_classes(root, names, items, tuple(class_names))
-    paths = [p for p, _ in items]
-    (h, w), resize = target_size(paths, image_size, str(root))
-    writer = StoreWriter(folder, len(items), (channels, h, w), key)
+    total = len(labels)
+    (h, w), resize = target_size(list(sizes()) if image_size is None else [], image_size, source)
+    writer = StoreWriter(folder, total, (channels, h, w), key)
     read = int(writer.state.get("read", 0))
     bad = [Unreadable(Path(p), r) for p, r in writer.state.get("unreadable", [])]
-    with progress_bar(f"store {Path(root).name}", len(items) - read, enabled=progress) as advance:
-        for start in range(read, len(items), CHUNK):
-            chunk = items[start:start + CHUNK]
-            images, unreadable = decode_images([p for p, _ in chunk], image_size, channels)
-            kept = [(square(x, h) if resize else x, label) for x, (_, label) in zip(images, chunk) if x is not None]
+    with progress_bar(f"store {Path(source).name}", total - read, enabled=progress) as advance:
+        for start in range(read, total, CHUNK):
+            stop = min(start + CHUNK, total)
+            items, names = blobs(start, stop)
+            images, unreadable = decode_images(items, image_size, channels, names=names)
+            kept = [(square(x, h) if resize else x, labels[start + k]) for k, x in enumerate(images) if x is not None]
             bad += unreadable
             if on_corrupt == "error" and unreadable:
-                skip_or_fail(unreadable_report(root, bad, len(items)), on_corrupt, any_kept=True)
+                skip_or_fail(report(bad, total), on_corrupt, any_kept=True)
             stacked = torch.stack([x for x, _ in kept]) if kept else torch.zeros((0, channels, h, w), dtype=torch.uint8)
             writer.append(stacked, [label for _, label in kept],
-                          {"read": start + len(chunk), "unreadable": [[str(b.path), b.reason] for b in bad]})
-            advance(len(chunk))
-    meta = {"unreadable_count": len(bad), "unreadable_first": [str(b.path) for b in bad[:SHOWN_UNREADABLE]]}
+                          {"read": stop, "unreadable": [[str(b.path), b.reason] for b in bad]})
+            advance(stop - start)
+    info = {**(meta or {}), "unreadable_count": len(bad),
+            "unreadable_first": [str(b.path) for b in bad[:SHOWN_UNREADABLE]]}
     if bad:
-        meta["unreadable_report"] = unreadable_report(root, bad, len(items))
-        skip_or_fail(meta["unreadable_report"], on_corrupt, any_kept=writer.done > 0)
-    writer.finish(names, str(Path(root)), meta)
+        info["unreadable_report"] = report(bad, total)
+        skip_or_fail(info["unreadable_report"], on_corrupt, any_kept=writer.done > 0)
+    writer.finish(tuple(class_names), source, info)
     return open_store(folder, key)
 
 

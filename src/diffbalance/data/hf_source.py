@@ -29,10 +29,13 @@ import torch
 
 from diffbalance.data.cache import cache_key, cached_sets
 from diffbalance.data.decode import decode_images, one_size
+from diffbalance.data.folder_store import CHUNK, decode_into_store, header_size
+from diffbalance.data.store import STORE_ENV, use_store
 from diffbalance.data.image_folder import check_read_options, note_skipped, stratified_split
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.registry import register_source
 from diffbalance.infra.errors import DiffbalanceError
+from diffbalance.infra.paths import cache_dir
 from diffbalance.infra.progress import note
 
 INSTALL = "pip install 'diffbalance[hf]' (the Hugging Face datasets library)"
@@ -53,10 +56,12 @@ def load_hf_split(config, split: str) -> ImageSet:
     config = with_columns(config, data, f"{config.root}:{split}")
     key = cache_key("hf-split", [], {**_options(config), "split": split, "fingerprint": _fingerprint(data)})
 
-    def build() -> tuple[ImageSet]:
+    def build(store: bool = False) -> tuple[ImageSet]:
         names, how = class_names(data, config.label_column)
-        return (decode_split(data, config, names, f"{config.root}:{split}", how),)
+        return (decode_split(data, config, names, f"{config.root}:{split}", how, key if store else None),)
 
+    if use_store(estimated_bytes(data, config)):  # the store is the cache (data.store)
+        return build(store=True)[0]
     return cached_sets(key, build, enabled=config.cache)[0]
 
 
@@ -73,13 +78,17 @@ def load_hf(config) -> tuple[ImageSet, ImageSet]:
     key = cache_key("hf", [], {**_options(config), "test_split": test_name,
                                "fingerprints": [_fingerprint(s) for s in (train_split, test_split)]})
 
-    def build() -> tuple[ImageSet, ImageSet]:
+    def build(store: bool = False) -> tuple[ImageSet, ImageSet]:
         names, how = class_names(train_split, config.label_column)
-        train = decode_split(train_split, config, names, f"{config.root}:{config.split}", how)
+        train = decode_split(train_split, config, names, f"{config.root}:{config.split}", how,
+                             f"{key}-train" if store else None)
         if test_split is None:
             return stratified_split(train, config.test_fraction, config.split_seed)
-        return train, decode_split(test_split, config, names, f"{config.root}:{test_name}", how)
+        return train, decode_split(test_split, config, names, f"{config.root}:{test_name}", how,
+                                   f"{key}-test" if store else None)
 
+    if use_store(sum(estimated_bytes(s, config) for s in (train_split, test_split) if s is not None)):
+        return build(store=True)  # on disk, read by index; the store is the cache (data.store)
     return cached_sets(key, build, enabled=config.cache)
 
 
@@ -183,8 +192,24 @@ def class_names(split, label_column: str) -> tuple[tuple[str, ...], str]:
     return tuple(str(v) for v in sorted(values)), "sorted values"
 
 
-def decode_split(split, config, names: tuple[str, ...], source: str, how: str) -> ImageSet:
-    """Every row of `split` decoded into a uint8 ImageSet with labels in `names` order."""
+def estimated_bytes(split, config) -> int:
+    """Decoded bytes of a split: its rows × channels × the pixels of `image_size` or of the first image."""
+    import datasets
+
+    if len(split) == 0 or config.image_column not in split.features:
+        return 0
+    if config.image_size:
+        h = w = config.image_size
+    else:
+        first = split.cast_column(config.image_column, datasets.Image(decode=False))[0][config.image_column]
+        h, w = header_size(_bytes(first, allowed_image_roots(config))) or (1, 1)
+    return len(split) * config.channels * h * w
+
+
+def decode_split(split, config, names: tuple[str, ...], source: str, how: str, store_key: str | None = None
+                 ) -> ImageSet:
+    """Every row of `split` decoded into a uint8 ImageSet with labels in `names` order; with `store_key`, chunk by
+    chunk into an on-disk image store in the cache (data.store), read by index."""
     import datasets
 
     _column(split, config.image_column, "image_column")
@@ -199,6 +224,8 @@ def decode_split(split, config, names: tuple[str, ...], source: str, how: str) -
     if len(labelled) < len(labels):  # ClassLabel's -1: an unlabelled row, left out (said once)
         note(f"{len(labels) - len(labelled)} unlabelled row(s) (label -1) of {source} left out")
         raw, labels = raw.select(labelled), [labels[k] for k in labelled]
+    if store_key is not None:
+        return _decode_into_store(raw, labels, config, names, source, how, store_key, roots)
     blobs = [_bytes(item, roots) for item in raw[config.image_column]]
     row_names = [f"{source}[{k}]" for k in range(len(blobs))]
     images, bad = decode_images(blobs, config.image_size, config.channels, names=row_names)
@@ -217,6 +244,31 @@ def decode_split(split, config, names: tuple[str, ...], source: str, how: str) -
     if config.image_size is None:  # the images' own size when they share one (decode.one_size)
         xs = one_size(xs, source)
     return ImageSet(torch.stack(xs), torch.tensor([labels[k] for k in kept]), names, source, meta)
+
+
+def _decode_into_store(raw, labels: list[int], config, names, source: str, how: str, key: str, roots) -> ImageSet:
+    """decode_split's rows, a chunk at a time, into the store cache_dir("stores", key) (data.folder_store)."""
+    column = config.image_column
+
+    def blobs(start: int, stop: int) -> tuple[list[bytes], list[str]]:
+        return ([_bytes(item, roots) for item in raw[start:stop][column]],
+                [f"{source}[{k}]" for k in range(start, stop)])
+
+    def sizes():
+        for start in range(0, len(labels), CHUNK):
+            yield from (header_size(b) for b in blobs(start, min(start + CHUNK, len(labels)))[0])
+
+    def report(bad, total: int) -> str:
+        return (f"{len(bad)} unreadable image(s) of {total} in {source}, first: "
+                + ", ".join(f"{b.path} ({b.reason})" for b in bad[:SHOWN_UNREADABLE]))
+
+    folder = cache_dir("stores", key)
+    data = decode_into_store(folder, key, blobs, labels, names, source, config.image_size, config.channels,
+                             config.on_corrupt, report, sizes=sizes, meta={"class_names_from": how})
+    note(f"{source}: {len(data)} images of {'×'.join(map(str, data.images.shape[1:]))} "
+         f"({data.images.nbytes / 1e9:.1f} GB decoded) kept on disk in an image store at {folder}, read by index "
+         f"({STORE_ENV}=memory|disk|auto chooses; auto: above a quarter of this machine's memory)")
+    return data
 
 
 def _column(split, name: str, option: str) -> None:

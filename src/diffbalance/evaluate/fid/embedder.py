@@ -54,7 +54,8 @@ class Embedder:
         """Features (N, D) float32 (CPU) of `images` in their order; only images not seen before are embedded. A
         stored set (data.store) is embedded a chunk at a time and its rows are not kept for later sets."""
         if is_stored(images):
-            parts = [extract_features(chunk, self.extractor) for chunk in images.batches(STREAM_CHUNK)]
+            parts = [extract_features(images.take(slice(a, a + STREAM_CHUNK)), self.extractor)
+                     for a in range(0, len(images), STREAM_CHUNK)]
             return torch.cat(parts) if parts else torch.zeros(0, max(0, getattr(self.extractor, "dim", 0)))
         digests = image_digests(images)
         todo: dict[bytes, int] = {}  # digest → first position, for images never embedded
@@ -98,7 +99,8 @@ class Embedder:
         stops = starts[1:] + [len(images)]
         stats = None
         for a, b in zip(starts, stops):
-            part = gaussian_stats(extract_features(images[a:b], self.extractor), self.stats_device)
+            # a view: under torchrun each rank reads only its block of the chunk (evaluate.fid.sharded)
+            part = gaussian_stats(extract_features(images.take(slice(a, b)), self.extractor), self.stats_device)
             stats = part if stats is None else combine_stats(stats, part)
         return stats
 

@@ -23,10 +23,11 @@ def rank_block(n: int, d: distributed.Dist) -> slice:
 
 def extract_features(images: torch.Tensor, extractor: FeatureExtractor) -> torch.Tensor:
     """uint8 images (N, C, H, W) → float32 features (N, D) on the CPU, in the images' order; under torchrun
-    every rank must call it with the same images, and each embeds only its block."""
+    every rank must call it with the same images, and each embeds only its block (of a stored set: reads only its
+    block, data.store)."""
     d = distributed.current()
     if not d.active:
-        return extractor(images).float()
+        return extractor(images[:]).float()
     counts = distributed.gather(len(images))
     if len(set(counts)) != 1:  # the ranks disagree on what to embed: gathering would mix different sets
         raise DiffbalanceError(f"ranks asked to embed different image counts ({counts})",

@@ -43,7 +43,8 @@ class CFGTrainConfig(Config):
     model_size: Literal["tiny", "small", "paper"] = "tiny"  # tiny (CPU demo/tests) | small (~10M) | paper (35.7M DDPM)
     vae: str | None = None  # a pretrained AutoencoderKL (a diffusers folder, a model's folder with vae/, or a Hub id):
     # the UNet learns its latents (the class-conditional LDM, generate.cfg.latent); None = pixel space (≤ 64 px)
-    block_out_channels: tuple[int, ...] = ()  # override the size's channels per level (tests); () = the size's
+    block_out_channels: tuple[int, ...] = ()  # override the size's channels per level (tests); () = the size's, one
+    # level more per doubling of the (latent) side past 32 (generate.cfg.unet.levels_for)
     layers_per_block: int = 0  # override the size's res blocks per level; 0 = the size's
     train_steps: int = 1000  # optimiser steps in total
     batch_size: int = 0  # images per optimiser step over all processes (DDP); 0 = the size's (DEFAULT_BATCH)

@@ -52,6 +52,7 @@ def generator_info(train: ImageSet, config: CFGTrainConfig, unet: UNet2DModel, s
         "channels": train.channels,
         "p_uncond": config.p_uncond,
         "model_size": config.model_size,
+        "block_out_channels": list(unet.config.block_out_channels),  # the size's levels, deepened by resolution
         "parameters": sum(p.numel() for p in unet.parameters()),
         "train_steps_done": step,
         "train_config": config.to_dict(),

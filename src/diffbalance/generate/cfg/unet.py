@@ -26,6 +26,17 @@ UNET_SIZES = {
 }
 
 
+BASE_SIDE = 32  # the side the named sizes are made for: their deepest level works at 32 / 2^(levels − 1)
+
+
+def levels_for(channels: tuple[int, ...], side: int) -> tuple[int, ...]:
+    """A named size's channels per level, deepened for a larger input: one more level (the last channel count
+    repeated) for each doubling of `side` past BASE_SIDE, so the deepest level sees as few positions as at 32 px
+    (a 64×64 latent: one more level, 128: two). At 32 px and below the size is kept as it is."""
+    extra = max(0, math.ceil(math.log2(side / BASE_SIDE))) if side > BASE_SIDE else 0
+    return tuple(channels) + (channels[-1],) * extra
+
+
 def padded_size(size: int, levels: int) -> int:
     """Smallest multiple of 2^(levels−1) that holds `size` (the UNet halves the resolution levels−1 times)."""
     step = 2 ** (levels - 1)
@@ -42,6 +53,7 @@ def build_unet(
     dropout: float = -1.0,
 ) -> UNet2DModel:
     spec = dict(UNET_SIZES[model_size])
+    spec["block_out_channels"] = levels_for(spec["block_out_channels"], max(image_size))  # depth by resolution
     if block_out_channels:
         spec["block_out_channels"] = tuple(block_out_channels)
         spec["attention_levels"] = tuple(lv for lv in spec["attention_levels"] if lv < len(block_out_channels))
