@@ -99,7 +99,7 @@ def run_stage(stage: str, root: Path, work: Path, features: str) -> None:
 
 
 def measure(stage: str, root: Path, work: Path, features: str, env: dict) -> dict:
-    """Wall seconds and peak RSS (MB) of the stage in a child process."""
+    """Wall seconds and peak RSS (MiB: ru_maxrss of the stage process, its largest) of the stage in a child process."""
     argv = [sys.executable, __file__, "--stage", stage, "--root", str(root), "--work", str(work),
             "--features", features]
     tic = time.perf_counter()
@@ -125,7 +125,7 @@ def fit(rows: list[dict]) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| images | stage | seconds | peak RSS (MB) |", "|---|---|---|---|"]
+    lines = ["| images | stage | seconds | peak RSS (MiB) |", "|---|---|---|---|"]
     lines += [f"| {r['images']:,} | {r['stage']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |" for r in rows]
     return "\n".join(lines)
 
@@ -144,8 +144,10 @@ def plot(rows: list[dict], path: Path) -> None:
             ax_t.plot(n, s, "o-", label=stage)
             ax_m.plot(n, m, "o-", label=stage)
     ax_t.set(xlabel="images", ylabel="wall seconds", title="time per stage")
-    ax_m.set(xlabel="images", ylabel="peak RSS (MB)", title="peak memory per stage")
+    ax_m.set(xlabel="images", ylabel="peak RSS (MiB)", title="peak memory per stage")
+    sizes = sorted({r["images"] for r in rows})
     for ax in (ax_t, ax_m):
+        ax.set_xticks(sizes, [f"{n // 1000}k" for n in sizes])
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
