@@ -203,3 +203,32 @@ def test_a_run_on_a_stored_folder_gives_the_same_fills_and_metrics(tmp_path, mon
     for a, b in zip(runs["memory"], runs["disk"]):
         assert (a["method"], a["seed"]) == (b["method"], b["seed"])
         assert {k: a.get(k) for k in metrics} == {k: b.get(k) for k in metrics}, a["method"]
+
+
+def test_a_store_larger_than_the_free_space_is_one_line_before_anything_is_written(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2**20, 2**20))  # 1 MiB free
+    with pytest.raises(DiskFullError, match="not enough room") as err:
+        write_store(tmp_path / "s", random_set(), key="k")
+    assert "\n" not in str(err.value) and not (tmp_path / "s" / "images.npy").exists()
+
+
+def test_a_decompression_bomb_header_does_not_size_the_set(tmp_path, monkeypatch):
+    """The first file claims more pixels than PIL allows: it is unreadable, so the next file sizes the folder and
+    the set stays in memory, the bomb skipped as the in-memory reader skips it."""
+    from PIL import Image
+
+    root = write_folder(tmp_path / "f", {"a": 4, "b": 3}, size=(8, 8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 8×8 = 64 fits; the 20×20 "bomb" does not
+    Image.new("RGB", (20, 20)).save(root / "a" / "00000-bomb.png")
+    assert folder_store._header(root / "a" / "00000-bomb.png") is None
+    monkeypatch.setenv("DIFFBALANCE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DIFFBALANCE_STORE", "auto")
+    monkeypatch.setenv("DIFFBALANCE_STORE_ABOVE", str(20 * 20 * 3 * 8 - 1))  # 8 files sized by the bomb: on disk
+    from diffbalance.data.image_folder import load_image_folder
+
+    data = load_image_folder(root)
+    assert not data.stored and len(data) == 7 and data.meta["unreadable_count"] == 1

@@ -31,6 +31,7 @@ from diffbalance.infra.errors import DiffbalanceError
 from diffbalance.infra.paths import cache_dir
 from diffbalance.infra.progress import note, progress_bar
 
+SAMPLED = 16  # files whose headers estimate a folder's decoded size (the first readable one counts)
 CHUNK = 1024  # images decoded (in threads) and written per step
 TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
@@ -47,6 +48,8 @@ def _header(path: Path | bytes) -> tuple[int, int, int] | None:
     try:
         with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as img:
             w, h = img.size
+            if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:  # a decompression bomb: unreadable
+                return None
             if img.getexif().get(0x0112) in TURNED:
                 w, h = h, w
             return h, w, 1 if img.mode in GREY_MODES else 3
@@ -60,7 +63,7 @@ def load_folder_store(root: Path, image_size: int | None, channels: int | None, 
     `force`, decoded once into the cache (keyed by the folder's files and these options); None: read it into
     memory."""
     _, items = scan_image_folder(root)
-    first = _header(items[0][0]) or (1, 1, 3)
+    first = next((h for h in map(_header, (p for p, _ in items[:SAMPLED])) if h is not None), (1, 1, 3))
     side = (image_size, image_size) if image_size else first[:2]
     if not force and not use_store(len(items) * (channels or first[2]) * side[0] * side[1]):
         return None

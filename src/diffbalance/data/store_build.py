@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import torch
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.store import IMAGES, INFO, LABELS, PROGRESS, STORE_FORMAT, DiskArray, StoredImages
 from diffbalance.infra.atomic import DiskFullError, full_reason, write_json
+
+SPARE_BYTES = 2**30  # room a store leaves free on its disk
 
 
 class StoreWriter:
@@ -26,6 +29,10 @@ class StoreWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.done, self.labels, self.state = self._resume_point()
         path = self.folder / IMAGES
+        need, free = capacity * int(np.prod(self.image_shape)), shutil.disk_usage(self.folder).free
+        if self.done == 0 and need > free - SPARE_BYTES:  # never fill the disk: one line before anything is written
+            raise DiskFullError(path, f"not enough room for an image store of {need / 1e9:.1f} GB "
+                                      f"({free / 1e9:.1f} GB free)")
         try:
             if self.done == 0:
                 array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8,
