@@ -230,8 +230,10 @@ class Sweeper:
         if not self.st.folds:
             raise DiffbalanceError("the sweep chooses on validation folds, but the config has no validation section",
                                    "add validation: {folds: 5} (or per_class: N)")
-        config = self.st.config
-        recipe = cfg.recipe(config.choice_recipe(method.train, cfg.classifier), config.classifier_model(0))
+        first = self.st.config.classifiers[0]  # a name, or a classifier with a recipe of its own
+        own = isinstance(first, str) or cfg.classifier
+        train = method.train if own else self.st.config.run_recipe(method.train, first.name)
+        recipe = cfg.recipe(train, first if isinstance(first, str) else first.model)
         declared = sweep_knobs(method.rebalancer)
         own = build_rebalancer(method.rebalancer, {k: v for k, v in method.params.items()
                                                    if k in (*declared, "guidance_convention")}).get_params()
