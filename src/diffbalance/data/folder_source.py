@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffbalance.data.cache import cache_key, cached_sets
-from diffbalance.data.folder_store import header_size
+from diffbalance.data.folder_store import folder_bytes
 from diffbalance.data.image_folder import (
     check_read_options,
     load_image_folder,
     note_skipped,
-    scan_image_folder,
     stratified_split,
 )
 from diffbalance.data.imageset import ImageSet
@@ -54,20 +53,13 @@ def load_folder_train_test(config) -> tuple[ImageSet, ImageSet]:
             f"test folder {test_root} does not exist", "pass an existing folder or leave test_root out"
         )
     key = cache_key("folder", [root, test_root], options)
-    if use_store(estimated_bytes(root, config.image_size, config.channels)
-                 + (estimated_bytes(test_root, config.image_size, config.channels) if test_root else 0)):
+    if use_store(folder_bytes(root, config.image_size, config.channels)
+                 + (folder_bytes(test_root, config.image_size, config.channels) if test_root else 0)):
         return _stored(config, root, test_root)
     train, test = cached_sets(key, build, enabled=config.cache)
     if train.meta.get("cache", {}).get("hit"):
         _rewarn_unreadable(train, test)
     return train, test
-
-
-def estimated_bytes(root: Path, image_size: int | None, channels: int) -> int:
-    """Decoded bytes of a folder: its files × channels × the pixels of `image_size` or of the first image."""
-    _, items = scan_image_folder(root)
-    h, w = (image_size, image_size) if image_size else (header_size(items[0][0]) or (1, 1))
-    return len(items) * channels * h * w
 
 
 def _stored(config, root: Path, test_root: Path | None) -> tuple[ImageSet, ImageSet]:

@@ -63,9 +63,7 @@ def load_folder_store(root: Path, image_size: int | None, channels: int | None, 
     `force`, decoded once into the cache (keyed by the folder's files and these options); None: read it into
     memory."""
     _, items = scan_image_folder(root)
-    first = next((h for h in map(_header, (p for p, _ in items[:SAMPLED])) if h is not None), (1, 1, 3))
-    side = (image_size, image_size) if image_size else first[:2]
-    if not force and not use_store(len(items) * (channels or first[2]) * side[0] * side[1]):
+    if not force and not use_store(_estimate(items, image_size, channels)):
         return None
     if channels is None:  # the files' own: RGB if any is colour (the in-memory reader's rule)
         channels = max((h[2] for h in map(_header, (p for p, _ in items)) if h is not None), default=3)
@@ -78,10 +76,27 @@ def load_folder_store(root: Path, image_size: int | None, channels: int | None, 
                "class_names": None if class_names is None else list(class_names)}
     key = cache_key("folder-store", [root], options)
     data = store_image_folder(root, cache_dir("stores", key), key, image_size, channels, on_corrupt, class_names)
-    note(f"{root}: {len(data)} images of {'×'.join(map(str, data.images.shape[1:]))} "
-         f"({data.images.nbytes / 1e9:.1f} GB decoded) kept on disk in an image store at {cache_dir('stores', key)}"
-         f", read by index ({STORE_ENV}=memory|disk|auto chooses; auto: above a quarter of this machine's memory)")
+    note_stored(str(root), data, cache_dir("stores", key))
     return data
+
+
+def folder_bytes(root: Path, image_size: int | None, channels: int | None) -> int:
+    """Decoded bytes of a folder: its files × channels × the pixels of `image_size` or of the first readable of
+    its first SAMPLED files."""
+    return _estimate(scan_image_folder(root)[1], image_size, channels)
+
+
+def _estimate(items: list, image_size: int | None, channels: int | None) -> int:
+    first = next((h for h in map(_header, (p for p, _ in items[:SAMPLED])) if h is not None), (1, 1, 3))
+    h, w = (image_size, image_size) if image_size else first[:2]
+    return len(items) * (channels or first[2]) * h * w
+
+
+def note_stored(source: str, data: ImageSet, folder: Path) -> None:
+    """The one line that says a set is kept on disk, how large it is and how to choose otherwise."""
+    note(f"{source}: {len(data)} images of {'×'.join(map(str, data.images.shape[1:]))} "
+         f"({data.images.nbytes / 1e9:.1f} GB decoded) kept on disk in an image store at {folder}, read by index "
+         f"({STORE_ENV}=memory|disk|auto chooses; auto: above a quarter of this machine's memory)")
 
 
 def target_size(found: list, image_size: int | None, where: str) -> tuple[tuple[int, int], bool]:

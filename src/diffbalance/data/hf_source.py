@@ -29,8 +29,8 @@ import torch
 
 from diffbalance.data.cache import cache_key, cached_sets
 from diffbalance.data.decode import decode_images, one_size
-from diffbalance.data.folder_store import CHUNK, decode_into_store, header_size
-from diffbalance.data.store import STORE_ENV, use_store
+from diffbalance.data.folder_store import CHUNK, decode_into_store, header_size, note_stored
+from diffbalance.data.store import use_store
 from diffbalance.data.image_folder import check_read_options, note_skipped, stratified_split
 from diffbalance.data.imageset import ImageSet
 from diffbalance.data.registry import register_source
@@ -265,9 +265,7 @@ def _decode_into_store(raw, labels: list[int], config, names, source: str, how: 
     folder = cache_dir("stores", key)
     data = decode_into_store(folder, key, blobs, labels, names, source, config.image_size, config.channels,
                              config.on_corrupt, report, sizes=sizes, meta={"class_names_from": how})
-    note(f"{source}: {len(data)} images of {'×'.join(map(str, data.images.shape[1:]))} "
-         f"({data.images.nbytes / 1e9:.1f} GB decoded) kept on disk in an image store at {folder}, read by index "
-         f"({STORE_ENV}=memory|disk|auto chooses; auto: above a quarter of this machine's memory)")
+    note_stored(source, data, folder)
     return data
 
 

@@ -70,11 +70,6 @@ class ImageSet:
         """Whether the images are read from disk (data.store) rather than held in memory."""
         return isinstance(self.images, StoredImages)
 
-    def batches(self, batch_size: int):
-        """The images in order, `batch_size` at a time, as uint8 tensors (memory bounded by the batch)."""
-        for start in range(0, len(self), batch_size):
-            yield self.images[start:start + batch_size]
-
     def counts(self) -> list[int]:
         """Images per class, indexed by class."""
         return torch.bincount(self.labels, minlength=self.num_classes).tolist()

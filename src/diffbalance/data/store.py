@@ -122,9 +122,6 @@ class StoredImages:
     def __len__(self) -> int:
         return len(self.index)
 
-    def size(self, dim: int | None = None):
-        return self.shape if dim is None else self.shape[dim]
-
     def take(self, positions) -> StoredImages:
         """A view of the images at `positions` (anything `__getitem__` takes), nothing read."""
         return StoredImages(self.parts, self.index[_positions(positions, len(self))])
@@ -157,17 +154,9 @@ class StoredImages:
             out[torch.from_numpy(where[order])] = part.read(rows[order])
         return out
 
-    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
-        """The images in order, `batch_size` at a time (a scan: FID, prediction)."""
-        for start in range(0, len(self), batch_size):
-            yield self[start:start + batch_size]
-
     def to(self, device, non_blocking: bool = False) -> torch.Tensor:
         """Every image in memory, on `device` — only for sets small enough (callers that stream read batches)."""
         return self[:].to(device, non_blocking=non_blocking)
-
-    def contiguous(self) -> torch.Tensor:
-        return self[:]
 
     def __array__(self, dtype=None, copy=None):
         array = self[:].numpy()

@@ -29,7 +29,7 @@ from diffbalance.infra.renames import renamed
 from diffbalance.experiment.speed import ExpectedTime
 from diffbalance.evaluate.fid.protocol import FidConfig
 from diffbalance.experiment.filter import FilterConfig
-from diffbalance.experiment.sweep import SweepConfig
+from diffbalance.experiment.sweep import SweepConfig, choice_recipe, with_classifier
 from diffbalance.imbalance.subset import ImbalanceConfig
 from diffbalance.imbalance.targets import STRATEGIES
 from diffbalance.imbalance.validation import ValidationConfig
@@ -133,20 +133,7 @@ class ExperimentConfig(Config):
 
     def run_recipe(self, train: TrainConfig, classifier: str) -> TrainConfig:
         """A method's recipe `train` for the runs of the classifier labelled `classifier` (its model and overrides)."""
-        spec = self.classifiers[self.classifier_names().index(classifier)]
-        if isinstance(spec, str):
-            return train.replace(model=spec)
-        return TrainConfig.from_dict({**train.to_dict(), **spec.train, "model": spec.model},
-                                     path=f"classifiers[{spec.name}].train")
-
-    def classifier_model(self, i: int) -> str:
-        spec = self.classifiers[i]
-        return spec if isinstance(spec, str) else spec.model
-
-    def choice_recipe(self, train: TrainConfig, classifier: str | None = None) -> TrainConfig:
-        """The recipe choices are made with (sweeps, row selection): the first classifier's, unless a sweep names
-        a `classifier` model of its own (then the method's recipe as it is)."""
-        return train if classifier else self.run_recipe(train, self.classifier_names()[0])
+        return with_classifier(train, self.classifiers[self.classifier_names().index(classifier)])
 
     def row_names(self) -> list[str]:
         """The rows of every table: the methods, then the ceiling row when there is one."""
@@ -212,7 +199,8 @@ class ExperimentConfig(Config):
                 if name not in sweepable or not sweep.swept_knobs() <= set(knobs[name]):
                     raise DiffbalanceError(f"sweep[{i}].also names {name!r}, which cannot take the knobs this sweep "
                                            "chooses", "list only methods of the same rebalancer as the swept one")
-            sweep.recipe(self.choice_recipe(method.train, sweep.classifier), self.classifier_model(0), path=f"sweep[{i}].train")  # checked now, not after hours
+            train = choice_recipe(self, method.train, sweep.classifier)
+            sweep.recipe(train, train.model, path=f"sweep[{i}].train")  # checked now, not after hours
             tuned += [sweep.method, *sweep.also]
         twice = sorted({n for n in tuned if tuned.count(n) > 1})
         if twice:

@@ -15,7 +15,7 @@ import statistics
 from diffbalance.classify.config import TrainConfig
 from diffbalance.experiment.config import MethodConfig
 from diffbalance.experiment.stage import Stage
-from diffbalance.experiment.sweep import SCORE_DIGITS, SweepConfig, Sweeper
+from diffbalance.experiment.sweep import SCORE_DIGITS, SweepConfig, Sweeper, choice_recipe
 from diffbalance.rebalance.registry import rebalancer_class
 
 
@@ -40,7 +40,7 @@ def row_scores(st: Stage, sweeper: Sweeper | None, methods: list[MethodConfig], 
             v = config.validation
             quick = SweepConfig(method=m.name, seeds=v.seeds, train=dict(v.train),
                                 max_images_per_class=v.max_images_per_class if generative else None)
-            recipe = TrainConfig.from_dict({**config.choice_recipe(m.train).to_dict(), **v.train},
+            recipe = TrainConfig.from_dict({**choice_recipe(config, m.train).to_dict(), **v.train},
                                            path="validation.train")
             point = sweeper.measure(m, {}, "row", recipe, quick)
             out[m.name] = {**_summary(point), "generative": generative, "fell_back": False,

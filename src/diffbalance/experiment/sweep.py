@@ -136,6 +136,22 @@ class SweepConfig(Config):
         return out
 
 
+def with_classifier(train: TrainConfig, spec) -> TrainConfig:
+    """`train` for a classifier: a name sets the model; a classifier with a recipe of its own
+    (experiment.config.ClassifierConfig) its model and its recipe overrides."""
+    if isinstance(spec, str):
+        return train.replace(model=spec)
+    return TrainConfig.from_dict({**train.to_dict(), **spec.train, "model": spec.model},
+                                 path=f"classifiers[{spec.name}].train")
+
+
+def choice_recipe(config, train: TrainConfig, classifier: str | None = None) -> TrainConfig:
+    """The recipe choices are made with (sweeps, row selection): `train` for the config's first classifier, unless
+    a sweep names a `classifier` model of its own (then `train` as it is; the sweep sets the model). `config`: any
+    object with `classifiers` (a stage's config)."""
+    return train if classifier else with_classifier(train, config.classifiers[0])
+
+
 SCORE_DIGITS = 9  # means of scores that are equal counts of images differ in the last bits (0.67 vs 0.6699…)
 
 
@@ -230,10 +246,8 @@ class Sweeper:
         if not self.st.folds:
             raise DiffbalanceError("the sweep chooses on validation folds, but the config has no validation section",
                                    "add validation: {folds: 5} (or per_class: N)")
-        first = self.st.config.classifiers[0]  # a name, or a classifier with a recipe of its own
-        own = isinstance(first, str) or cfg.classifier
-        train = method.train if own else self.st.config.run_recipe(method.train, first.name)
-        recipe = cfg.recipe(train, first if isinstance(first, str) else first.model)
+        train = choice_recipe(self.st.config, method.train, cfg.classifier)
+        recipe = cfg.recipe(train, train.model)
         declared = sweep_knobs(method.rebalancer)
         own = build_rebalancer(method.rebalancer, {k: v for k, v in method.params.items()
                                                    if k in (*declared, "guidance_convention")}).get_params()
