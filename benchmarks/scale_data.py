@@ -10,7 +10,8 @@ images of classes 0–4 (an oversample fill to balance then adds a third of N). 
 
     store   decode the folder into the store (data.folder_store)
     fill    oversample to balance: the fill's PNGs written, then read back into a store of their own
-    epoch   one epoch of the small CNN (batch 128) on the real images + the fill, batches from DataLoader workers
+    epoch   one epoch of the small CNN (--batch, 128 by default) on the real images + the fill, batches from
+            DataLoader workers; its peak is the process (~1 GB) plus the activations, which grow with the batch
     fid     FID of the set against itself (--features: `random`, the fixed random conv net, by default — on the
             CPU the Inception network at 299 px runs ~10 img/s and is GPU work; its statistics stream the same way)
 
@@ -65,7 +66,7 @@ def make_folder(root: Path, n: int, side: int, cifar: Path) -> None:
             i += 1
 
 
-def run_stage(stage: str, root: Path, work: Path, features: str) -> None:
+def run_stage(stage: str, root: Path, work: Path, features: str, batch: int) -> None:
     """One stage, in this process (the parent measures it)."""
     import torch
 
@@ -85,7 +86,7 @@ def run_stage(stage: str, root: Path, work: Path, features: str) -> None:
         from diffbalance.classify.config import TrainConfig
         from diffbalance.classify.train import train_classifier
 
-        config = TrainConfig(model="small_cnn", epochs=1, batch_size=128, lr=0.05, warmup_epochs=0.0,
+        config = TrainConfig(model="small_cnn", epochs=1, batch_size=batch, lr=0.05, warmup_epochs=0.0,
                              checkpoint_every_epochs=0)
         train_classifier(data.concat(fill_set), config, device="cpu", seed=0, progress=False)
         return
@@ -98,35 +99,45 @@ def run_stage(stage: str, root: Path, work: Path, features: str) -> None:
     print(json.dumps({"fid_self": float(frechet_distance(stats, stats)), "n": stats.n}))
 
 
-def measure(stage: str, root: Path, work: Path, features: str, env: dict) -> dict:
+def measure(stage: str, root: Path, work: Path, features: str, batch: int, env: dict) -> dict:
     """Wall seconds and peak RSS (MiB: ru_maxrss of the stage process, its largest) of the stage in a child process."""
     argv = [sys.executable, __file__, "--stage", stage, "--root", str(root), "--work", str(work),
-            "--features", features]
+            "--features", features, "--batch", str(batch)]
     tic = time.perf_counter()
     child = subprocess.Popen(argv, env=env)
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - tic
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"stage {stage} failed (exit {os.waitstatus_to_exitcode(status)})")
-    return {"stage": stage, "seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+    row = {"stage": stage, "seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {**row, "batch": batch} if stage == "epoch" else row
+
+
+def curve(row: dict) -> str:
+    """A row's curve: its stage, the epoch's per batch size."""
+    return f"epoch, batch {row['batch']}" if row["stage"] == "epoch" else row["stage"]
+
+
+def curves(rows: list[dict]) -> list[str]:
+    return sorted({curve(r) for r in rows}, key=lambda c: (STAGES.index(c.split(',')[0]), c))
 
 
 def fit(rows: list[dict]) -> dict:
-    """Per stage: seconds = a + b·N by least squares; b (s/image), a, and the estimate at 1 M images."""
+    """Per curve: seconds = a + b·N by least squares; b (s/image), a, and the estimate at 1 M images."""
     out = {}
-    for stage in STAGES:
-        pts = [(r["images"], r["seconds"]) for r in rows if r["stage"] == stage]
+    for name in curves(rows):
+        pts = [(r["images"], r["seconds"]) for r in rows if curve(r) == name]
         if len(pts) < 2:
             continue
         n, s = np.array(pts, dtype=float).T
         b, a = np.polyfit(n, s, 1)
-        out[stage] = {"seconds_per_image": b, "intercept_s": a, "estimate_1M_s": a + b * 1e6}
+        out[name] = {"seconds_per_image": b, "intercept_s": a, "estimate_1M_s": a + b * 1e6}
     return out
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| images | stage | seconds | peak RSS (MiB) |", "|---|---|---|---|"]
-    lines += [f"| {r['images']:,} | {r['stage']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |" for r in rows]
+    lines += [f"| {r['images']:,} | {curve(r)} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -137,13 +148,12 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
-    for stage in STAGES:
-        pts = sorted((r["images"], r["seconds"], r["peak_rss_mb"]) for r in rows if r["stage"] == stage)
-        if pts:
-            n, s, m = zip(*pts)
-            ax_t.plot(n, s, "o-", label=stage)
-            ax_m.plot(n, m, "o-", label=stage)
+    for name in curves(rows):
+        n, s, m = zip(*sorted((r["images"], r["seconds"], r["peak_rss_mb"]) for r in rows if curve(r) == name))
+        ax_t.plot(n, s, "o-", label=name)
+        ax_m.plot(n, m, "o-", label=name)
     ax_t.set(xlabel="images", ylabel="wall seconds", title="time per stage")
+    ax_m.axhline(2.5e9 / 2**20, color="grey", linestyle="--", label="2.5 GB")
     ax_m.set(xlabel="images", ylabel="peak RSS (MiB)", title="peak memory per stage")
     sizes = sorted({r["images"] for r in rows})
     for ax in (ax_t, ax_m):
@@ -163,12 +173,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("results/cpu/scale-data"))
     ap.add_argument("--features", default="random")
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    ap.add_argument("--batch", type=int, default=128, help="the epoch's batch size")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # the child's one stage
     ap.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stage:
-        return run_stage(args.stage, args.root, args.work, args.features)
+        return run_stage(args.stage, args.root, args.work, args.features, args.batch)
     args.out.mkdir(parents=True, exist_ok=True)
     previous = args.out / "scale.json"
     rows = json.loads(previous.read_text())["rows"] if previous.is_file() else []
@@ -181,15 +192,16 @@ def main() -> None:
             print(f"{n} images written in {time.perf_counter() - tic:.0f} s", flush=True)
         env = {**os.environ, "DIFFBALANCE_STORE": "disk", "DIFFBALANCE_CACHE": str(work / "cache")}
         for stage in args.stages:
-            row = {"images": n, "side": args.side, **measure(stage, root, work, args.features, env)}
-            rows = [r for r in rows if (r["images"], r["stage"]) != (n, stage)] + [row]
+            row = {"images": n, "side": args.side, **measure(stage, root, work, args.features, args.batch, env)}
+            rows = [r for r in rows if (r["images"], curve(r)) != (n, curve(row))] + [row]
             print(json.dumps(row), flush=True)
             (args.out / "scale.json").write_text(json.dumps(
                 {"rows": rows, "fit": fit(rows), "features": args.features, "cpu_count": os.cpu_count(),
                  "machine": platform.processor() or platform.machine()}, indent=1))
         if not args.keep:
             shutil.rmtree(work)
-    rows.sort(key=lambda r: (r["images"], STAGES.index(r["stage"])))
+    order = curves(rows)
+    rows.sort(key=lambda r: (r["images"], order.index(curve(r))))
     (args.out / "scale.md").write_text(table(rows) + "\n")
     plot(rows, args.out / "scale.png")
     print(table(rows))
