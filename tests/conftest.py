@@ -1,16 +1,14 @@
-"""Shared test set-up: the test-set ledger (evaluate.ledger) of every in-process test goes to a folder of the test
-session, never to the user's cache (tests that set $DIFFBALANCE_CACHE themselves still get theirs)."""
+"""Shared test set-up: every test, and every process a test starts, caches under the test session's temporary folder —
+decoded sets, image stores, FID statistics and the test-set ledger (evaluate.ledger) never land in the user's cache
+(`~/.cache/diffbalance`). A test that sets $DIFFBALANCE_CACHE itself (monkeypatch.setenv) gets its own; a session
+started with $DIFFBALANCE_CACHE set keeps it."""
 
 import os
 
 import pytest
 
-from diffbalance.evaluate import ledger
-
 
 @pytest.fixture(autouse=True)
-def _session_ledger(monkeypatch, tmp_path_factory):
-    if "DIFFBALANCE_CACHE" not in os.environ:  # a test's own cache (monkeypatch.setenv) keeps its own ledger
-        path = tmp_path_factory.getbasetemp() / "ledger" / "test-sets.jsonl"
-        real = ledger.ledger_path
-        monkeypatch.setattr(ledger, "ledger_path", lambda: path if "DIFFBALANCE_CACHE" not in os.environ else real())
+def _session_cache(monkeypatch, tmp_path_factory):
+    if "DIFFBALANCE_CACHE" not in os.environ:  # os.environ: a subprocess (the CLI, torchrun ranks) inherits it
+        monkeypatch.setenv("DIFFBALANCE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
