@@ -106,6 +106,55 @@ def test_fid_statistics_of_a_stored_set_stream_in_chunks(stored, monkeypatch):
                                                                       rel=1e-6)
 
 
+def test_the_quality_report_of_stored_sets_holds_no_feature_matrix(tmp_path, monkeypatch):
+    """Stored sets: per-class FID, precision/recall and KID from a class-by-class pass that keeps only the rows
+    their seeded subsets draw — the same P/R and KID as in memory, FIDs to the float64 rounding of combined Σ.
+    Subsets smaller than the sets (P/R 20 of 61 real rows, KID 4 subsets of 8), a real class of one image, a
+    generated class of one image, chunks of 8 (one of 1 joins its neighbour)."""
+    from diffbalance.evaluate.fid import embedder
+    from diffbalance.evaluate.fid.features import RandomConvFeatures
+    from diffbalance.evaluate.fid.protocol import FidConfig, quality_report
+
+    def labelled(counts: list[int], seed: int) -> ImageSet:
+        labels = torch.repeat_interleave(torch.arange(4), torch.tensor(counts))
+        images = random_set(len(labels), seed=seed).images
+        return ImageSet(images, labels, tuple("abcd"), "random")
+
+    original = labelled([30, 30, 30, 1], seed=1)  # class d: one real image
+    generated = labelled([0, 22, 7, 1], seed=2)  # class d: one generated image
+    real = labelled([10, 10, 10, 10], seed=3)  # the imbalanced real part of the rebalanced set
+    on_disk = []
+    for name, s in (("o", original), ("g", generated), ("r", real)):
+        write_store(tmp_path / name, s, key=name, chunk=9)
+        on_disk.append(open_store(tmp_path / name, name))
+    cfg = FidConfig(features="random", max_images_pr=20, pr_k=3, kid_subsets=4, kid_subset_size=8, seed=5)
+    extractor = RandomConvFeatures(device=torch.device("cpu"), batch_size=16)
+    memory = quality_report(original, (real, generated), generated, cfg, "cpu", extractor=extractor)
+    monkeypatch.setattr(embedder, "STREAM_CHUNK", 8)
+    monkeypatch.setattr(embedder.Embedder, "features", lambda *a: pytest.fail("a whole set's feature rows"))
+    o, g, r = on_disk
+    disk = quality_report(o, (r, g), g, cfg, "cpu", extractor=extractor)
+    # the same rows, embedded in other batches: features agree to float32 rounding (sharded.py), so P/R may move
+    # by one row at a radius's edge (1/20) and KID, a cubic kernel of them, by ~1e-6 of itself
+    pr_disk, pr_memory = disk["precision_recall"], memory["precision_recall"]
+    assert {k: v for k, v in pr_disk.items() if k not in ("precision", "recall")} == \
+        {k: v for k, v in pr_memory.items() if k not in ("precision", "recall")}
+    assert pr_disk["n_real"] == pr_disk["n_fake"] == 20
+    for key in ("precision", "recall"):
+        assert abs(pr_disk[key] - pr_memory[key]) <= 1 / 20 + 1e-12
+    assert disk["kid"]["subsets"] == 4 and disk["kid"]["subset_size"] == memory["kid"]["subset_size"] == 8
+    assert disk["kid"]["kid_mean"] == pytest.approx(memory["kid"]["kid_mean"], rel=1e-5)
+    assert disk["kid"]["kid_std"] == pytest.approx(memory["kid"]["kid_std"], rel=1e-5)
+    assert disk["per_class_fid"].keys() == memory["per_class_fid"].keys() == {"b", "c", "d"}
+    assert disk["per_class_fid"]["d"] == memory["per_class_fid"]["d"] == {"fid": None, "n_real": 1, "n_fake": 1}
+    for key in ("b", "c"):  # Σ of fewer images than features: the tolerance of the FID test above
+        a, b = disk["per_class_fid"][key], memory["per_class_fid"][key]
+        assert a["fid"] == pytest.approx(b["fid"], rel=1e-6) and (a["n_real"], a["n_fake"]) == (b["n_real"], b["n_fake"])
+    for key in ("protocol_fid", "generated_fid"):
+        assert disk[key]["fid"] == pytest.approx(memory[key]["fid"], rel=1e-6)
+        assert {k: v for k, v in disk[key].items() if k != "fid"} == {k: v for k, v in memory[key].items() if k != "fid"}
+
+
 def _folder_sets(root: Path, monkeypatch, mode: str, **options) -> tuple[ImageSet, ImageSet]:
     monkeypatch.setenv("DIFFBALANCE_STORE", mode)
     return load_train_test(DataConfig(name="folder", root=str(root), **options))

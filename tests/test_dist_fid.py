@@ -11,6 +11,7 @@ import torch.multiprocessing as mp
 
 from dist_helpers import free_port, join_gloo
 from diffbalance.data.imageset import ImageSet
+from diffbalance.data.store_build import open_store, write_store
 from diffbalance.evaluate.fid import Embedder, FeatureCache, FidConfig, RandomConvFeatures, quality_report
 from diffbalance.evaluate.fid.sharded import extract_features
 
@@ -52,11 +53,17 @@ def _measure(out: Path) -> dict:
     first = emb(original.images, need_features=True)
     again = Embedder(ext, CountingCache(out / "cache"))(original.images, need_features=True)  # from the disk
     report = quality_report(original, (real, fill), fill, CFG, "cpu")
+    stored = []  # the same sets kept on disk (data.store): the report's class-by-class pass (fid/streamed.py)
+    for name, s in (("original", original), ("real", real), ("fill", fill)):
+        folder = out / f"stores-rank{os.environ.get('RANK', '0')}" / name
+        write_store(folder, s, key=name, chunk=8)
+        stored.append(open_store(folder, name))
+    report_stored = quality_report(stored[0], (stored[1], stored[2]), stored[2], CFG, "cpu")
     return {
         "features": first.features, "mu": first.stats.mu, "sigma": first.stats.sigma,
         "again_hit": again.cache_hit, "again_features": again.features,
         "one_image": extract_features(fill.images[:1], ext),  # fewer images than ranks: one rank embeds nothing
-        "report": report,
+        "report": report, "report_stored": report_stored,
     }
 
 
@@ -88,10 +95,12 @@ def test_features_and_statistics_equal_one_process(runs):
     assert ranks[0]["features"].shape == (60, 32) and ranks[0]["one_image"].shape == (1, 32)
 
 
-def test_scores_equal_one_process(runs):
+@pytest.mark.parametrize("report", ["report", "report_stored"])
+def test_scores_equal_one_process(runs, report):
+    """In memory and with the sets on disk (each rank embeds its block of every class's chunks)."""
     _, single, ranks = runs
-    s = single["report"]
-    for r in (x["report"] for x in ranks):
+    s = single[report]
+    for r in (x[report] for x in ranks):
         for part in ("protocol_fid", "generated_fid"):
             assert r[part]["fid"] == pytest.approx(s[part]["fid"], rel=1e-5, abs=1e-7)
             assert r[part]["n_b"] == s[part]["n_b"]

@@ -21,11 +21,19 @@ from diffbalance.infra.seeding import generator
 CHUNK_BYTES = 256 << 20  # one block of a distance or kernel matrix (P/R, KID) stays under this
 
 
+def subset_rows(n: int, max_count: int, seed: int) -> np.ndarray:
+    """The rows `seeded_subset` keeps of n: at most `max_count`, without replacement by `seed` (all, in order, if
+    there are fewer)."""
+    if n <= max_count:
+        return np.arange(n)
+    return torch.randperm(n, generator=generator(seed))[:max_count].numpy()
+
+
 def seeded_subset(features: torch.Tensor, max_count: int, seed: int) -> torch.Tensor:
     """At most `max_count` rows, chosen without replacement by `seed` (all rows, in order, if there are fewer)."""
     if len(features) <= max_count:
         return features
-    return features[torch.randperm(len(features), generator=generator(seed))[:max_count]]
+    return features[torch.as_tensor(subset_rows(len(features), max_count, seed))]
 
 
 def _chunk_rows(n_cols: int, bytes_per_value: int = 8) -> int:
@@ -84,28 +92,46 @@ def _mmd2_unbiased(k_xx: torch.Tensor, k_xy: torch.Tensor, k_yy: torch.Tensor) -
     return (off_diagonal(k_xx) + off_diagonal(k_yy)) / (m * (m - 1)) - 2 * k_xy.sum(dim=(1, 2)) / (m * m)
 
 
+def kid_picks(n_real: int, n_fake: int, subsets: int = 100, subset_size: int = 1000,
+              seed: int = 0) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
+    """KID's subset size (capped at the smaller set) and its `subsets` seeded (real rows, fake rows) picks:
+    torch-fidelity's (`kid_features_to_metric`: np.random.RandomState(seed).choice, real then fake, per subset)."""
+    size = min(subset_size, n_real, n_fake)
+    if size < 2:
+        return size, []
+    rng = np.random.RandomState(seed)
+    return size, [(rng.choice(n_real, size, replace=False), rng.choice(n_fake, size, replace=False))
+                  for _ in range(subsets)]
+
+
 def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0,
         device: DeviceLike = "cpu") -> dict:
     """KID mean and std over `subsets` seeded subsets (size capped at the smaller set).
 
-    The subsets are torch-fidelity's (`kid_features_to_metric`: np.random.RandomState(seed).choice, real then
-    fake, per subset) and so are the numbers; the kernels are batched float64 matmuls on `device`, as many
-    subsets at a time as keep the kernel matrices under CHUNK_BYTES."""
-    size = min(subset_size, len(real), len(fake))
-    if size < 2:
-        return {"kid_mean": None, "kid_std": None, "subsets": subsets, "subset_size": size,
-                "note": "needs at least 2 samples per side"}
+    The subsets are torch-fidelity's (`kid_picks`) and so are the numbers; the kernels are batched float64 matmuls
+    on `device`, as many subsets at a time as keep the kernel matrices under CHUNK_BYTES."""
+    size, picks = kid_picks(len(real), len(fake), subsets, subset_size, seed)
+    return kid_of_picks(real, fake, picks, size, seed, device) if picks else kid_too_small(subsets, size)
+
+
+def kid_too_small(subsets: int, size: int) -> dict:
+    return {"kid_mean": None, "kid_std": None, "subsets": subsets, "subset_size": size,
+            "note": "needs at least 2 samples per side"}
+
+
+def kid_of_picks(real: torch.Tensor, fake: torch.Tensor, picks: list[tuple[np.ndarray, np.ndarray]], size: int,
+                 seed: int, device: DeviceLike = "cpu") -> dict:
+    """KID over the given (real rows, fake rows) picks of `size` ≥ 2 rows each (`kid_picks`: rows of `real` and
+    `fake`)."""
+    subsets = len(picks)
     device = resolve_device(device)  # "auto" too
-    x, y = real.to(device, torch.float64), fake.to(device, torch.float64)  # (N_r, D), (N_f, D)
-    rng = np.random.RandomState(seed)
-    picks = [(rng.choice(len(x), size, replace=False), rng.choice(len(y), size, replace=False))
-             for _ in range(subsets)]
+    x, y = real.to(device), fake.to(device)  # (N_r, D), (N_f, D) as given; each block's rows go to float64
     per_block = max(1, CHUNK_BYTES // (8 * (3 * size * size + 2 * size * x.shape[1])))
     mmds = []
     for i in range(0, subsets, per_block):
         block = picks[i : i + per_block]
-        xs = x[torch.as_tensor(np.stack([p[0] for p in block]), device=device)]  # (S, m, D)
-        ys = y[torch.as_tensor(np.stack([p[1] for p in block]), device=device)]  # (S, m, D)
+        xs = x[torch.as_tensor(np.stack([p[0] for p in block]), device=device)].double()  # (S, m, D)
+        ys = y[torch.as_tensor(np.stack([p[1] for p in block]), device=device)].double()  # (S, m, D)
         mmds.append(_mmd2_unbiased(_poly_kernel(xs, xs), _poly_kernel(xs, ys), _poly_kernel(ys, ys)))
     mmd = torch.cat(mmds).cpu().numpy()
     return {"kid_mean": float(np.mean(mmd)), "kid_std": float(np.std(mmd)),

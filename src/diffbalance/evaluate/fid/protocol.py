@@ -31,6 +31,7 @@ from diffbalance.evaluate.fid.extra import kid, per_class_fid, precision_recall
 from diffbalance.evaluate.fid.extractors import EXTRACTORS, Builder
 from diffbalance.evaluate.fid.features import FeatureExtractor, ResizeMode
 from diffbalance.evaluate.fid.frechet import frechet_distance, gaussian_stats
+from diffbalance.evaluate.fid.streamed import streamed_quality
 
 POSITIVE = ("max_images_pr", "pr_k", "kid_subsets", "kid_subset_size")  # batch_size: positive or None
 
@@ -137,6 +138,24 @@ def fid(a: ImageSet, b: ImageSet, cfg: FidConfig = FidConfig(), device: DeviceLi
     }
 
 
+def _in_memory_quality(emb: Embedder, original: ImageSet, generated: ImageSet, cfg: FidConfig, on) -> dict:
+    """The measures of `streamed.streamed_quality`, from both sets' feature rows held in memory."""
+    orig = emb(original.images, need_features=True)  # per-class real features are its rows
+    gen = emb(generated.images, need_features=True)
+    classes = sorted(set(generated.labels.tolist()))
+    real_feats = orig.features[torch.isin(original.labels, torch.tensor(classes))]
+    return {
+        "original_stats": orig.stats,
+        "generated_fid": frechet_distance(gaussian_stats(real_feats, on), gen.stats, on),
+        "n_real_same": len(real_feats),
+        "per_class_fid": per_class_fid(orig.features, original.labels, gen.features, generated.labels,
+                                       original.class_names, on),
+        "precision_recall": precision_recall(real_feats, gen.features, cfg.pr_k, cfg.max_images_pr, cfg.seed,
+                                             device=on),
+        "kid": kid(real_feats, gen.features, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed, device=on),
+    }
+
+
 def quality_report(original_train: ImageSet, rebalanced: ImageSet | Sequence[ImageSet], generated: ImageSet,
                    cfg: FidConfig = FidConfig(), device: DeviceLike = "auto", domain_model=None,
                    extractor: FeatureExtractor | None = None, embedder: Embedder | None = None) -> dict:
@@ -156,25 +175,18 @@ def quality_report(original_train: ImageSet, rebalanced: ImageSet | Sequence[Ima
     start = time.perf_counter()
     emb = _embedder(embedder, cfg, device, domain_model, extractor)
     on = emb.stats_device  # statistics, sqrtm, P/R and KID in float64 where the features were made
-    orig = emb(original_train.images, need_features=True)  # per-class real features are its rows
-    gen = emb(generated.images, need_features=True)
-    paper_fid = frechet_distance(orig.stats, emb.stats_of_parts([p.images for p in parts]), on)
-
+    measures = (streamed_quality if original_train.stored or generated.stored else _in_memory_quality)(
+        emb, original_train, generated, cfg, on)
+    paper_fid = frechet_distance(measures.pop("original_stats"), emb.stats_of_parts([p.images for p in parts]), on)
     classes = sorted(set(generated.labels.tolist()))  # only classes that got generated images
-    same = torch.isin(original_train.labels, torch.tensor(classes))
-    real_feats = orig.features[same]
     return {
         "protocol_fid": {"fid": paper_fid, "a": "original balanced train", "b": "rebalanced set",
                          "n_a": len(original_train), "n_b": n_rebalanced},
-        "generated_fid": {"fid": frechet_distance(gaussian_stats(real_feats, on), gen.stats, on),
+        "generated_fid": {"fid": measures.pop("generated_fid"),
                           "a": "real original images of the generated classes", "b": "generated images",
                           "classes": [original_train.class_names[c] for c in classes],
-                          "n_a": len(real_feats), "n_b": len(generated)},
-        "per_class_fid": per_class_fid(orig.features, original_train.labels, gen.features, generated.labels,
-                                       original_train.class_names, on),
-        "precision_recall": precision_recall(real_feats, gen.features, cfg.pr_k, cfg.max_images_pr, cfg.seed,
-                                             device=on),
-        "kid": kid(real_feats, gen.features, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed, device=on),
+                          "n_a": measures.pop("n_real_same"), "n_b": len(generated)},
+        **measures,
         **_provenance(emb),
         "config": cfg.to_dict(),
         "seconds": round(time.perf_counter() - start, 3),
