@@ -72,3 +72,22 @@ def test_rebalance_under_accelerate_launch_matches_one_process(tmp_path):
     files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))  # noqa: E731
                           if p.is_file() and p.name not in skip}
     assert files(tmp_path / "two") == files(tmp_path / "one")
+
+
+def test_a_stored_folder_under_torchrun_gives_the_in_memory_fill_and_epoch(tmp_path):
+    """Two ranks through the torchrun binary with the folder kept on disk (DIFFBALANCE_STORE=disk), each reading
+    its part of every batch (parallel: ddp): the fill's PNGs byte for byte and one classifier epoch's numbers equal
+    those of the same launch with the folder in memory."""
+    config = tiny_config(tmp_path, methods=["oversample"], seeds=[0], parallel="ddp",
+                         train={"epochs": 1, "batch_size": 8, "lr": 0.05, "warmup_epochs": 0})
+    args = ["run", str(config), "--device", "cpu", "--quiet"]
+    memory = torchrun(2, *args, "--out", str(tmp_path / "memory"), env={"DIFFBALANCE_STORE": "memory"})
+    disk = torchrun(2, *args, "--out", str(tmp_path / "disk"), env={"DIFFBALANCE_STORE": "disk"})
+    assert memory.returncode == 0 and disk.returncode == 0, disk.stderr[-2000:]
+    assert "kept on disk in an image store" in disk.stderr and "image store" not in memory.stderr
+    assert runs_of(tmp_path / "disk") == runs_of(tmp_path / "memory")
+    results = json.loads((tmp_path / "disk" / "results.json").read_text())
+    assert (results["processes"], results["parallel"]) == (2, "ddp")  # one classifier trained over both ranks
+    fills = lambda root: {p.relative_to(root).as_posix(): p.read_bytes()  # noqa: E731
+                          for p in sorted((root / "fills").rglob("*.png"))}
+    assert fills(tmp_path / "memory") and fills(tmp_path / "disk") == fills(tmp_path / "memory")
